@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Summarise a run of bench/run_ingest.sh: print the table, check the targets,
+and (with --results-md) append a dated section to bench/RESULTS.md.
+
+Usage: report.py RESULTS_TSV RSS_TSV NOTES_TXT [--results-md PATH]
+"""
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+from collections import defaultdict
+
+LABELS = {
+    "raw-fsync": "raw loop: write + fsync + rename",
+    "raw-dirsync": "raw loop: write + fsync + rename + dir fsync",
+    "storescp": "DCMTK storescp (no fsync, no index)",
+    "storescp-fork": "DCMTK storescp --fork",
+    "orthanc": "Orthanc (SQLite, SyncStorageArea)",
+    "mifas": "MIFAS",
+}
+ORDER = ["mifas", "orthanc", "storescp", "storescp-fork", "raw-fsync", "raw-dirsync"]
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:
+        return "?"
+
+
+def machine():
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = sh("free -h | awk '/^Mem:/ {print $2}'")
+    wd = os.environ.get("BENCH_WORKDIR_USED", "/tmp")
+    df = sh(f"df -hT {wd} | tail -1 | awk '{{print $1\" (\"$2\", \"$3\" total, \"$5\" free)\"}}'")
+    return {
+        "nproc": sh("nproc"),
+        "cpu": cpu,
+        "mem": mem,
+        "disk": f"{df} for {wd}",
+        "kernel": platform.release(),
+        "dcmtk": sh("/usr/bin/storescp --version 2>&1 | head -1"),
+        "orthanc": sh("/usr/sbin/Orthanc --version 2>&1 | head -1"),
+        "mifas": os.environ.get("BENCH_MIFAS_REV", "?"),
+    }
+
+
+def fmt(v, nd=1):
+    return "—" if v is None else f"{v:.{nd}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("rss")
+    ap.add_argument("notes")
+    ap.add_argument("--results-md")
+    args = ap.parse_args()
+
+    rates = defaultdict(list)  # (target, mode) -> [rate]
+    flagged = defaultdict(list)
+    for line in open(args.results):
+        f = line.rstrip("\n").split("\t")
+        if len(f) < 8:
+            continue
+        target, mode, _rep, _n, _secs, rate, _stored, note = f
+        rates[(target, int(mode))].append(float(rate))
+        if note != "-":
+            flagged[(target, int(mode))].append(note)
+
+    def med(t, m):
+        v = rates.get((t, m))
+        return statistics.median(v) if v else None
+
+    def rng(t, m):
+        v = rates.get((t, m))
+        if not v:
+            return ""
+        return f"{min(v):.1f}–{max(v):.1f}" if len(v) > 1 else ""
+
+    reps = os.environ.get("BENCH_REPEATS_USED", "?")
+    rows = []
+    for t in ORDER:
+        if not any((t, m) in rates for m in (1, 4)):
+            continue
+        r1, r4 = med(t, 1), med(t, 4)
+        flag = "; ".join(sorted(set(flagged.get((t, 1), []) + flagged.get((t, 4), []))))
+        rows.append((LABELS.get(t, t), fmt(r1), rng(t, 1), fmt(r4), rng(t, 4), flag))
+
+    lines = []
+    lines.append(f"Instances/s, 1000 CT instances (512×512×16-bit, 525,558 bytes each), median of {reps} runs (min–max).")
+    lines.append("")
+    lines.append("| target | 1 assoc | (min–max) | 4 assocs | (min–max) | problems |")
+    lines.append("|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        lines.append("| " + " | ".join(x if x else "" for x in r) + " |")
+    lines.append("")
+
+    m1, m4 = med("mifas", 1), med("mifas", 4)
+    o1, o4 = med("orthanc", 1), med("orthanc", 4)
+    f1, d1 = med("raw-fsync", 1), med("raw-dirsync", 1)
+
+    def ratio(a, b):
+        return None if a is None or b is None or b == 0 else a / b
+
+    checks = [
+        ("1 assoc: MIFAS / Orthanc", ratio(m1, o1), 1.5),
+        ("1 assoc: MIFAS / raw write+fsync+rename", ratio(m1, f1), 0.8),
+        ("1 assoc: MIFAS / raw write+fsync+rename+dir fsync (context)", ratio(m1, d1), None),
+        ("4 assocs: MIFAS / Orthanc", ratio(m4, o4), 2.0),
+        ("4 assocs: MIFAS / raw write+fsync+rename (context)", ratio(m4, f1), None),
+    ]
+    lines.append("| ratio | value | target | met |")
+    lines.append("|---|---:|---:|---|")
+    for name, v, tgt in checks:
+        met = "—" if tgt is None or v is None else ("yes" if v >= tgt else "**NO**")
+        lines.append(f"| {name} | {fmt(v, 2)} | {'≥ ' + str(tgt) if tgt else ''} | {met} |")
+    lines.append("")
+
+    rss_rows = [l.rstrip("\n").split("\t") for l in open(args.rss) if l.strip()]
+    if rss_rows:
+        lines.append("Peak RSS (VmHWM of the server process) while receiving one 1000-frame Enhanced CT instance "
+                     "(512×512×16-bit, 524,289,082-byte file), sent with one storescu:")
+        lines.append("")
+        lines.append("| server | VmHWM at start | VmHWM after the store | stored object bytes | target | met | problems |")
+        lines.append("|---|---:|---:|---:|---:|---|---|")
+        for target, base, hwm, nbytes, note in rss_rows:
+            def mb(kb):
+                try:
+                    return f"{int(kb) / 1024:.1f} MB"
+                except ValueError:
+                    return kb
+            tgt, met = "", "—"
+            if target == "mifas":
+                tgt = "< 100 MB"
+                try:
+                    met = "yes" if int(hwm) < 100 * 1024 and note == "-" else "**NO**"
+                except ValueError:
+                    met = "**NO**"
+            lines.append(f"| {LABELS.get(target, target)} | {mb(base)} | {mb(hwm)} | {nbytes} | {tgt} | {met} | "
+                         f"{'' if note == '-' else note} |")
+        lines.append("")
+
+    notes = [l.strip() for l in open(args.notes) if l.strip()]
+    if notes:
+        lines.append("Problems seen during the run:")
+        lines.append("")
+        for n in notes:
+            lines.append(f"- {n}")
+        lines.append("")
+
+    body = "\n".join(lines)
+    print()
+    print(body)
+
+    if args.results_md:
+        m = machine()
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M %Z").strip()
+        head = [
+            f"## Run of {stamp}",
+            "",
+            f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem']} RAM, kernel {m['kernel']}",
+            f"- disk: {m['disk']}",
+            f"- load average at start: {os.environ.get('BENCH_LOADAVG_START', '?')}",
+            f"- peers: {m['dcmtk']}; {m['orthanc']}; MIFAS git {m['mifas']}",
+            "- sender: /usr/bin/storescu, TCP_NODELAY=1, default options, `+sd +r`; 4 assocs = 4 storescu "
+            "processes at once, one per quarter of the corpus. Every measurement starts a fresh server on an "
+            "empty data dir on the same disk; the time is from the first storescu start to the last storescu exit.",
+            "",
+        ]
+        path = args.results_md
+        if not os.path.exists(path):
+            with open(path, "w") as fh:
+                fh.write("# MIFAS ingest benchmark results\n\n"
+                         "Produced by `bench/run_ingest.sh` (see the header of that script). Each run appends a "
+                         "section; newest last.\n\n")
+        with open(path, "a") as fh:
+            fh.write("\n".join(head) + body + "\n")
+        print(f"appended to {path}")
+
+
+if __name__ == "__main__":
+    main()

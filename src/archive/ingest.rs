@@ -1,0 +1,215 @@
+//! The C-STORE order (DESIGN.md §3): validate, store durably, index, and only then report
+//! success.
+
+use std::io::{BufReader, Seek, SeekFrom};
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_parser::dataset::lazy_read::LazyDataSetReader;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use super::spool::Spooled;
+use super::{Archive, IngestError, IngestRequest, Spool};
+use crate::config::DuplicatePolicy;
+use crate::index::{Applied, InstanceEntry, ObjectFacts, text};
+use crate::storage::ObjectKey;
+use crate::uid;
+
+/// What happened to an object that was not refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Stored,
+    /// Replaced an object with the same SOP Instance UID (policy `replace`).
+    Replaced,
+    /// Already stored; the new copy was dropped (policy `ignore`).
+    DuplicateIgnored,
+}
+
+fn check_uid(attribute: &'static str, value: &str) -> Result<(), IngestError> {
+    uid::validate(value).map_err(|reason| IngestError::InvalidUid {
+        attribute,
+        value: value.chars().take(80).collect(),
+        reason,
+    })
+}
+
+/// Checks on what the sender announced, before any byte is spooled.
+pub(crate) fn check_request(request: &IngestRequest) -> Result<(), IngestError> {
+    check_uid("Affected SOP Class UID", &request.sop_class_uid)?;
+    check_uid("Affected SOP Instance UID", &request.sop_instance_uid)?;
+    check_uid("Transfer Syntax UID", &request.transfer_syntax)?;
+    Ok(())
+}
+
+/// Releases reserved quota bytes when the store attempt ends, whatever its outcome.
+struct Reservation<'a> {
+    archive: &'a Archive,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.archive
+            .inner
+            .reserved_bytes
+            .fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, IngestError> + Send + 'static,
+) -> Result<T, IngestError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))?
+}
+
+impl Archive {
+    /// The data set is complete: make it durable and indexed, or refuse it leaving nothing behind.
+    pub async fn commit(&self, spool: Spool) -> Result<IngestOutcome, IngestError> {
+        let spooled = spool.finish().await?;
+        self.store_spooled(spooled).await
+    }
+
+    pub(crate) async fn store_spooled(&self, spooled: Spooled) -> Result<IngestOutcome, IngestError> {
+        let (mut spooled, entry) = blocking(move || {
+            let entry = parse_and_validate(&spooled)?;
+            Ok((spooled, entry))
+        })
+        .await?;
+        let uid = spooled.request.sop_instance_uid.clone();
+        let index = &self.inner.index;
+        if index.contains_instance(&uid)? {
+            match self.inner.duplicate_policy {
+                DuplicatePolicy::Ignore => {
+                    tracing::info!(sop_instance_uid = %uid, "already stored; duplicate ignored");
+                    return Ok(IngestOutcome::DuplicateIgnored);
+                }
+                DuplicatePolicy::Reject => return Err(IngestError::Duplicate(uid)),
+                DuplicatePolicy::Replace => {}
+            }
+        }
+        let _reservation = self.reserve(spooled.size)?;
+        let file = spooled.file.try_clone().map_err(IngestError::spool)?;
+        blocking(move || file.sync_all().map_err(IngestError::spool)).await?;
+        let key = ObjectKey::for_instance(&uid);
+        self.inner.store.put_file(&key, &spooled.guard.path).await?;
+        spooled.guard.disarm();
+        match self.inner.committer.commit(key, entry).await? {
+            Applied::Inserted => Ok(IngestOutcome::Stored),
+            Applied::Replaced => Ok(IngestOutcome::Replaced),
+        }
+    }
+
+    fn reserve(&self, bytes: u64) -> Result<Reservation<'_>, IngestError> {
+        let reserved = &self.inner.reserved_bytes;
+        let before = reserved.fetch_add(bytes, Ordering::SeqCst);
+        let reservation = Reservation {
+            archive: self,
+            bytes,
+        };
+        let quota = self.inner.quota_bytes;
+        if quota > 0 {
+            let stored = self.inner.index.totals()?.bytes;
+            if stored + before + bytes > quota {
+                return Err(IngestError::OutOfResources(format!(
+                    "storage quota of {quota} bytes reached ({stored} bytes stored, object of {bytes} bytes)"
+                )));
+            }
+        }
+        Ok(reservation)
+    }
+}
+
+/// Parse the header, walk the whole data set structurally (truncation shows here), check it
+/// against the announcement and build the index entry.
+pub(crate) fn parse_and_validate(spooled: &Spooled) -> Result<InstanceEntry, IngestError> {
+    let request = &spooled.request;
+    let path = &spooled.guard.path;
+    let object = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| IngestError::Unreadable(error_chain(&e)))?;
+    check_structure(spooled)?;
+    let header: &InMemDicomObject = &object;
+    let required = |tag: Tag, name: &'static str| -> Result<String, IngestError> {
+        let value = text(header, tag);
+        if value.is_empty() {
+            return Err(IngestError::MissingAttribute(name));
+        }
+        check_uid(name, &value)?;
+        Ok(value)
+    };
+    let sop_instance = required(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?;
+    if sop_instance != request.sop_instance_uid {
+        return Err(IngestError::DatasetMismatch(format!(
+            "SOPInstanceUID {sop_instance} in the data set, {} in the command",
+            request.sop_instance_uid
+        )));
+    }
+    let sop_class = required(tags::SOP_CLASS_UID, "SOPClassUID")?;
+    if sop_class != request.sop_class_uid {
+        return Err(IngestError::DatasetMismatch(format!(
+            "SOPClassUID {sop_class} in the data set, {} in the command",
+            request.sop_class_uid
+        )));
+    }
+    required(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?;
+    required(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
+    let facts = ObjectFacts {
+        sop_class_uid: sop_class,
+        sop_instance_uid: sop_instance.clone(),
+        transfer_syntax: request.transfer_syntax.clone(),
+        size: spooled.size,
+        sha256: spooled.sha256,
+        object_key: ObjectKey::for_instance(&sop_instance).to_string(),
+        source_aet: request.source_aet.clone(),
+        received_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    InstanceEntry::from_header(header, facts).map_err(|e| IngestError::Unreadable(e.to_string()))
+}
+
+/// Walk every element of the data set without loading values, so an object truncated inside
+/// its pixel data (which the header parse never reaches) is refused too.
+fn check_structure(spooled: &Spooled) -> Result<(), IngestError> {
+    let ts_uid = spooled.request.transfer_syntax.as_str();
+    let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
+        return Err(IngestError::Unreadable(format!("unknown transfer syntax {ts_uid}")));
+    };
+    if matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
+        // Deflated data sets are checked by inflating them in the header parse only.
+        return Ok(());
+    }
+    let mut file = spooled.file.try_clone().map_err(IngestError::spool)?;
+    file.seek(SeekFrom::Start(spooled.dataset_offset))
+        .map_err(IngestError::spool)?;
+    let total = spooled.size;
+    let mut reader = LazyDataSetReader::new_with_ts(BufReader::with_capacity(256 * 1024, file), ts)
+        .map_err(|e| IngestError::Unreadable(error_chain(&e)))?;
+    while let Some(token) = reader.advance() {
+        let token = token.map_err(|e| IngestError::Unreadable(error_chain(&e)))?;
+        token
+            .skip()
+            .map_err(|e| IngestError::Unreadable(format!("truncated or malformed data set ({total} bytes): {}", error_chain(&e))))?;
+    }
+    Ok(())
+}
+
+/// An error with its sources, on one line.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,192 @@
+//! Start-up reconciliation (DESIGN.md §3.5): spool leftovers are removed, stored objects missing
+//! from the index are indexed, index entries without an object are reported. Also the import
+//! path, which shares the "index an existing Part-10 file" logic.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use dicom_object::meta::FileMetaTable;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::ingest::{IngestOutcome, parse_and_validate};
+use super::spool::{SpoolFileGuard, Spooled};
+use super::{Archive, IngestError, IngestRequest, OpenError};
+use crate::storage::ObjectKey;
+
+/// What reconciliation found; logged at start and printed by `mifas stats`.
+#[derive(Debug, Default, Clone)]
+pub struct ReconcileReport {
+    pub spool_files_removed: usize,
+    pub objects_indexed: usize,
+    /// Object files that cannot be indexed (left in place for an operator).
+    pub unreadable_objects: Vec<String>,
+    /// Index entries whose object file is missing.
+    pub missing_objects: Vec<String>,
+}
+
+/// A Part-10 file's meta group and where its data set starts.
+pub(crate) fn read_part10_meta(file: &mut std::fs::File) -> Result<(FileMetaTable, u64), IngestError> {
+    let mut head = [0u8; 132];
+    let n = read_up_to(file, &mut head).map_err(IngestError::spool)?;
+    let magic_at = if n >= 132 && &head[128..132] == b"DICM" {
+        128
+    } else if n >= 4 && &head[0..4] == b"DICM" {
+        0
+    } else {
+        return Err(IngestError::Unreadable(
+            "not a DICOM Part-10 file (no DICM magic code)".into(),
+        ));
+    };
+    file.seek(SeekFrom::Start(magic_at)).map_err(IngestError::spool)?;
+    let meta = FileMetaTable::from_reader(&mut *file)
+        .map_err(|e| IngestError::Unreadable(format!("bad file meta group: {e}")))?;
+    // DICM + the (0002,0000) element (12 bytes) + the group it measures.
+    let dataset_offset = magic_at + 4 + 12 + u64::from(meta.information_group_length);
+    Ok((meta, dataset_offset))
+}
+
+fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+fn request_from_meta(meta: &FileMetaTable, default_aet: &str) -> IngestRequest {
+    let trim = |s: &str| crate::uid::trim(s).to_string();
+    IngestRequest {
+        sop_class_uid: trim(meta.media_storage_sop_class_uid()),
+        sop_instance_uid: trim(meta.media_storage_sop_instance_uid()),
+        transfer_syntax: trim(meta.transfer_syntax()),
+        source_aet: meta
+            .source_application_entity_title
+            .as_deref()
+            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| default_aet.to_string()),
+    }
+}
+
+impl Archive {
+    pub(crate) async fn reconcile(&self) -> Result<ReconcileReport, OpenError> {
+        let started = std::time::Instant::now();
+        let mut report = ReconcileReport::default();
+        let spool_dir = self.inner.spool_dir.clone();
+        report.spool_files_removed = tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for entry in std::fs::read_dir(&spool_dir)?.flatten() {
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok::<_, std::io::Error>(removed)
+        })
+        .await
+        .map_err(|e| OpenError::Reconcile(e.to_string()))?
+        .map_err(|e| OpenError::Reconcile(format!("cannot clean the spool: {e}")))?;
+
+        let index = &self.inner.index;
+        let store = &self.inner.store;
+        for key in store.list().await? {
+            let uid = key.sop_instance_uid().to_string();
+            if index
+                .contains_instance(&uid)
+                .map_err(|e| OpenError::Reconcile(e.to_string()))?
+            {
+                continue;
+            }
+            match self.index_stored_object(&key).await {
+                Ok(()) => {
+                    tracing::warn!(object = %key, "stored object was missing from the index; indexed");
+                    report.objects_indexed += 1;
+                }
+                Err(e) => {
+                    tracing::error!(object = %key, error = %e, "stored object cannot be indexed; left in place");
+                    report.unreadable_objects.push(key.to_string());
+                }
+            }
+        }
+        for record in index.instances() {
+            let record = record.map_err(|e| OpenError::Reconcile(e.to_string()))?;
+            let key = ObjectKey::for_instance(&record.sop_instance_uid);
+            if !store.exists(&key).await? {
+                tracing::error!(sop_instance_uid = %record.sop_instance_uid, object = %key, "indexed instance has no object file");
+                report.missing_objects.push(record.sop_instance_uid);
+            }
+        }
+        index
+            .flush()
+            .await
+            .map_err(|e| OpenError::Reconcile(e.to_string()))?;
+        tracing::info!(
+            spool_files_removed = report.spool_files_removed,
+            objects_indexed = report.objects_indexed,
+            unreadable = report.unreadable_objects.len(),
+            missing = report.missing_objects.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "reconciliation done"
+        );
+        Ok(report)
+    }
+
+    /// Index an object file already in the store (found without an index entry).
+    async fn index_stored_object(&self, key: &ObjectKey) -> Result<(), IngestError> {
+        let Some(path) = self.inner.store.local_path(key) else {
+            return Err(IngestError::Unreadable("object is not on local disk".into()));
+        };
+        let entry = tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::File::open(&path).map_err(IngestError::spool)?;
+            let (meta, dataset_offset) = read_part10_meta(&mut file)?;
+            let mut hasher = Sha256::new();
+            file.seek(SeekFrom::Start(0)).map_err(IngestError::spool)?;
+            let size = std::io::copy(&mut file, &mut hasher).map_err(IngestError::spool)?;
+            let spooled = Spooled {
+                request: request_from_meta(&meta, ""),
+                guard: SpoolFileGuard::keep(path),
+                file,
+                sha256: hasher.finalize().into(),
+                size,
+                dataset_offset,
+            };
+            parse_and_validate(&spooled)
+        })
+        .await
+        .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))??;
+        self.inner.committer.commit(key.clone(), entry).await.map(|_| ())
+    }
+
+    /// Import one Part-10 file through the same pipeline as C-STORE.
+    pub async fn import_file(&self, path: &Path, accept_unknown_storage: bool) -> Result<IngestOutcome, IngestError> {
+        let p = path.to_owned();
+        let (request, dataset_offset) = tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::File::open(&p).map_err(IngestError::spool)?;
+            let (meta, offset) = read_part10_meta(&mut file)?;
+            Ok::<_, IngestError>((request_from_meta(&meta, "IMPORT"), offset))
+        })
+        .await
+        .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))??;
+        if !accept_unknown_storage && crate::dictionary::storage_sop_class(&request.sop_class_uid).is_none() {
+            return Err(IngestError::Unreadable(format!(
+                "SOP class {} is not a storage SOP class we accept",
+                request.sop_class_uid
+            )));
+        }
+        let mut spool = self.begin(request).await?;
+        let mut file = tokio::fs::File::open(path).await.map_err(IngestError::spool)?;
+        file.seek(SeekFrom::Start(dataset_offset)).await.map_err(IngestError::spool)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).await.map_err(IngestError::spool)?;
+            if n == 0 {
+                break;
+            }
+            spool.write(&buf[..n]).await;
+        }
+        self.commit(spool).await
+    }
+}

@@ -1,0 +1,202 @@
+//! The spool: an incoming object is written to a temporary Part-10 file as its data arrives, so
+//! memory stays bounded whatever the object's size. The file is our file meta group followed by
+//! the data set exactly as received; SHA-256 is computed on the way.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use dicom_object::meta::FileMetaTableBuilder;
+use sha2::{Digest, Sha256};
+
+use super::IngestError;
+
+/// Our Implementation Class UID (PS3.7 D.3.3.2), a UUID-derived UID (PS3.5 B.2).
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.152222047896201545135955840025211326814";
+pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("MIFAS_", env!("CARGO_PKG_VERSION"));
+
+/// Data is handed to a blocking write once this much has accumulated.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// What the sender announced about an incoming object (from the C-STORE command and the
+/// presentation context, or from a file's meta group on import).
+#[derive(Debug, Clone)]
+pub struct IngestRequest {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax: String,
+    pub source_aet: String,
+}
+
+/// Removes the file on drop unless disarmed: an aborted or rejected object never stays behind.
+#[derive(Debug)]
+pub(crate) struct SpoolFileGuard {
+    pub(crate) path: PathBuf,
+    armed: bool,
+}
+
+impl SpoolFileGuard {
+    /// A guard that never deletes (for files that are already stored objects).
+    pub(crate) fn keep(path: PathBuf) -> SpoolFileGuard {
+        SpoolFileGuard { path, armed: false }
+    }
+
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for SpoolFileGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            // Unlinking one file is quick enough to do inline even on a runtime thread.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// An object being received.
+#[derive(Debug)]
+pub struct Spool {
+    pub(crate) request: IngestRequest,
+    guard: SpoolFileGuard,
+    file: Option<std::fs::File>,
+    hasher: Option<Sha256>,
+    buf: Vec<u8>,
+    /// Bytes before the data set (preamble, magic, meta group).
+    pub(crate) dataset_offset: u64,
+    size: u64,
+    failed: Option<IngestError>,
+}
+
+/// A complete spooled object, not yet durable.
+#[derive(Debug)]
+pub(crate) struct Spooled {
+    pub(crate) request: IngestRequest,
+    pub(crate) guard: SpoolFileGuard,
+    pub(crate) file: std::fs::File,
+    pub(crate) sha256: [u8; 32],
+    pub(crate) size: u64,
+    pub(crate) dataset_offset: u64,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, IngestError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))
+}
+
+/// Preamble, `DICM` and a file meta group describing the object.
+pub(crate) fn part10_header(request: &IngestRequest) -> Result<Vec<u8>, IngestError> {
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(request.sop_class_uid.as_str())
+        .media_storage_sop_instance_uid(request.sop_instance_uid.as_str())
+        .transfer_syntax(request.transfer_syntax.as_str())
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+        .source_application_entity_title(request.source_aet.as_str())
+        .build()
+        .map_err(|e| IngestError::Unreadable(format!("cannot build file meta group: {e}")))?;
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    meta.write(&mut out)
+        .map_err(|e| IngestError::Unreadable(format!("cannot encode file meta group: {e}")))?;
+    Ok(out)
+}
+
+impl Spool {
+    pub(crate) async fn create(dir: &Path, request: IngestRequest) -> Result<Spool, IngestError> {
+        let header = part10_header(&request)?;
+        let path = dir.join(format!("{:016x}.part", rand::random::<u64>()));
+        let p = path.clone();
+        let file = blocking(move || std::fs::File::create_new(&p))
+            .await?
+            .map_err(IngestError::spool)?;
+        let dataset_offset = header.len() as u64;
+        let mut buf = Vec::with_capacity(WRITE_CHUNK + 128 * 1024);
+        buf.extend_from_slice(&header);
+        Ok(Spool {
+            request,
+            guard: SpoolFileGuard { path, armed: true },
+            file: Some(file),
+            hasher: Some(Sha256::new()),
+            buf,
+            dataset_offset,
+            size: 0,
+            failed: None,
+        })
+    }
+
+    pub fn request(&self) -> &IngestRequest {
+        &self.request
+    }
+
+    /// Append received data-set bytes. After a failure (e.g. disk full) further data is
+    /// discarded; the failure is reported by [`Spool::finish`].
+    pub async fn write(&mut self, data: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_CHUNK {
+            self.write_out().await;
+        }
+    }
+
+    async fn write_out(&mut self) {
+        let (Some(mut file), Some(mut hasher)) = (self.file.take(), self.hasher.take()) else {
+            return;
+        };
+        let buf = std::mem::take(&mut self.buf);
+        let result = blocking(move || {
+            hasher.update(&buf);
+            let res = file.write_all(&buf);
+            (file, hasher, buf, res)
+        })
+        .await;
+        match result {
+            Ok((file, hasher, mut buf, res)) => {
+                self.size += buf.len() as u64;
+                buf.clear();
+                self.buf = buf;
+                self.file = Some(file);
+                self.hasher = Some(hasher);
+                if let Err(e) = res {
+                    self.fail(IngestError::spool(e));
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail(&mut self, err: IngestError) {
+        self.buf = Vec::new();
+        self.file = None;
+        let _ = std::fs::remove_file(&self.guard.path);
+        self.failed = Some(err);
+    }
+
+    /// All data received: write the rest out and hand over the complete file.
+    pub(crate) async fn finish(mut self) -> Result<Spooled, IngestError> {
+        if self.failed.is_none() && !self.buf.is_empty() {
+            self.write_out().await;
+        }
+        if let Some(err) = self.failed.take() {
+            return Err(err);
+        }
+        let (Some(file), Some(hasher)) = (self.file.take(), self.hasher.take()) else {
+            return Err(IngestError::Spool(std::io::Error::other("spool file lost")));
+        };
+        Ok(Spooled {
+            request: self.request.clone(),
+            guard: SpoolFileGuard {
+                path: self.guard.path.clone(),
+                armed: true,
+            },
+            file,
+            sha256: hasher.finalize().into(),
+            size: self.size,
+            dataset_offset: self.dataset_offset,
+        })
+        .inspect(|_| self.guard.disarm())
+    }
+}

@@ -1,0 +1,111 @@
+//! The command line: `serve`, `import`, `stats`. Each subcommand lives in its own file.
+
+mod import;
+mod serve;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::archive::OpenError;
+use crate::config::{Config, ConfigError, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "mifas", version, about = "MIFAS DICOM archive")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the archive (DICOM listener). Without --config: the embedded default on local disk.
+    Serve(CommonArgs),
+    /// Import DICOM Part-10 files and folders through the ingest pipeline (server stopped).
+    Import {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Files or folders (searched recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Print archive counts (server stopped; reconciles first, like a start).
+    Stats(CommonArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// TOML configuration file (see mifas.example.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory (index, objects, spool); overrides storage.data_dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// DICOM port; overrides dicom.port (0 picks a free port).
+    #[arg(long)]
+    pub dicom_port: Option<u16>,
+    /// Our AE title; overrides dicom.aet.
+    #[arg(long)]
+    pub aet: Option<String>,
+    /// Web portal port; overrides http.port (reserved).
+    #[arg(long)]
+    pub http_port: Option<u16>,
+}
+
+impl CommonArgs {
+    fn load(&self) -> Result<Config, CliError> {
+        let overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            dicom_port: self.dicom_port,
+            aet: self.aet.clone(),
+            http_port: self.http_port,
+        };
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Open(#[from] OpenError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    /// 2 for what the operator must fix in the configuration or the invocation.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) | CliError::Open(OpenError::Index(..)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args.load()?).await,
+        Command::Import { common, paths } => import::run(common.load()?, paths).await,
+        Command::Stats(args) => stats::run(args.load()?).await,
+    }
+}

@@ -1,0 +1,57 @@
+//! `mifas serve`: open the archive, listen, run until SIGINT/SIGTERM, shut down cleanly.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{CliError, init_logging};
+use crate::archive::Archive;
+use crate::config::Config;
+use crate::dimse::{self, DimseContext};
+
+pub async fn run(config: Config) -> Result<ExitCode, CliError> {
+    init_logging(&config);
+    let (archive, _report) = Archive::open(&config).await?;
+    let addr = std::net::SocketAddr::new(config.dicom.bind, config.dicom.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| CliError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::Other(format!("cannot read the listening address: {e}")))?;
+    tracing::info!(addr = %local, aet = %config.dicom.aet, data_dir = %config.storage.data_dir.display(), "MIFAS listening");
+    // The READY line is the readiness signal scripts and tests wait for.
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "MIFAS READY dicom={local} aet={} data={}", config.dicom.aet, config.storage.data_dir.display());
+        let _ = out.flush();
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_watch(shutdown.clone()));
+    let ctx = DimseContext::new(archive.clone(), Arc::new(config));
+    dimse::serve(listener, ctx, shutdown).await;
+    archive
+        .close()
+        .await
+        .map_err(|e| CliError::Other(format!("final index flush failed: {e}")))?;
+    tracing::info!("MIFAS stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn signal_watch(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    shutdown.cancel();
+}

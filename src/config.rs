@@ -1,0 +1,317 @@
+//! One TOML file → typed configuration with defaults. Every key is documented in
+//! `mifas.example.toml`; unknown keys are errors so a typo never silently falls back to a default.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, always naming the key (or the file) so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config key {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub dicom: DicomConfig,
+    pub storage: StorageConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomConfig {
+    pub aet: String,
+    pub bind: IpAddr,
+    pub port: u16,
+    pub max_associations: usize,
+    pub max_pdu: u32,
+    pub artim_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub check_called_aet: bool,
+    pub accept_unknown_storage: bool,
+    pub shutdown_grace_secs: u64,
+    pub allowed_calling: Vec<AllowedCaller>,
+}
+
+/// One entry of the calling-AE allow-list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedCaller {
+    pub aet: String,
+    #[serde(default)]
+    pub hosts: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub quota_bytes: u64,
+    pub duplicate_policy: DuplicatePolicy,
+    pub group_commit_max: usize,
+}
+
+/// What to do when a SOP Instance UID that is already stored arrives again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicatePolicy {
+    /// Keep the stored object, answer success (re-sends after a lost response are harmless).
+    Ignore,
+    /// Store the new object in place of the old one.
+    Replace,
+    /// Refuse with status 0x0111 (Duplicate SOP Instance).
+    Reject,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+impl Default for DicomConfig {
+    fn default() -> Self {
+        DicomConfig {
+            aet: "MIFAS".into(),
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 11112,
+            max_associations: 64,
+            max_pdu: 65536,
+            artim_timeout_secs: 30,
+            idle_timeout_secs: 300,
+            check_called_aet: true,
+            accept_unknown_storage: false,
+            shutdown_grace_secs: 30,
+            allowed_calling: Vec::new(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./mifas-data"),
+            quota_bytes: 0,
+            duplicate_policy: DuplicatePolicy::Ignore,
+            group_commit_max: 128,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { port: 8080 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            dicom: DicomConfig::default(),
+            storage: StorageConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub dicom_port: Option<u16>,
+    pub aet: Option<String>,
+    pub http_port: Option<u16>,
+}
+
+impl Config {
+    /// Load the file (if any), apply overrides, validate.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Config::parse(&text)?
+            }
+            None => Config::default(),
+        };
+        if let Some(dir) = &overrides.data_dir {
+            config.storage.data_dir = dir.clone();
+        }
+        if let Some(port) = overrides.dicom_port {
+            config.dicom.port = port;
+        }
+        if let Some(aet) = &overrides.aet {
+            config.dicom.aet = aet.clone();
+        }
+        if let Some(port) = overrides.http_port {
+            config.http.port = port;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse TOML text; the error names the offending key.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            let inner = err.into_inner();
+            ConfigError::Invalid {
+                key: if key == "." { "(file)".into() } else { key },
+                message: inner.message().trim().to_string(),
+            }
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if !is_valid_ae_title(&self.dicom.aet) {
+            return invalid(
+                "dicom.aet",
+                "must be 1-16 printable ASCII characters, not only spaces, without backslash",
+            );
+        }
+        for (i, caller) in self.dicom.allowed_calling.iter().enumerate() {
+            if !is_valid_ae_title(&caller.aet) {
+                return invalid(
+                    &format!("dicom.allowed_calling[{i}].aet"),
+                    "must be 1-16 printable ASCII characters without backslash",
+                );
+            }
+        }
+        if self.dicom.max_associations == 0 {
+            return invalid("dicom.max_associations", "must be at least 1");
+        }
+        // PS3.8 9.3.1: a receiver must accept at least the minimum; dicom-ul refuses smaller values.
+        if !(1024..=16 * 1024 * 1024).contains(&self.dicom.max_pdu) {
+            return invalid("dicom.max_pdu", "must be between 1024 and 16777216 bytes");
+        }
+        if self.dicom.artim_timeout_secs == 0 {
+            return invalid("dicom.artim_timeout_secs", "must be at least 1");
+        }
+        if self.dicom.idle_timeout_secs == 0 {
+            return invalid("dicom.idle_timeout_secs", "must be at least 1");
+        }
+        if self.storage.group_commit_max == 0 {
+            return invalid("storage.group_commit_max", "must be at least 1");
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return invalid("storage.data_dir", "must not be empty");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid("log.level", "not a valid level or filter (e.g. info, debug)");
+        }
+        Ok(())
+    }
+
+    pub fn artim_timeout(&self) -> Duration {
+        Duration::from_secs(self.dicom.artim_timeout_secs)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.dicom.idle_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.dicom.shutdown_grace_secs)
+    }
+}
+
+/// PS3.5 6.2: AE is up to 16 characters of the default repertoire, no backslash or control
+/// characters; leading/trailing spaces are not significant.
+pub fn is_valid_ae_title(aet: &str) -> bool {
+    let trimmed = aet.trim();
+    !trimmed.is_empty()
+        && aet.len() <= 16
+        && aet.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_file() {
+        let config = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(config.dicom.aet, "MIFAS");
+        assert_eq!(config.dicom.port, 11112);
+        assert_eq!(config.storage.data_dir, PathBuf::from("./mifas-data"));
+        assert_eq!(config.storage.duplicate_policy, DuplicatePolicy::Ignore);
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Config::parse("[dicom]\nmax_associations = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("dicom.max_associations"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = Config::parse("[storage]\nquota = 5\n").unwrap_err();
+        assert!(err.to_string().contains("storage"), "{err}");
+    }
+
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let text = include_str!("../mifas.example.toml");
+        let config = Config::parse(text).unwrap();
+        let default = Config::default();
+        assert_eq!(config.dicom.port, default.dicom.port);
+        assert_eq!(config.dicom.max_pdu, default.dicom.max_pdu);
+        assert_eq!(config.dicom.max_associations, default.dicom.max_associations);
+        assert_eq!(config.storage.quota_bytes, default.storage.quota_bytes);
+    }
+
+    #[test]
+    fn overrides_win() {
+        let o = Overrides {
+            aet: Some("OTHER".into()),
+            dicom_port: Some(0),
+            ..Default::default()
+        };
+        let config = Config::load(None, &o).unwrap();
+        assert_eq!(config.dicom.aet, "OTHER");
+        assert_eq!(config.dicom.port, 0);
+    }
+
+    #[test]
+    fn ae_title_rules() {
+        assert!(is_valid_ae_title("MIFAS"));
+        assert!(!is_valid_ae_title(""));
+        assert!(!is_valid_ae_title("A\\B"));
+        assert!(!is_valid_ae_title("12345678901234567"));
+    }
+}

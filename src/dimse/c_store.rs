@@ -1,0 +1,80 @@
+//! C-STORE SCP (PS3.4 Annex B). The data set streams into an archive spool as it arrives; the
+//! response is sent only when the archive has made the object durable and indexed.
+
+use crate::archive::{Archive, IngestError, IngestOutcome, IngestRequest, Spool};
+
+use super::message::{Command, Response};
+use super::status::{Status, for_ingest_error};
+
+/// Where the data set of a C-STORE goes while it arrives.
+#[derive(Debug)]
+pub enum StoreSink {
+    Spool(Spool),
+    /// The request was refused before any data arrived; data is read and dropped, then this
+    /// status is answered.
+    Refused(Status, String),
+}
+
+/// Called when the command is complete, before its data set.
+pub async fn begin(archive: &Archive, command: &Command, context_abstract_syntax: &str, transfer_syntax: &str, calling_aet: &str) -> StoreSink {
+    if command.affected_sop_class_uid != context_abstract_syntax {
+        return StoreSink::Refused(
+            Status::SOP_CLASS_NOT_SUPPORTED,
+            format!(
+                "SOP class {} differs from the presentation context's {}",
+                command.affected_sop_class_uid, context_abstract_syntax
+            ),
+        );
+    }
+    let request = IngestRequest {
+        sop_class_uid: command.affected_sop_class_uid.clone(),
+        sop_instance_uid: command.affected_sop_instance_uid.clone(),
+        transfer_syntax: transfer_syntax.to_string(),
+        source_aet: calling_aet.to_string(),
+    };
+    match archive.begin(request).await {
+        Ok(spool) => StoreSink::Spool(spool),
+        Err(err) => StoreSink::Refused(for_ingest_error(&err), err.to_string()),
+    }
+}
+
+impl StoreSink {
+    pub async fn write(&mut self, data: &[u8]) {
+        if let StoreSink::Spool(spool) = self {
+            spool.write(data).await;
+        }
+    }
+}
+
+/// The data set is complete: store it and build the response.
+pub async fn finish(archive: &Archive, command: &Command, sink: StoreSink) -> Response {
+    let uid = command.affected_sop_instance_uid.as_str();
+    match sink {
+        StoreSink::Refused(status, comment) => {
+            tracing::warn!(sop_instance_uid = %uid, %status, reason = %comment, "C-STORE refused");
+            Response::for_request(command, status).with_comment(comment)
+        }
+        StoreSink::Spool(spool) => match archive.commit(spool).await {
+            Ok(outcome) => {
+                match outcome {
+                    IngestOutcome::Stored => tracing::debug!(sop_instance_uid = %uid, "stored"),
+                    IngestOutcome::Replaced => tracing::info!(sop_instance_uid = %uid, "stored, replacing the earlier copy"),
+                    IngestOutcome::DuplicateIgnored => {}
+                }
+                Response::for_request(command, Status::SUCCESS)
+            }
+            Err(err) => failure(command, &err),
+        },
+    }
+}
+
+fn failure(command: &Command, err: &IngestError) -> Response {
+    let status = for_ingest_error(err);
+    let uid = command.affected_sop_instance_uid.as_str();
+    if status == Status::PROCESSING_FAILURE || status == Status::OUT_OF_RESOURCES {
+        tracing::error!(sop_instance_uid = %uid, %status, error = %err, "C-STORE failed");
+    } else {
+        tracing::warn!(sop_instance_uid = %uid, %status, error = %err, "C-STORE refused");
+    }
+    Response::for_request(command, status).with_comment(err.to_string())
+}

@@ -1,0 +1,36 @@
+//! The DICOM network layer on dicom-ul: listener, association loop, DIMSE message codec and one
+//! file per service. It talks to the archive only (never to the index or storage).
+
+mod access;
+mod association;
+mod c_echo;
+mod c_store;
+mod listener;
+pub mod message;
+pub mod status;
+
+pub use listener::serve;
+
+use std::sync::Arc;
+
+use crate::archive::Archive;
+use crate::config::{AllowedCaller, Config};
+
+/// What every association shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DimseContext {
+    pub archive: Archive,
+    pub config: Arc<Config>,
+    allowed_calling: Arc<Vec<AllowedCaller>>,
+}
+
+impl DimseContext {
+    pub fn new(archive: Archive, config: Arc<Config>) -> DimseContext {
+        let allowed_calling = Arc::new(config.dicom.allowed_calling.clone());
+        DimseContext {
+            archive,
+            config,
+            allowed_calling,
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Turning a parsed header into the records the index keeps.
+
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
+
+use super::record::{InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, patient_key};
+
+/// Everything the index needs to add one instance at every level.
+#[derive(Debug, Clone)]
+pub struct InstanceEntry {
+    pub instance: InstanceRecord,
+    pub series: SeriesRecord,
+    pub study: StudyRecord,
+    pub patient: PatientRecord,
+}
+
+/// Where the object is and what it is, known to the archive, not read from the header.
+#[derive(Debug, Clone)]
+pub struct ObjectFacts {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub object_key: String,
+    pub source_aet: String,
+    pub received_at: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error("cannot encode the header for the index: {0}")]
+    EncodeHeader(String),
+}
+
+/// Text of an element, trimmed of padding; empty when absent or not text.
+pub fn text(obj: &InMemDicomObject, tag: Tag) -> String {
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
+        .unwrap_or_default()
+}
+
+fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i32> {
+    obj.get(tag).and_then(|e| e.to_int::<i32>().ok())
+}
+
+impl InstanceEntry {
+    pub fn from_header(header: &InMemDicomObject, facts: ObjectFacts) -> Result<Self, EntryError> {
+        let patient_id = text(header, tags::PATIENT_ID);
+        let issuer = text(header, tags::ISSUER_OF_PATIENT_ID);
+        let pkey = patient_key(&patient_id, &issuer);
+        let study_uid = text(header, tags::STUDY_INSTANCE_UID);
+        let series_uid = text(header, tags::SERIES_INSTANCE_UID);
+        let mut header_bytes = Vec::with_capacity(4096);
+        header
+            .write_dataset_with_ts(&mut header_bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+            .map_err(|e| EntryError::EncodeHeader(e.to_string()))?;
+        Ok(InstanceEntry {
+            instance: InstanceRecord {
+                sop_instance_uid: facts.sop_instance_uid,
+                sop_class_uid: facts.sop_class_uid,
+                series_uid: series_uid.clone(),
+                study_uid: study_uid.clone(),
+                patient_key: pkey.clone(),
+                transfer_syntax: facts.transfer_syntax,
+                instance_number: int(header, tags::INSTANCE_NUMBER),
+                size: facts.size,
+                sha256: facts.sha256,
+                object_key: facts.object_key,
+                sites: vec!["local".into()],
+                source_aet: facts.source_aet,
+                received_at: facts.received_at,
+                header: header_bytes,
+            },
+            series: SeriesRecord {
+                series_uid,
+                study_uid: study_uid.clone(),
+                modality: text(header, tags::MODALITY),
+                series_number: int(header, tags::SERIES_NUMBER),
+                series_description: text(header, tags::SERIES_DESCRIPTION),
+                body_part: text(header, tags::BODY_PART_EXAMINED),
+                num_instances: 0,
+            },
+            study: StudyRecord {
+                study_uid,
+                patient_key: pkey.clone(),
+                study_date: text(header, tags::STUDY_DATE),
+                study_time: text(header, tags::STUDY_TIME),
+                accession_number: text(header, tags::ACCESSION_NUMBER),
+                study_id: text(header, tags::STUDY_ID),
+                study_description: text(header, tags::STUDY_DESCRIPTION),
+                referring_physician: text(header, tags::REFERRING_PHYSICIAN_NAME),
+                modalities: Vec::new(),
+                num_series: 0,
+                num_instances: 0,
+            },
+            patient: PatientRecord {
+                patient_key: pkey,
+                patient_id,
+                issuer_of_patient_id: issuer,
+                patient_name: text(header, tags::PATIENT_NAME),
+                birth_date: text(header, tags::PATIENT_BIRTH_DATE),
+                sex: text(header, tags::PATIENT_SEX),
+                num_studies: 0,
+                num_series: 0,
+                num_instances: 0,
+            },
+        })
+    }
+}

@@ -1,0 +1,243 @@
+//! The archive's index on sled: one tree per level keyed by the level's unique key, secondary
+//! trees for the keys clients query by, and the whole header of every instance.
+//!
+//! The only module that opens sled. Writes go through [`Index::apply`], called by one writer at a
+//! time (the archive's group committer), so incremental counts never race.
+
+mod entry;
+mod record;
+mod writer;
+
+pub use entry::{EntryError, InstanceEntry, ObjectFacts, text};
+pub use record::{
+    InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, normalize_name, patient_key,
+};
+
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Errors of the index, named after the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot open the index at {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("index read failed: {0}")]
+    Read(sled::Error),
+    #[error("index write failed: {0}")]
+    Write(String),
+    #[error("index flush failed: {0}")]
+    Flush(sled::Error),
+    #[error("corrupt index record in tree {tree}: {message}")]
+    Decode { tree: &'static str, message: String },
+}
+
+pub type Result<T, E = IndexError> = std::result::Result<T, E>;
+
+/// The trees of the index. The discriminant is the position in [`Index::trees`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TreeId {
+    Instances,
+    Series,
+    Studies,
+    Patients,
+    /// study UID \0 series UID
+    SeriesByStudy,
+    /// series UID \0 SOP instance UID
+    InstancesBySeries,
+    /// patient key \0 study UID
+    StudiesByPatient,
+    /// normalised patient name \0 patient key
+    PatientName,
+    /// patient ID \0 patient key
+    PatientId,
+    /// study date \0 study UID
+    StudyDate,
+    /// accession number \0 study UID
+    Accession,
+    /// modality \0 series UID
+    Modality,
+    /// archive-wide values (totals)
+    Meta,
+}
+
+impl TreeId {
+    pub(crate) const ALL: [TreeId; 13] = [
+        TreeId::Instances,
+        TreeId::Series,
+        TreeId::Studies,
+        TreeId::Patients,
+        TreeId::SeriesByStudy,
+        TreeId::InstancesBySeries,
+        TreeId::StudiesByPatient,
+        TreeId::PatientName,
+        TreeId::PatientId,
+        TreeId::StudyDate,
+        TreeId::Accession,
+        TreeId::Modality,
+        TreeId::Meta,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TreeId::Instances => "instances",
+            TreeId::Series => "series",
+            TreeId::Studies => "studies",
+            TreeId::Patients => "patients",
+            TreeId::SeriesByStudy => "series_by_study",
+            TreeId::InstancesBySeries => "instances_by_series",
+            TreeId::StudiesByPatient => "studies_by_patient",
+            TreeId::PatientName => "idx_patient_name",
+            TreeId::PatientId => "idx_patient_id",
+            TreeId::StudyDate => "idx_study_date",
+            TreeId::Accession => "idx_accession",
+            TreeId::Modality => "idx_modality",
+            TreeId::Meta => "meta",
+        }
+    }
+}
+
+const TOTALS_KEY: &[u8] = b"totals";
+
+/// A secondary-index key: the value, a 0 separator, then the referenced unique key.
+pub(crate) fn compound_key(value: &str, unique: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(value.len() + unique.len() + 1);
+    key.extend_from_slice(value.as_bytes());
+    key.push(0);
+    key.extend_from_slice(unique.as_bytes());
+    key
+}
+
+pub struct Index {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    /// Serialises writers: counts are read-modify-write.
+    writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").finish_non_exhaustive()
+    }
+}
+
+/// What [`Index::apply`] did with one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Inserted,
+    /// An instance with the same SOP Instance UID was replaced.
+    Replaced,
+}
+
+impl Index {
+    pub fn open(path: &Path) -> Result<Index> {
+        let db = sled::Config::new()
+            .path(path)
+            // Durability comes from our explicit flushes (group commit), not the timer.
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|source| IndexError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let trees = TreeId::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| IndexError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Index {
+            db,
+            trees,
+            writer: Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn tree(&self, id: TreeId) -> &sled::Tree {
+        &self.trees[id as usize]
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, id: TreeId, key: &str) -> Result<Option<T>> {
+        match self.tree(id).get(key.as_bytes()).map_err(IndexError::Read)? {
+            Some(bytes) => decode(id, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn instance(&self, sop_instance_uid: &str) -> Result<Option<InstanceRecord>> {
+        self.get(TreeId::Instances, sop_instance_uid)
+    }
+
+    pub fn contains_instance(&self, sop_instance_uid: &str) -> Result<bool> {
+        self.tree(TreeId::Instances)
+            .contains_key(sop_instance_uid.as_bytes())
+            .map_err(IndexError::Read)
+    }
+
+    pub fn series(&self, series_uid: &str) -> Result<Option<SeriesRecord>> {
+        self.get(TreeId::Series, series_uid)
+    }
+
+    pub fn study(&self, study_uid: &str) -> Result<Option<StudyRecord>> {
+        self.get(TreeId::Studies, study_uid)
+    }
+
+    pub fn patient(&self, patient_key: &str) -> Result<Option<PatientRecord>> {
+        self.get(TreeId::Patients, patient_key)
+    }
+
+    pub fn totals(&self) -> Result<Totals> {
+        match self.tree(TreeId::Meta).get(TOTALS_KEY).map_err(IndexError::Read)? {
+            Some(bytes) => decode(TreeId::Meta, &bytes),
+            None => Ok(Totals::default()),
+        }
+    }
+
+    /// Every instance record, in SOP Instance UID order (for reconciliation and audits).
+    pub fn instances(&self) -> impl Iterator<Item = Result<InstanceRecord>> + '_ {
+        self.tree(TreeId::Instances).iter().map(|item| {
+            let (_, value) = item.map_err(IndexError::Read)?;
+            decode(TreeId::Instances, &value)
+        })
+    }
+
+    /// SOP Instance UIDs of one series, from the secondary tree.
+    pub fn instance_uids_of_series(&self, series_uid: &str) -> Result<Vec<String>> {
+        let prefix = compound_key(series_uid, "");
+        self.tree(TreeId::InstancesBySeries)
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| {
+                let k = k.map_err(IndexError::Read)?;
+                Ok(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            })
+            .collect()
+    }
+
+    /// Make every write so far durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await.map_err(IndexError::Flush)?;
+        Ok(())
+    }
+
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.db.flush().map_err(IndexError::Flush)?;
+        Ok(())
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.db.size_on_disk().map_err(IndexError::Read)
+    }
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(id: TreeId, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| IndexError::Decode {
+        tree: id.name(),
+        message: e.to_string(),
+    })
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| IndexError::Write(e.to_string()))
+}

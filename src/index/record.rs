@@ -1,0 +1,90 @@
+//! What the index stores per level. Records are postcard-encoded values of sled trees.
+
+use serde::{Deserialize, Serialize};
+
+/// One stored SOP instance: where its object is, its integrity data, and its whole header
+/// (every element but Pixel Data, Explicit VR Little Endian) so queries never open object files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub series_uid: String,
+    pub study_uid: String,
+    pub patient_key: String,
+    pub transfer_syntax: String,
+    pub instance_number: Option<i32>,
+    /// Size of the stored Part-10 object in bytes.
+    pub size: u64,
+    /// SHA-256 of the stored Part-10 object.
+    pub sha256: [u8; 32],
+    /// Storage key of the object (relative path under `objects/`).
+    pub object_key: String,
+    /// Storage sites holding a copy ("local" for the embedded archive).
+    pub sites: Vec<String>,
+    pub source_aet: String,
+    /// Seconds since the Unix epoch.
+    pub received_at: u64,
+    /// The header data set (no pixel data), Explicit VR Little Endian.
+    pub header: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesRecord {
+    pub series_uid: String,
+    pub study_uid: String,
+    pub modality: String,
+    pub series_number: Option<i32>,
+    pub series_description: String,
+    pub body_part: String,
+    pub num_instances: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StudyRecord {
+    pub study_uid: String,
+    pub patient_key: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub accession_number: String,
+    pub study_id: String,
+    pub study_description: String,
+    pub referring_physician: String,
+    /// Distinct modalities of the study's series, with how many series have each.
+    pub modalities: Vec<(String, u64)>,
+    pub num_series: u64,
+    pub num_instances: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientRecord {
+    pub patient_key: String,
+    pub patient_id: String,
+    pub issuer_of_patient_id: String,
+    pub patient_name: String,
+    pub birth_date: String,
+    pub sex: String,
+    pub num_studies: u64,
+    pub num_series: u64,
+    pub num_instances: u64,
+}
+
+/// Archive-wide totals, kept in the same transaction as the records they count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub patients: u64,
+    pub studies: u64,
+    pub series: u64,
+    pub instances: u64,
+    pub bytes: u64,
+}
+
+/// The patient-level key: Patient ID qualified by its issuer (PS3.4 C.6.1.1.2 treats the pair as
+/// the patient's identity).
+pub fn patient_key(patient_id: &str, issuer: &str) -> String {
+    format!("{patient_id}\u{1}{issuer}")
+}
+
+/// Normalised form of a person name for the name index: case-folded, components kept.
+pub fn normalize_name(name: &str) -> String {
+    name.trim().to_uppercase()
+}

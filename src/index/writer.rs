@@ -1,0 +1,250 @@
+//! Applying a batch of new instances: records at every level, secondary keys and incremental
+//! counts, written in one sled transaction so a crash never leaves counts and records apart.
+
+use std::collections::HashMap;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::record::{
+    InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, normalize_name,
+};
+use super::{
+    Applied, Index, IndexError, InstanceEntry, Result, TOTALS_KEY, TreeId, compound_key, decode,
+    encode,
+};
+
+/// Records read or changed during one batch; `None` marks a record to delete.
+#[derive(Default)]
+struct Overlay {
+    instances: HashMap<String, Option<InstanceRecord>>,
+    series: HashMap<String, Option<SeriesRecord>>,
+    studies: HashMap<String, Option<StudyRecord>>,
+    patients: HashMap<String, Option<PatientRecord>>,
+    /// Secondary-tree writes in order: (tree, key, insert?)
+    secondary: Vec<(TreeId, Vec<u8>, bool)>,
+    totals: Totals,
+}
+
+macro_rules! cached {
+    ($fn_name:ident, $field:ident, $ty:ty, $tree:expr) => {
+        fn $fn_name(&mut self, index: &Index, key: &str) -> Result<Option<$ty>> {
+            if let Some(v) = self.$field.get(key) {
+                return Ok(v.clone());
+            }
+            let v: Option<$ty> = match index.tree($tree).get(key.as_bytes()).map_err(IndexError::Read)? {
+                Some(bytes) => Some(decode($tree, &bytes)?),
+                None => None,
+            };
+            self.$field.insert(key.to_string(), v.clone());
+            Ok(v)
+        }
+    };
+}
+
+impl Overlay {
+    cached!(instance, instances, InstanceRecord, TreeId::Instances);
+    cached!(series, series, SeriesRecord, TreeId::Series);
+    cached!(study, studies, StudyRecord, TreeId::Studies);
+    cached!(patient, patients, PatientRecord, TreeId::Patients);
+
+    fn secondary(&mut self, tree: TreeId, value: &str, unique: &str, insert: bool) {
+        self.secondary.push((tree, compound_key(value, unique), insert));
+    }
+
+    fn add(&mut self, index: &Index, entry: InstanceEntry) -> Result<()> {
+        let InstanceEntry {
+            instance,
+            series: new_series,
+            study: new_study,
+            patient: new_patient,
+        } = entry;
+        let mut series = match self.series(index, &instance.series_uid)? {
+            Some(s) => s,
+            None => {
+                self.secondary(TreeId::SeriesByStudy, &new_series.study_uid, &new_series.series_uid, true);
+                self.secondary(TreeId::Modality, &new_series.modality, &new_series.series_uid, true);
+                self.totals.series += 1;
+                new_series
+            }
+        };
+        let series_is_new = series.num_instances == 0;
+        let mut study = match self.study(index, &series.study_uid)? {
+            Some(s) => s,
+            None => {
+                self.secondary(TreeId::StudiesByPatient, &new_study.patient_key, &new_study.study_uid, true);
+                self.secondary(TreeId::StudyDate, &new_study.study_date, &new_study.study_uid, true);
+                self.secondary(TreeId::Accession, &new_study.accession_number, &new_study.study_uid, true);
+                self.totals.studies += 1;
+                new_study
+            }
+        };
+        let study_is_new = study.num_instances == 0;
+        let mut patient = match self.patient(index, &study.patient_key)? {
+            Some(p) => p,
+            None => {
+                let name = normalize_name(&new_patient.patient_name);
+                self.secondary(TreeId::PatientName, &name, &new_patient.patient_key, true);
+                self.secondary(TreeId::PatientId, &new_patient.patient_id, &new_patient.patient_key, true);
+                self.totals.patients += 1;
+                new_patient
+            }
+        };
+        if series_is_new {
+            study.num_series += 1;
+            patient.num_series += 1;
+            match study.modalities.iter_mut().find(|(m, _)| *m == series.modality) {
+                Some((_, n)) => *n += 1,
+                None => study.modalities.push((series.modality.clone(), 1)),
+            }
+        }
+        if study_is_new {
+            patient.num_studies += 1;
+        }
+        series.num_instances += 1;
+        study.num_instances += 1;
+        patient.num_instances += 1;
+        self.totals.instances += 1;
+        self.totals.bytes += instance.size;
+        self.secondary(TreeId::InstancesBySeries, &series.series_uid, &instance.sop_instance_uid, true);
+        self.series.insert(series.series_uid.clone(), Some(series));
+        self.studies.insert(study.study_uid.clone(), Some(study));
+        self.patients.insert(patient.patient_key.clone(), Some(patient));
+        self.instances.insert(instance.sop_instance_uid.clone(), Some(instance));
+        Ok(())
+    }
+
+    fn remove(&mut self, index: &Index, old: InstanceRecord) -> Result<()> {
+        self.totals.instances = self.totals.instances.saturating_sub(1);
+        self.totals.bytes = self.totals.bytes.saturating_sub(old.size);
+        self.secondary(TreeId::InstancesBySeries, &old.series_uid, &old.sop_instance_uid, false);
+        self.instances.insert(old.sop_instance_uid.clone(), None);
+        let Some(mut series) = self.series(index, &old.series_uid)? else {
+            return Ok(());
+        };
+        series.num_instances = series.num_instances.saturating_sub(1);
+        let series_gone = series.num_instances == 0;
+        let study_uid = series.study_uid.clone();
+        let modality = series.modality.clone();
+        if series_gone {
+            self.secondary(TreeId::SeriesByStudy, &series.study_uid, &series.series_uid, false);
+            self.secondary(TreeId::Modality, &series.modality, &series.series_uid, false);
+            self.totals.series = self.totals.series.saturating_sub(1);
+            self.series.insert(series.series_uid.clone(), None);
+        } else {
+            self.series.insert(series.series_uid.clone(), Some(series));
+        }
+        let Some(mut study) = self.study(index, &study_uid)? else {
+            return Ok(());
+        };
+        study.num_instances = study.num_instances.saturating_sub(1);
+        if series_gone {
+            study.num_series = study.num_series.saturating_sub(1);
+            if let Some(pos) = study.modalities.iter().position(|(m, _)| *m == modality) {
+                study.modalities[pos].1 -= 1;
+                if study.modalities[pos].1 == 0 {
+                    study.modalities.remove(pos);
+                }
+            }
+        }
+        let study_gone = study.num_instances == 0;
+        let patient_key = study.patient_key.clone();
+        if study_gone {
+            self.secondary(TreeId::StudiesByPatient, &study.patient_key, &study.study_uid, false);
+            self.secondary(TreeId::StudyDate, &study.study_date, &study.study_uid, false);
+            self.secondary(TreeId::Accession, &study.accession_number, &study.study_uid, false);
+            self.totals.studies = self.totals.studies.saturating_sub(1);
+            self.studies.insert(study.study_uid.clone(), None);
+        } else {
+            self.studies.insert(study.study_uid.clone(), Some(study));
+        }
+        let Some(mut patient) = self.patient(index, &patient_key)? else {
+            return Ok(());
+        };
+        patient.num_instances = patient.num_instances.saturating_sub(1);
+        if series_gone {
+            patient.num_series = patient.num_series.saturating_sub(1);
+        }
+        if study_gone {
+            patient.num_studies = patient.num_studies.saturating_sub(1);
+        }
+        if patient.num_instances == 0 {
+            let name = normalize_name(&patient.patient_name);
+            self.secondary(TreeId::PatientName, &name, &patient.patient_key, false);
+            self.secondary(TreeId::PatientId, &patient.patient_id, &patient.patient_key, false);
+            self.totals.patients = self.totals.patients.saturating_sub(1);
+            self.patients.insert(patient.patient_key.clone(), None);
+        } else {
+            self.patients.insert(patient.patient_key.clone(), Some(patient));
+        }
+        Ok(())
+    }
+
+    /// One sled batch per tree, holding the final state of everything touched.
+    fn into_batches(self) -> Result<Vec<sled::Batch>> {
+        let mut batches: Vec<sled::Batch> = TreeId::ALL.iter().map(|_| sled::Batch::default()).collect();
+        fn put<T: serde::Serialize>(
+            batch: &mut sled::Batch,
+            records: HashMap<String, Option<T>>,
+        ) -> Result<()> {
+            for (key, record) in records {
+                match record {
+                    Some(r) => batch.insert(key.as_bytes(), encode(&r)?),
+                    None => batch.remove(key.as_bytes()),
+                }
+            }
+            Ok(())
+        }
+        put(&mut batches[TreeId::Instances as usize], self.instances)?;
+        put(&mut batches[TreeId::Series as usize], self.series)?;
+        put(&mut batches[TreeId::Studies as usize], self.studies)?;
+        put(&mut batches[TreeId::Patients as usize], self.patients)?;
+        for (tree, key, insert) in self.secondary {
+            let batch = &mut batches[tree as usize];
+            if insert {
+                batch.insert(key, &[][..]);
+            } else {
+                batch.remove(key);
+            }
+        }
+        batches[TreeId::Meta as usize].insert(TOTALS_KEY, encode(&self.totals)?);
+        Ok(batches)
+    }
+}
+
+impl Index {
+    /// Add instances at every level in one atomic write (not yet flushed: call [`Index::flush`]).
+    /// An instance whose SOP Instance UID is already indexed replaces the old record.
+    pub fn apply(&self, entries: Vec<InstanceEntry>) -> Result<Vec<Applied>> {
+        let _writer = self
+            .writer
+            .lock()
+            .map_err(|_| IndexError::Write("index writer lock poisoned".into()))?;
+        let mut overlay = Overlay {
+            totals: self.totals()?,
+            ..Overlay::default()
+        };
+        let mut applied = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let uid = entry.instance.sop_instance_uid.clone();
+            match overlay.instance(self, &uid)? {
+                Some(old) => {
+                    overlay.remove(self, old)?;
+                    applied.push(Applied::Replaced);
+                }
+                None => applied.push(Applied::Inserted),
+            }
+            overlay.add(self, entry)?;
+        }
+        let batches = overlay.into_batches()?;
+        self.trees
+            .as_slice()
+            .transaction(|trees| {
+                for (tree, batch) in trees.iter().zip(batches.iter()) {
+                    tree.apply_batch(batch)?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| IndexError::Write(format!("{e:?}")))?;
+        Ok(applied)
+    }
+}

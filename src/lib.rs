@@ -1,0 +1,19 @@
+//! MIFAS: a DICOM archive (PACS) in Rust.
+//!
+//! Layout (data flows one way: network → services → archive → index + storage):
+//! - [`config`]: one TOML file → typed configuration.
+//! - [`dimse`]: DICOM upper layer and DIMSE services (C-ECHO, C-STORE).
+//! - [`archive`]: ingest pipeline, durability contract and reconciliation; the only caller of
+//!   [`index`] and [`storage`].
+//! - [`index`]: the sled index.
+//! - [`storage`]: object stores (local disk now; HDFS sites later).
+//! - [`dictionary`]: data tables from `dictionaries/`.
+
+pub mod archive;
+pub mod cli;
+pub mod config;
+pub mod dictionary;
+pub mod dimse;
+pub mod index;
+pub mod storage;
+pub mod uid;

@@ -1,0 +1,245 @@
+"""Resource limits: association limit, quota and a really full disk, timeouts, memory."""
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+import dicom_fixtures as F
+from mifas_helpers import (check_stored_object, contexts_for_files, echoscu, file_dataset_bytes,
+                           list_objects, object_path, pyn_associate, spool_files, wait_spool_empty,
+                           wait_until)
+from raw_dul import (A_ABORT, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, EXPLICIT_LE, IMPLICIT_LE,
+                     VERIFICATION, PeerClosed, RawAssociation)
+
+CT = F.CT_IMAGE_STORAGE
+
+
+def raw_assoc(server):
+    a = RawAssociation(server.host, server.port, timeout=15)
+    pdu = a.associate(called=server.aet, contexts=[(1, VERIFICATION, [IMPLICIT_LE]), (3, CT, [EXPLICIT_LE])])
+    return a, pdu
+
+
+# --- association limit --------------------------------------------------------------------
+
+
+def test_association_limit(mifas):
+    s = mifas({"dicom": {"max_associations": 2}})
+    held = [pyn_associate(s, [(VERIFICATION, [IMPLICIT_LE])]) for _ in range(2)]
+    assert all(x.is_established for x in held)
+    a, pdu = raw_assoc(s)
+    with a:
+        assert pdu.type == A_ASSOCIATE_RJ, f"3rd association not rejected: {pdu.describe()}"
+        # contract: result transient (2), source service provider presentation (3), reason 2
+        assert (a.rj.result, a.rj.source, a.rj.reason) == (2, 3, 2), a.rj
+    third = pyn_associate(s, [(VERIFICATION, [IMPLICIT_LE])])
+    assert third.is_rejected
+    # the held associations still work
+    assert [x.send_c_echo().Status for x in held] == [0, 0]
+    # releasing one frees a slot (the server notices the release asynchronously: poll)
+    held[0].release()
+
+    def can_associate():
+        b, p = raw_assoc(s)
+        with b:
+            if p.type == A_ASSOCIATE_AC:
+                assert b.echo().status == 0
+                b.release()
+                return True
+            return False
+    wait_until(can_associate, 10, interval=0.1, what="a free association slot after a release")
+    held[1].release()
+
+
+def test_default_limit_allows_many(mifas):
+    s = mifas()
+    held = [pyn_associate(s, [(VERIFICATION, [IMPLICIT_LE])]) for _ in range(20)]
+    try:
+        assert all(x.is_established for x in held)
+        assert [x.send_c_echo().Status for x in held] == [0] * 20
+    finally:
+        for x in held:
+            x.release()
+
+
+# --- quota (0xA700) -----------------------------------------------------------------------
+
+
+def test_quota_exceeded_a700(mifas, corpus):
+    one = corpus[0].path.stat().st_size
+    s = mifas({"storage": {"quota_bytes": int(one * 2.5)}})
+    files = [c.path for c in corpus[:4]]
+    assoc = pyn_associate(s, contexts_for_files(files))
+    results = [assoc.send_c_store(p) for p in files]
+    assoc.release()
+    statuses = [r.Status for r in results]
+    assert statuses[:2] == [0, 0], [hex(x) for x in statuses]
+    assert statuses[2:] == [0xA700, 0xA700], [hex(x) for x in statuses]
+    assert all(r.get("ErrorComment") for r in results[2:])
+    assert len(list_objects(s.data_dir)) == 2
+    for c in corpus[2:4]:
+        assert not object_path(s.data_dir, c.sop_instance).exists()
+    assert not spool_files(s.data_dir)
+    s.echo_ok()
+    s.stop_ok()
+    st = s.stats()
+    assert st["instances"] == 2 and st["bytes"] <= int(one * 2.5)
+
+
+def test_tiny_quota_rejects_everything(mifas):
+    s = mifas({"storage": {"quota_bytes": 1000}})
+    p = F.pydicom_file("CT_small.dcm")
+    assoc = pyn_associate(s, contexts_for_files([p]))
+    st = assoc.send_c_store(p)
+    assoc.release()
+    assert st.Status == 0xA700
+    assert not list_objects(s.data_dir) and not spool_files(s.data_dir)
+
+
+# --- a really full disk (tmpfs) -----------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    mnt = tmp_path / "tinyfs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_disk_full_a700(mifas, tiny_fs, tmp_path):
+    data_dir = tiny_fs / "data"
+    s = mifas(data_dir=data_dir)
+    items = F.generate_corpus(tmp_path / "fill", patients=1, studies=1, series=1, instances=20, tag="full")
+    assoc = pyn_associate(s, [(CT, [EXPLICIT_LE])])
+    assert assoc.is_established
+    statuses = []
+    for c in items:
+        st = assoc.send_c_store(c.path)
+        statuses.append(st.Status)
+        if st.Status != 0:
+            assert st.get("ErrorComment")
+            break
+    # a few more attempts after the first failure must fail the same way, not crash
+    more = [assoc.send_c_store(c.path).Status for c in items[len(statuses):len(statuses) + 2]]
+    assoc.release()
+    assert 0xA700 in statuses, f"disk never reported full: {[hex(x) for x in statuses]}"
+    ok = statuses.index(0xA700)
+    assert ok >= 1, "nothing fit on a 6 MB disk"
+    assert all(x == 0 for x in statuses[:ok])
+    assert all(x == 0xA700 for x in more), [hex(x) for x in more]
+    s.assert_alive("after ENOSPC")
+    s.echo_ok()
+    wait_spool_empty(data_dir)
+    for c in items[:ok]:  # acknowledged objects intact
+        check_stored_object(data_dir, CT, c.sop_instance, EXPLICIT_LE, dataset=file_dataset_bytes(c.path))
+    for c in items[ok:]:
+        assert not object_path(data_dir, c.sop_instance).exists()
+    s.stop_ok()
+    assert not spool_files(data_dir)
+    # stats from a copy on a roomy disk: the index survived ENOSPC
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(data_dir, copy_dir)
+    from mifas_helpers import mifas_stats
+    assert mifas_stats(copy_dir)["instances"] == ok
+
+
+# --- timeouts and shutdown ----------------------------------------------------------------
+
+
+def test_idle_association_aborted(mifas):
+    s = mifas({"dicom": {"idle_timeout_secs": 2}})
+    a, pdu = raw_assoc(s)
+    with a:
+        assert pdu.type == A_ASSOCIATE_AC
+        t0 = time.monotonic()
+        pdus = a.wait_closed(15)
+        waited = time.monotonic() - t0
+        assert all(p.type == A_ABORT for p in pdus), [p.describe() for p in pdus]
+        assert waited >= 1.5, f"closed after {waited:.1f}s, before the 2 s idle timeout"
+    s.echo_ok()
+
+
+def test_active_association_not_idle(mifas):
+    """Echoes every 0.5 s for 4 s keep a 2 s idle timeout from firing."""
+    s = mifas({"dicom": {"idle_timeout_secs": 2}})
+    a, pdu = raw_assoc(s)
+    with a:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            assert a.echo(1).status == 0
+            time.sleep(0.5)  # the pacing is the test itself, not synchronisation
+        assert a.release().type == 0x06
+
+
+def test_sigterm_lets_running_association_finish(mifas, corpus):
+    s = mifas()
+    assoc = pyn_associate(s, [(CT, [EXPLICIT_LE])])
+    assert assoc.send_c_store(corpus[0].path).Status == 0
+    s.proc.send_signal(15)
+    # stops accepting: new connections are refused (poll: no signal for "listener closed")
+    def refused():
+        try:
+            b = RawAssociation(s.host, s.port, timeout=3)
+        except OSError:
+            return True  # connection refused: listener closed
+        with b:
+            try:
+                return b.associate(called=s.aet).type != A_ASSOCIATE_AC
+            except (PeerClosed, OSError):
+                return True
+    wait_until(refused, 10, interval=0.1, what="the listener to stop after SIGTERM")
+    assert s.alive(), "server exited while an association was still running"
+    assert assoc.send_c_store(corpus[1].path).Status == 0
+    assoc.release()
+    rc = s.stop()
+    assert rc == 0
+    st = s.stats()
+    assert st["instances"] == 2
+
+
+def test_shutdown_grace_bounds_the_wait(mifas):
+    s = mifas({"dicom": {"shutdown_grace_secs": 2}})
+    a, pdu = raw_assoc(s)
+    with a:
+        assert pdu.type == A_ASSOCIATE_AC
+        t0 = time.monotonic()
+        rc = s.stop(timeout=20)
+        assert rc == 0
+        assert time.monotonic() - t0 < 12, "shutdown_grace_secs = 2 not honoured"
+
+
+# --- memory -------------------------------------------------------------------------------
+
+
+def test_large_object_memory_bounded(mifas, tmp_path):
+    """A 128 MB multi-frame instance: server peak RSS stays below 100 MB (DESIGN §3.1)."""
+    frames = 256
+    rows = cols = 512
+    ds = F.make_ct(0, 0, 0, 0, "big", b"", rows=rows, cols=cols)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT (multi-frame)
+    ds.NumberOfFrames = frames
+    one = F.ct_pixels(3, rows, cols)
+    ds.PixelData = one * frames
+    path = F.write_part10(ds, tmp_path / "big.dcm")
+    del ds
+    s = mifas()
+    s.echo_ok()
+    assoc = pyn_associate(s, contexts_for_files([path]))
+    st = assoc.send_c_store(path)
+    assoc.release()
+    assert st.Status == 0, f"0x{st.Status:04X}"
+    hwm_mb = s.vm_hwm_kb() / 1024
+    assert hwm_mb < 100, f"server peak RSS {hwm_mb:.0f} MB while receiving a 128 MB object"
+    p = object_path(s.data_dir, str(F.file_info(path).sop_instance))
+    assert p.stat().st_size > frames * rows * cols * 2
+    from mifas_helpers import sha256, split_part10
+    assert sha256(split_part10(p.read_bytes())[1]) == sha256(file_dataset_bytes(path))
+    os.unlink(path)
