@@ -171,7 +171,7 @@ def main():
             f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem']} RAM, kernel {m['kernel']}",
             f"- disk: {m['disk']}",
             f"- load average at start: {os.environ.get('BENCH_LOADAVG_START', '?')}",
-            f"- peers: {m['dcmtk']}; {m['orthanc']}; MIFAS git {m['mifas']}",
+            f"- peers: {m['dcmtk']}; {m['orthanc']}; MIFAS git {m['mifas']} (binary {os.environ.get('BENCH_MIFAS_BIN_INFO', '?')})",
             "- sender: /usr/bin/storescu, TCP_NODELAY=1, default options, `+sd +r`; 4 assocs = 4 storescu "
             "processes at once, one per quarter of the corpus. Every measurement starts a fresh server on an "
             "empty data dir on the same disk; the time is from the first storescu start to the last storescu exit.",

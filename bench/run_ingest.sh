@@ -235,6 +235,12 @@ measure() {  # target mode repeat
     note="${note:+$note,}stored=$stored"
     note "$target ${mode}assoc r$r: server holds $stored instances, expected $COUNT"
   fi
+  if [[ $target == mifas ]]; then
+    local v
+    if ! v=$(python3 "$HERE/verify_mifas.py" "$CORPUS" "$DATA/data/objects" --sample 20 2>&1); then
+      note "mifas ${mode}assoc r$r: stored objects differ from the corpus: $(head -3 <<<"$v" | tr '\n' ' ')"
+    fi
+  fi
   stop_server
   if [[ $target == mifas ]]; then
     if [[ ${SERVER_RC:-0} != 0 ]]; then note "mifas exited with code $SERVER_RC after SIGTERM (expected 0)"; fi
@@ -314,6 +320,12 @@ fi
 want() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 if want mifas; then
+  if [[ -x "$MIFAS_BIN" ]]; then
+    # snapshot the binary: a concurrent cargo build must not swap it mid-run
+    cp "$MIFAS_BIN" "$RUN/mifas-bin"
+    export BENCH_MIFAS_BIN_INFO="$(date -r "$MIFAS_BIN" '+built %Y-%m-%d %H:%M'), sha256 $(sha256sum "$RUN/mifas-bin" | cut -c1-12)"
+    MIFAS_BIN="$RUN/mifas-bin"
+  fi
   if [[ ! -x "$MIFAS_BIN" ]]; then
     note "mifas: $MIFAS_BIN missing (run cargo build --release); MIFAS skipped"
     TARGETS="${TARGETS/mifas/}"
@@ -321,7 +333,7 @@ if want mifas; then
     note "mifas: binary does not serve (no READY line or no C-ECHO answer); MIFAS skipped"
     stop_server; TARGETS="${TARGETS/mifas/}"
   else
-    stop_server
+    stop_server; rm -rf "$DATA"
   fi
 fi
 

@@ -19,7 +19,7 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub dicom: DicomConfig,
@@ -129,17 +129,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            dicom: DicomConfig::default(),
-            storage: StorageConfig::default(),
-            http: HttpConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
-
 /// Command-line values that override the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -232,7 +221,10 @@ impl Config {
             return invalid("storage.data_dir", "must not be empty");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return invalid("log.level", "not a valid level or filter (e.g. info, debug)");
+            return invalid(
+                "log.level",
+                "not a valid level or filter (e.g. info, debug)",
+            );
         }
         Ok(())
     }
@@ -291,7 +283,10 @@ mod tests {
         let default = Config::default();
         assert_eq!(config.dicom.port, default.dicom.port);
         assert_eq!(config.dicom.max_pdu, default.dicom.max_pdu);
-        assert_eq!(config.dicom.max_associations, default.dicom.max_associations);
+        assert_eq!(
+            config.dicom.max_associations,
+            default.dicom.max_associations
+        );
         assert_eq!(config.storage.quota_bytes, default.storage.quota_bytes);
     }
 

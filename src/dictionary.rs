@@ -27,7 +27,8 @@ fn parse_storage_table(text: &'static str) -> Vec<StorageSopClass> {
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .filter_map(|line| {
             let mut cols = line.split('\t');
-            let (uid, keyword, name, status) = (cols.next()?, cols.next()?, cols.next()?, cols.next()?);
+            let (uid, keyword, name, status) =
+                (cols.next()?, cols.next()?, cols.next()?, cols.next()?);
             Some(StorageSopClass {
                 uid,
                 keyword,
@@ -57,7 +58,11 @@ mod tests {
     fn table_is_not_empty_and_unique() {
         let classes = storage_sop_classes();
         assert!(classes.len() > 150, "only {} rows", classes.len());
-        assert_eq!(STORAGE_BY_UID.len(), classes.len(), "duplicate UIDs in the table");
+        assert_eq!(
+            STORAGE_BY_UID.len(),
+            classes.len(),
+            "duplicate UIDs in the table"
+        );
     }
 
     /// Each row must name a real SOP class of the standard dictionary, with the same name and
@@ -67,9 +72,15 @@ mod tests {
         for class in storage_sop_classes() {
             let entry = StandardSopClassDictionary
                 .by_uid(class.uid)
-                .unwrap_or_else(|| panic!("{} ({}) is not a standard SOP class", class.uid, class.name));
+                .unwrap_or_else(|| {
+                    panic!("{} ({}) is not a standard SOP class", class.uid, class.name)
+                });
             assert_eq!(entry.name, class.name, "name of {}", class.uid);
-            assert_eq!(entry.retired, class.retired, "retired flag of {}", class.uid);
+            assert_eq!(
+                entry.retired, class.retired,
+                "retired flag of {}",
+                class.uid
+            );
             // Acronyms (CT, MR, RT...) make CamelCase→SNAKE_CASE ambiguous: compare letters only.
             assert_eq!(
                 entry.alias.to_ascii_uppercase(),

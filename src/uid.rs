@@ -46,7 +46,16 @@ mod tests {
     fn accepts_valid_uids() {
         assert_eq!(validate("1.2.840.10008.5.1.4.1.1.2"), Ok(()));
         assert_eq!(validate("0"), Ok(()));
-        assert_eq!(validate(&"1.".repeat(31).chars().chain("9".chars()).collect::<String>()), Ok(()));
+        assert_eq!(
+            validate(
+                &"1."
+                    .repeat(31)
+                    .chars()
+                    .chain("9".chars())
+                    .collect::<String>()
+            ),
+            Ok(())
+        );
     }
 
     #[test]

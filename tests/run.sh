@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # MIFAS test suite: the single test command (README). Run as root on Debian/Ubuntu:
 #   bash tests/run.sh
-# Installs what is missing (Debian: dcmtk; pip: pydicom, pynetdicom, pytest, numpy), builds the
-# release binary, runs the Rust unit tests, then the integration tests against the real binary.
+# Installs what is missing (Debian: dcmtk, a C toolchain; Rust via rustup if there is no cargo;
+# pip: pydicom, pynetdicom, pytest, numpy), builds the release binary, runs the Rust unit tests,
+# then the integration tests (tests/integration) against the real binary with DCMTK and pynetdicom.
 # Extra arguments go to pytest, e.g. `bash tests/run.sh -k hostile -x`.
+# Exit status: non-zero if the build, the unit tests or any integration test failed.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -15,48 +17,61 @@ PYTHON=${PYTHON:-python3}
 
 step() { printf '\n=== %s ===\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+APT_UPDATED=0
+apt_install() {
+    [ $# -gt 0 ] || return 0
+    echo "apt-get install: $*"
+    if [ "$APT_UPDATED" -eq 0 ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
 
 step "system packages"
 missing=()
 for tool in /usr/bin/storescu /usr/bin/echoscu /usr/bin/dcmdump; do
-    [ -x "$tool" ] || missing+=(dcmtk)
+    [ -x "$tool" ] || { missing+=(dcmtk); break; }
 done
 command -v "$PYTHON" >/dev/null || missing+=(python3 python3-pip)
-command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || missing+=(cargo)
 command -v cc >/dev/null || missing+=(build-essential)
-if [ ${#missing[@]} -gt 0 ]; then
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    echo "installing: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-    echo "dcmtk, python3, cargo, cc: present"
+command -v mount >/dev/null || missing+=(mount)   # the disk-full test mounts a small tmpfs
+if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+if ! command -v cargo >/dev/null; then
+    command -v curl >/dev/null || missing+=(curl ca-certificates)
 fi
-[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+apt_install "${missing[@]}"
+if ! command -v cargo >/dev/null; then
+    # edition 2024 needs Rust >= 1.85, newer than Debian's packaged cargo: use rustup
+    echo "installing Rust with rustup"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+echo "dcmtk: $(/usr/bin/storescu --version 2>&1 | head -1)"
+echo "cargo: $(cargo --version)"
 
 step "python packages"
 pip_missing=()
-for mod in pydicom:pydicom pynetdicom:pynetdicom pytest:pytest numpy:numpy; do
-    "$PYTHON" -c "import ${mod%%:*}" 2>/dev/null || pip_missing+=("${mod##*:}")
+for mod in pydicom pynetdicom pytest numpy; do
+    "$PYTHON" -c "import $mod" 2>/dev/null || pip_missing+=("$mod")
 done
 if [ ${#pip_missing[@]} -gt 0 ]; then
-    echo "pip installing: ${pip_missing[*]}"
-    "$PYTHON" -m pip --version >/dev/null 2>&1 || { as_root apt-get update -qq; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip; }
-    "$PYTHON" -m pip install -q "${pip_missing[@]}" 2>/dev/null \
+    echo "pip install: ${pip_missing[*]}"
+    "$PYTHON" -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    "$PYTHON" -m pip install -q "${pip_missing[@]}" \
         || "$PYTHON" -m pip install -q --break-system-packages "${pip_missing[@]}"
-else
-    echo "pydicom, pynetdicom, pytest, numpy: present"
 fi
-"$PYTHON" -c 'import pydicom, pynetdicom; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__)'
+"$PYTHON" -c 'import pydicom, pynetdicom, pytest, numpy; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__, "pytest", pytest.__version__)'
 
 step "cargo build --release"
 cargo build --release
 
+status=0
 step "cargo test --release (unit tests)"
-cargo test --release
+cargo test --release || { echo "UNIT TESTS FAILED"; status=1; }
 
-step "integration tests (pytest, real mifas binary + DCMTK + pynetdicom)"
+step "integration tests (pytest: real mifas binary + DCMTK + pynetdicom)"
 export MIFAS_BIN="$ROOT/target/release/mifas"
-# hard cap so a hung peer can never hang CI; the suite itself takes a few minutes
+# hard cap so a hung peer can never hang CI; the suite itself takes about a minute
 timeout --signal=INT --kill-after=30 20m \
-    "$PYTHON" -m pytest -q -p no:cacheprovider tests/integration "$@"
+    "$PYTHON" -m pytest -q -p no:cacheprovider tests/integration "$@" \
+    || { echo "INTEGRATION TESTS FAILED"; status=1; }
+
+exit $status

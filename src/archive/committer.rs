@@ -2,7 +2,7 @@
 //! together — one directory-fsync pass and one index write + flush for the whole group — so
 //! concurrent associations share the cost of durability.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,16 +21,25 @@ pub(crate) struct CommitterHandle {
     tx: mpsc::Sender<CommitRequest>,
 }
 
-pub(crate) fn spawn(index: Arc<Index>, store: Arc<dyn ObjectStore>, max_group: usize) -> CommitterHandle {
+pub(crate) fn spawn(
+    index: &Arc<Index>,
+    store: Arc<dyn ObjectStore>,
+    max_group: usize,
+) -> CommitterHandle {
     // Bounded: a stalled disk pushes back on the associations instead of queueing without end.
     let (tx, rx) = mpsc::channel(max_group * 4);
-    tokio::spawn(run(rx, index, store, max_group));
+    // Weak: the archive owns the index; dropping the archive closes the database at once.
+    tokio::spawn(run(rx, Arc::downgrade(index), store, max_group));
     CommitterHandle { tx }
 }
 
 impl CommitterHandle {
     /// Make an object already moved into the store durable and indexed.
-    pub(crate) async fn commit(&self, key: ObjectKey, entry: InstanceEntry) -> Result<Applied, IngestError> {
+    pub(crate) async fn commit(
+        &self,
+        key: ObjectKey,
+        entry: InstanceEntry,
+    ) -> Result<Applied, IngestError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(CommitRequest { key, entry, reply })
@@ -44,15 +53,26 @@ impl CommitterHandle {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<CommitRequest>, index: Arc<Index>, store: Arc<dyn ObjectStore>, max_group: usize) {
+async fn run(
+    mut rx: mpsc::Receiver<CommitRequest>,
+    index: Weak<Index>,
+    store: Arc<dyn ObjectStore>,
+    max_group: usize,
+) {
     let mut group = Vec::with_capacity(max_group);
     while rx.recv_many(&mut group, max_group).await > 0 {
+        let Some(index) = index.upgrade() else { break };
         let keys: Vec<ObjectKey> = group.iter().map(|r| r.key.clone()).collect();
-        let (entries, replies): (Vec<_>, Vec<_>) = group.drain(..).map(|r| (r.entry, r.reply)).unzip();
+        let (entries, replies): (Vec<_>, Vec<_>) =
+            group.drain(..).map(|r| (r.entry, r.reply)).unzip();
         let size = entries.len();
         let started = std::time::Instant::now();
         let result = commit_group(&index, store.as_ref(), &keys, entries).await;
-        tracing::trace!(size, elapsed_us = started.elapsed().as_micros() as u64, "group commit");
+        tracing::trace!(
+            size,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
         match result {
             Ok(applied) => {
                 for (reply, a) in replies.into_iter().zip(applied) {
@@ -78,6 +98,8 @@ async fn commit_group(
     keys: &[ObjectKey],
     entries: Vec<InstanceEntry>,
 ) -> Result<Vec<Applied>, String> {
+    // Objects first, then the index: an index entry must never point at a rename that a crash
+    // could still undo.
     store.sync(keys).await.map_err(|e| e.to_string())?;
     let index = index.clone();
     tokio::task::spawn_blocking(move || {

@@ -75,12 +75,27 @@ impl Archive {
         self.store_spooled(spooled).await
     }
 
-    pub(crate) async fn store_spooled(&self, spooled: Spooled) -> Result<IngestOutcome, IngestError> {
-        let (mut spooled, entry) = blocking(move || {
+    pub(crate) async fn store_spooled(
+        &self,
+        spooled: Spooled,
+    ) -> Result<IngestOutcome, IngestError> {
+        let t0 = std::time::Instant::now();
+        // The file's fsync runs while the header is parsed and checked: both only read or flush
+        // the spool file, and together they are most of the time an object waits.
+        let sync_file = spooled.file.try_clone().map_err(IngestError::spool)?;
+        let fsync = tokio::task::spawn_blocking(move || sync_file.sync_all());
+        let parsed = blocking(move || {
             let entry = parse_and_validate(&spooled)?;
             Ok((spooled, entry))
         })
-        .await?;
+        .await;
+        let fsynced = fsync
+            .await
+            .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))
+            .and_then(|r| r.map_err(IngestError::spool));
+        let (mut spooled, entry) = parsed?;
+        fsynced?;
+        let t1 = std::time::Instant::now();
         let uid = spooled.request.sop_instance_uid.clone();
         let index = &self.inner.index;
         if index.contains_instance(&uid)? {
@@ -94,12 +109,20 @@ impl Archive {
             }
         }
         let _reservation = self.reserve(spooled.size)?;
-        let file = spooled.file.try_clone().map_err(IngestError::spool)?;
-        blocking(move || file.sync_all().map_err(IngestError::spool)).await?;
         let key = ObjectKey::for_instance(&uid);
         self.inner.store.put_file(&key, &spooled.guard.path).await?;
         spooled.guard.disarm();
-        match self.inner.committer.commit(key, entry).await? {
+        let t2 = std::time::Instant::now();
+        let applied = self.inner.committer.commit(key, entry).await?;
+        tracing::debug!(
+            sop_instance_uid = %uid,
+            bytes = spooled.size,
+            parse_and_fsync_us = (t1 - t0).as_micros() as u64,
+            rename_us = (t2 - t1).as_micros() as u64,
+            commit_us = t2.elapsed().as_micros() as u64,
+            "object durable and indexed"
+        );
+        match applied {
             Applied::Inserted => Ok(IngestOutcome::Stored),
             Applied::Replaced => Ok(IngestOutcome::Replaced),
         }
@@ -181,7 +204,9 @@ pub(crate) fn parse_and_validate(spooled: &Spooled) -> Result<InstanceEntry, Ing
 fn check_structure(spooled: &Spooled) -> Result<(), IngestError> {
     let ts_uid = spooled.request.transfer_syntax.as_str();
     let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
-        return Err(IngestError::Unreadable(format!("unknown transfer syntax {ts_uid}")));
+        return Err(IngestError::Unreadable(format!(
+            "unknown transfer syntax {ts_uid}"
+        )));
     };
     if matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
         // Deflated data sets are checked by inflating them in the header parse only.
@@ -195,9 +220,22 @@ fn check_structure(spooled: &Spooled) -> Result<(), IngestError> {
         .map_err(|e| IngestError::Unreadable(error_chain(&e)))?;
     while let Some(token) = reader.advance() {
         let token = token.map_err(|e| IngestError::Unreadable(error_chain(&e)))?;
-        token
-            .skip()
-            .map_err(|e| IngestError::Unreadable(format!("truncated or malformed data set ({total} bytes): {}", error_chain(&e))))?;
+        token.skip().map_err(|e| {
+            IngestError::Unreadable(format!(
+                "malformed data set ({total} bytes): {}",
+                error_chain(&e)
+            ))
+        })?;
+    }
+    // Skipping a value does not notice a short read, so compare where the walk ended (the sum
+    // of the declared lengths) with the bytes actually received.
+    let declared_end = dicom_parser::StatefulDecode::position(&reader.into_decoder());
+    if declared_end != total {
+        return Err(IngestError::Unreadable(format!(
+            "truncated data set: its elements declare {} bytes, {} were received",
+            declared_end.saturating_sub(spooled.dataset_offset),
+            total.saturating_sub(spooled.dataset_offset)
+        )));
     }
     Ok(())
 }

@@ -7,6 +7,8 @@ mod error;
 mod ingest;
 mod reconcile;
 mod spool;
+#[cfg(test)]
+mod tests;
 
 pub use error::IngestError;
 pub use ingest::IngestOutcome;
@@ -74,8 +76,7 @@ impl Archive {
         let index = Index::open(&index_dir).map_err(|e| OpenError::Index(index_dir.clone(), e))?;
         let index = Arc::new(index);
         let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(&data_dir.join("objects"))?);
-        let committer =
-            committer::spawn(index.clone(), store.clone(), config.storage.group_commit_max);
+        let committer = committer::spawn(&index, store.clone(), config.storage.group_commit_max);
         let archive = Archive {
             inner: Arc::new(Inner {
                 index,

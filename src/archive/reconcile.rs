@@ -26,7 +26,9 @@ pub struct ReconcileReport {
 }
 
 /// A Part-10 file's meta group and where its data set starts.
-pub(crate) fn read_part10_meta(file: &mut std::fs::File) -> Result<(FileMetaTable, u64), IngestError> {
+pub(crate) fn read_part10_meta(
+    file: &mut std::fs::File,
+) -> Result<(FileMetaTable, u64), IngestError> {
     let mut head = [0u8; 132];
     let n = read_up_to(file, &mut head).map_err(IngestError::spool)?;
     let magic_at = if n >= 132 && &head[128..132] == b"DICM" {
@@ -38,7 +40,8 @@ pub(crate) fn read_part10_meta(file: &mut std::fs::File) -> Result<(FileMetaTabl
             "not a DICOM Part-10 file (no DICM magic code)".into(),
         ));
     };
-    file.seek(SeekFrom::Start(magic_at)).map_err(IngestError::spool)?;
+    file.seek(SeekFrom::Start(magic_at))
+        .map_err(IngestError::spool)?;
     let meta = FileMetaTable::from_reader(&mut *file)
         .map_err(|e| IngestError::Unreadable(format!("bad file meta group: {e}")))?;
     // DICM + the (0002,0000) element (12 bytes) + the group it measures.
@@ -137,7 +140,9 @@ impl Archive {
     /// Index an object file already in the store (found without an index entry).
     async fn index_stored_object(&self, key: &ObjectKey) -> Result<(), IngestError> {
         let Some(path) = self.inner.store.local_path(key) else {
-            return Err(IngestError::Unreadable("object is not on local disk".into()));
+            return Err(IngestError::Unreadable(
+                "object is not on local disk".into(),
+            ));
         };
         let entry = tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::open(&path).map_err(IngestError::spool)?;
@@ -157,11 +162,19 @@ impl Archive {
         })
         .await
         .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))??;
-        self.inner.committer.commit(key.clone(), entry).await.map(|_| ())
+        self.inner
+            .committer
+            .commit(key.clone(), entry)
+            .await
+            .map(|_| ())
     }
 
     /// Import one Part-10 file through the same pipeline as C-STORE.
-    pub async fn import_file(&self, path: &Path, accept_unknown_storage: bool) -> Result<IngestOutcome, IngestError> {
+    pub async fn import_file(
+        &self,
+        path: &Path,
+        accept_unknown_storage: bool,
+    ) -> Result<IngestOutcome, IngestError> {
         let p = path.to_owned();
         let (request, dataset_offset) = tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::open(&p).map_err(IngestError::spool)?;
@@ -170,15 +183,21 @@ impl Archive {
         })
         .await
         .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))??;
-        if !accept_unknown_storage && crate::dictionary::storage_sop_class(&request.sop_class_uid).is_none() {
+        if !accept_unknown_storage
+            && crate::dictionary::storage_sop_class(&request.sop_class_uid).is_none()
+        {
             return Err(IngestError::Unreadable(format!(
                 "SOP class {} is not a storage SOP class we accept",
                 request.sop_class_uid
             )));
         }
         let mut spool = self.begin(request).await?;
-        let mut file = tokio::fs::File::open(path).await.map_err(IngestError::spool)?;
-        file.seek(SeekFrom::Start(dataset_offset)).await.map_err(IngestError::spool)?;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(IngestError::spool)?;
+        file.seek(SeekFrom::Start(dataset_offset))
+            .await
+            .map_err(IngestError::spool)?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = file.read(&mut buf).await.map_err(IngestError::spool)?;

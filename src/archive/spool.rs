@@ -14,8 +14,10 @@ use super::IngestError;
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.152222047896201545135955840025211326814";
 pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("MIFAS_", env!("CARGO_PKG_VERSION"));
 
-/// Data is handed to a blocking write once this much has accumulated.
-const WRITE_CHUNK: usize = 1 << 20;
+/// Data is handed to a blocking write (and hashed there) once this much has accumulated:
+/// small enough that little is left to write when the last fragment arrives, large enough
+/// that the hand-off costs nothing.
+const WRITE_CHUNK: usize = 256 * 1024;
 
 /// What the sender announced about an incoming object (from the C-STORE command and the
 /// presentation context, or from a file's meta group on import).
@@ -79,7 +81,9 @@ pub(crate) struct Spooled {
     pub(crate) dataset_offset: u64,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, IngestError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, IngestError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))

@@ -48,7 +48,9 @@ pub async fn run(config: Config, paths: Vec<PathBuf>) -> Result<ExitCode, CliErr
                 (path, result)
             });
         }
-        let Some(done) = tasks.join_next().await else { break };
+        let Some(done) = tasks.join_next().await else {
+            break;
+        };
         bar.inc(1);
         match done {
             Ok((_, Ok(IngestOutcome::Stored | IngestOutcome::Replaced))) => imported += 1,
@@ -68,5 +70,9 @@ pub async fn run(config: Config, paths: Vec<PathBuf>) -> Result<ExitCode, CliErr
     for (path, reason) in &rejected {
         println!("rejected {}: {reason}", path.display());
     }
-    Ok(if rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

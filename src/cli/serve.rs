@@ -28,7 +28,12 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     // The READY line is the readiness signal scripts and tests wait for.
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "MIFAS READY dicom={local} aet={} data={}", config.dicom.aet, config.storage.data_dir.display());
+        let _ = writeln!(
+            out,
+            "MIFAS READY dicom={local} aet={} data={}",
+            config.dicom.aet,
+            config.storage.data_dir.display()
+        );
         let _ = out.flush();
     }
     let shutdown = CancellationToken::new();
@@ -45,7 +50,10 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
 
 async fn signal_watch(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return;
     };

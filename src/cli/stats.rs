@@ -22,7 +22,10 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     println!("instances: {}", totals.instances);
     println!("bytes: {}", totals.bytes);
     println!("reconciled_indexed: {}", report.objects_indexed);
-    println!("reconciled_missing_objects: {}", report.missing_objects.len());
+    println!(
+        "reconciled_missing_objects: {}",
+        report.missing_objects.len()
+    );
     println!("reconciled_unreadable: {}", report.unreadable_objects.len());
     Ok(ExitCode::SUCCESS)
 }

@@ -66,9 +66,18 @@ mod tests {
     #[test]
     fn allow_list_checks_aet_and_host() {
         let p = policy(vec![
-            AllowedCaller { aet: "CT1".into(), hosts: vec![IpAddr::from([127, 0, 0, 1])] },
-            AllowedCaller { aet: "MR1".into(), hosts: vec![IpAddr::from([10, 0, 0, 9])] },
-            AllowedCaller { aet: "WS".into(), hosts: vec![] },
+            AllowedCaller {
+                aet: "CT1".into(),
+                hosts: vec![IpAddr::from([127, 0, 0, 1])],
+            },
+            AllowedCaller {
+                aet: "MR1".into(),
+                hosts: vec![IpAddr::from([10, 0, 0, 9])],
+            },
+            AllowedCaller {
+                aet: "WS".into(),
+                hosts: vec![],
+            },
         ]);
         assert!(p.check_access("MIFAS", "CT1", "MIFAS", None).is_ok());
         assert!(p.check_access("MIFAS", "WS", "MIFAS", None).is_ok());

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use dicom_ul::Pdu;
 use dicom_ul::association::Association as _;
 use dicom_ul::association::server::AsyncServerAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
-use dicom_ul::Pdu;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -29,9 +29,16 @@ struct Context {
 /// What the association expects next.
 enum State {
     /// Command PDVs of a new message.
-    Command { context_id: Option<u8>, buf: Vec<u8> },
+    Command {
+        context_id: Option<u8>,
+        buf: Vec<u8>,
+    },
     /// The data set of a C-STORE.
-    StoreData { context_id: u8, command: Command, sink: StoreSink },
+    StoreData {
+        context_id: u8,
+        command: Command,
+        sink: StoreSink,
+    },
     /// The data set of a request we do not support; dropped, then refused.
     DiscardData { context_id: u8, command: Command },
 }
@@ -50,7 +57,12 @@ struct Association {
     calling_aet: String,
 }
 
-pub(crate) async fn run(assoc: AsyncServerAssociation<TcpStream>, ctx: DimseContext, peer: SocketAddr, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    assoc: AsyncServerAssociation<TcpStream>,
+    ctx: DimseContext,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
     let calling_aet = assoc.peer_ae_title().trim().to_string();
     let span = tracing::info_span!(
         "association",
@@ -78,12 +90,19 @@ pub(crate) async fn run(assoc: AsyncServerAssociation<TcpStream>, ctx: DimseCont
             let _ = assoc.abort().await;
             return;
         }
-        tracing::info!(contexts = contexts.len(), peer_max_pdu = assoc.requestor_max_pdu_length(), "association accepted");
+        tracing::info!(
+            contexts = contexts.len(),
+            peer_max_pdu = assoc.requestor_max_pdu_length(),
+            "association accepted"
+        );
         let association = Association {
             assoc,
             ctx,
             contexts,
-            state: State::Command { context_id: None, buf: Vec::new() },
+            state: State::Command {
+                context_id: None,
+                buf: Vec::new(),
+            },
             calling_aet,
         };
         association.serve(shutdown).await;
@@ -96,7 +115,8 @@ impl Association {
     async fn serve(mut self, shutdown: CancellationToken) {
         let idle = self.ctx.config.idle_timeout();
         loop {
-            let between_messages = matches!(&self.state, State::Command { buf, .. } if buf.is_empty());
+            let between_messages =
+                matches!(&self.state, State::Command { buf, .. } if buf.is_empty());
             let received = tokio::select! {
                 r = tokio::time::timeout(idle, self.assoc.receive()) => r,
                 _ = shutdown.cancelled(), if between_messages => {
@@ -107,7 +127,10 @@ impl Association {
             };
             let pdu = match received {
                 Err(_) => {
-                    tracing::warn!(idle_secs = idle.as_secs(), "association idle too long; aborting");
+                    tracing::warn!(
+                        idle_secs = idle.as_secs(),
+                        "association idle too long; aborting"
+                    );
                     let _ = self.assoc.abort().await;
                     return;
                 }
@@ -131,7 +154,9 @@ impl Association {
                 }
                 Pdu::ReleaseRQ => {
                     if !matches!(&self.state, State::Command { buf, .. } if buf.is_empty()) {
-                        tracing::warn!("release requested in the middle of a message; the partial message is dropped");
+                        tracing::warn!(
+                            "release requested in the middle of a message; the partial message is dropped"
+                        );
                     }
                     let _ = self.assoc.send(&Pdu::ReleaseRP).await;
                     tracing::info!("association released");
@@ -153,47 +178,100 @@ impl Association {
     async fn on_pdv(&mut self, pdv: PDataValue) -> Result<(), Exit> {
         let context_id = pdv.presentation_context_id;
         if !self.contexts.contains_key(&context_id) {
-            return Err(Exit::Abort(format!("PDV on presentation context {context_id}, which was not accepted")));
+            return Err(Exit::Abort(format!(
+                "PDV on presentation context {context_id}, which was not accepted"
+            )));
         }
         match (&mut self.state, pdv.value_type) {
-            (State::Command { context_id: cid, buf }, PDataValueType::Command) => {
+            (
+                State::Command {
+                    context_id: cid,
+                    buf,
+                },
+                PDataValueType::Command,
+            ) => {
                 if cid.is_some_and(|c| c != context_id) {
-                    return Err(Exit::Abort("command fragments on different presentation contexts".into()));
+                    return Err(Exit::Abort(
+                        "command fragments on different presentation contexts".into(),
+                    ));
                 }
                 *cid = Some(context_id);
                 if buf.len() + pdv.data.len() > MAX_COMMAND_SIZE {
-                    return Err(Exit::Abort(format!("command set larger than {MAX_COMMAND_SIZE} bytes")));
+                    return Err(Exit::Abort(format!(
+                        "command set larger than {MAX_COMMAND_SIZE} bytes"
+                    )));
                 }
                 buf.extend_from_slice(&pdv.data);
                 if pdv.is_last {
                     let bytes = std::mem::take(buf);
-                    self.state = State::Command { context_id: None, buf: Vec::new() };
-                    let command = Command::decode(&bytes).map_err(|e| Exit::Abort(e.to_string()))?;
+                    self.state = State::Command {
+                        context_id: None,
+                        buf: Vec::new(),
+                    };
+                    let command =
+                        Command::decode(&bytes).map_err(|e| Exit::Abort(e.to_string()))?;
                     self.on_command(context_id, command).await?;
                 }
                 Ok(())
             }
-            (State::StoreData { context_id: cid, sink, .. }, PDataValueType::Data) => {
+            (
+                State::StoreData {
+                    context_id: cid,
+                    sink,
+                    ..
+                },
+                PDataValueType::Data,
+            ) => {
                 if *cid != context_id {
-                    return Err(Exit::Abort("data set fragment on another presentation context".into()));
+                    return Err(Exit::Abort(
+                        "data set fragment on another presentation context".into(),
+                    ));
                 }
                 sink.write(&pdv.data).await;
                 if pdv.is_last {
-                    let state = std::mem::replace(&mut self.state, State::Command { context_id: None, buf: Vec::new() });
-                    if let State::StoreData { context_id, command, sink } = state {
+                    let state = std::mem::replace(
+                        &mut self.state,
+                        State::Command {
+                            context_id: None,
+                            buf: Vec::new(),
+                        },
+                    );
+                    if let State::StoreData {
+                        context_id,
+                        command,
+                        sink,
+                    } = state
+                    {
                         let response = c_store::finish(&self.ctx.archive, &command, sink).await;
                         self.respond(context_id, &response).await?;
                     }
                 }
                 Ok(())
             }
-            (State::DiscardData { context_id: cid, .. }, PDataValueType::Data) => {
+            (
+                State::DiscardData {
+                    context_id: cid, ..
+                },
+                PDataValueType::Data,
+            ) => {
                 if *cid != context_id {
-                    return Err(Exit::Abort("data set fragment on another presentation context".into()));
+                    return Err(Exit::Abort(
+                        "data set fragment on another presentation context".into(),
+                    ));
                 }
                 if pdv.is_last {
-                    let state = std::mem::replace(&mut self.state, State::Command { context_id: None, buf: Vec::new() });
-                    if let State::DiscardData { context_id, command } = state {
+                    let state = std::mem::replace(
+                        &mut self.state,
+                        State::Command {
+                            context_id: None,
+                            buf: Vec::new(),
+                        },
+                    );
+                    if let State::DiscardData {
+                        context_id,
+                        command,
+                    } = state
+                    {
                         let response = unsupported(&command);
                         self.respond(context_id, &response).await?;
                     }
@@ -203,13 +281,17 @@ impl Association {
             (State::Command { .. }, PDataValueType::Data) => {
                 Err(Exit::Abort("data set fragment without a command".into()))
             }
-            (_, PDataValueType::Command) => Err(Exit::Abort("command fragment while a data set was expected".into())),
+            (_, PDataValueType::Command) => Err(Exit::Abort(
+                "command fragment while a data set was expected".into(),
+            )),
         }
     }
 
     async fn on_command(&mut self, context_id: u8, command: Command) -> Result<(), Exit> {
         let Some(context) = self.contexts.get(&context_id).cloned() else {
-            return Err(Exit::Abort(format!("unknown presentation context {context_id}")));
+            return Err(Exit::Abort(format!(
+                "unknown presentation context {context_id}"
+            )));
         };
         match command.command_field {
             command_field::C_ECHO_RQ if !command.has_dataset => {
@@ -226,7 +308,11 @@ impl Association {
                     &self.calling_aet,
                 )
                 .await;
-                self.state = State::StoreData { context_id, command, sink };
+                self.state = State::StoreData {
+                    context_id,
+                    command,
+                    sink,
+                };
                 Ok(())
             }
             command_field::C_CANCEL_RQ => {
@@ -234,7 +320,10 @@ impl Association {
                 Ok(())
             }
             _ if command.has_dataset => {
-                self.state = State::DiscardData { context_id, command };
+                self.state = State::DiscardData {
+                    context_id,
+                    command,
+                };
                 Ok(())
             }
             _ => {
@@ -248,7 +337,9 @@ impl Association {
     async fn respond(&mut self, context_id: u8, response: &Response) -> Result<(), Exit> {
         let bytes = response.encode().map_err(|e| Exit::Abort(e.to_string()))?;
         // PDU = 6-byte header; PDV item = 4-byte length + context ID + control header.
-        let max = (self.assoc.requestor_max_pdu_length() as usize).saturating_sub(12).max(64);
+        let max = (self.assoc.requestor_max_pdu_length() as usize)
+            .saturating_sub(12)
+            .max(64);
         let chunks: Vec<&[u8]> = bytes.chunks(max).collect();
         let last = chunks.len().saturating_sub(1);
         for (i, chunk) in chunks.into_iter().enumerate() {
@@ -270,7 +361,12 @@ impl Association {
 }
 
 fn unsupported(command: &Command) -> Response {
-    tracing::warn!(command_field = format!("0x{:04X}", command.command_field), "unsupported DIMSE operation");
-    Response::for_request(command, Status::UNRECOGNIZED_OPERATION)
-        .with_comment(format!("operation 0x{:04X} is not supported", command.command_field))
+    tracing::warn!(
+        command_field = format!("0x{:04X}", command.command_field),
+        "unsupported DIMSE operation"
+    );
+    Response::for_request(command, Status::UNRECOGNIZED_OPERATION).with_comment(format!(
+        "operation 0x{:04X} is not supported",
+        command.command_field
+    ))
 }

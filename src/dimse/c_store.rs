@@ -9,14 +9,20 @@ use super::status::{Status, for_ingest_error};
 /// Where the data set of a C-STORE goes while it arrives.
 #[derive(Debug)]
 pub enum StoreSink {
-    Spool(Spool),
+    Spool(Box<Spool>),
     /// The request was refused before any data arrived; data is read and dropped, then this
     /// status is answered.
     Refused(Status, String),
 }
 
 /// Called when the command is complete, before its data set.
-pub async fn begin(archive: &Archive, command: &Command, context_abstract_syntax: &str, transfer_syntax: &str, calling_aet: &str) -> StoreSink {
+pub async fn begin(
+    archive: &Archive,
+    command: &Command,
+    context_abstract_syntax: &str,
+    transfer_syntax: &str,
+    calling_aet: &str,
+) -> StoreSink {
     if command.affected_sop_class_uid != context_abstract_syntax {
         return StoreSink::Refused(
             Status::SOP_CLASS_NOT_SUPPORTED,
@@ -33,7 +39,7 @@ pub async fn begin(archive: &Archive, command: &Command, context_abstract_syntax
         source_aet: calling_aet.to_string(),
     };
     match archive.begin(request).await {
-        Ok(spool) => StoreSink::Spool(spool),
+        Ok(spool) => StoreSink::Spool(Box::new(spool)),
         Err(err) => StoreSink::Refused(for_ingest_error(&err), err.to_string()),
     }
 }
@@ -54,11 +60,13 @@ pub async fn finish(archive: &Archive, command: &Command, sink: StoreSink) -> Re
             tracing::warn!(sop_instance_uid = %uid, %status, reason = %comment, "C-STORE refused");
             Response::for_request(command, status).with_comment(comment)
         }
-        StoreSink::Spool(spool) => match archive.commit(spool).await {
+        StoreSink::Spool(spool) => match archive.commit(*spool).await {
             Ok(outcome) => {
                 match outcome {
                     IngestOutcome::Stored => tracing::debug!(sop_instance_uid = %uid, "stored"),
-                    IngestOutcome::Replaced => tracing::info!(sop_instance_uid = %uid, "stored, replacing the earlier copy"),
+                    IngestOutcome::Replaced => {
+                        tracing::info!(sop_instance_uid = %uid, "stored, replacing the earlier copy")
+                    }
                     IngestOutcome::DuplicateIgnored => {}
                 }
                 Response::for_request(command, Status::SUCCESS)

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use dicom_ul::Pdu;
 use dicom_ul::ServerAssociationOptions;
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
     AssociationRJSource,
 };
-use dicom_ul::Pdu;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -71,7 +71,9 @@ pub async fn serve(listener: TcpListener, ctx: DimseContext, shutdown: Cancellat
                         drop(permit);
                     });
                 }
-                Err(_) => tracing::warn!(%peer, "association limit reached and too many rejections pending; connection closed"),
+                Err(_) => {
+                    tracing::warn!(%peer, "association limit reached and too many rejections pending; connection closed")
+                }
             },
         }
     }
@@ -84,16 +86,25 @@ pub async fn serve(listener: TcpListener, ctx: DimseContext, shutdown: Cancellat
         .await
         .is_err()
     {
-        tracing::warn!(still_running = tracker.len(), "shutdown grace period over; abandoning associations (unacknowledged objects are discarded)");
+        tracing::warn!(
+            still_running = tracker.len(),
+            "shutdown grace period over; abandoning associations (unacknowledged objects are discarded)"
+        );
     }
 }
 
-async fn handle(socket: TcpStream, peer: SocketAddr, ctx: DimseContext, shutdown: CancellationToken) {
+async fn handle(
+    socket: TcpStream,
+    peer: SocketAddr,
+    ctx: DimseContext,
+    shutdown: CancellationToken,
+) {
     let config = &ctx.config;
     let policy = AePolicy {
         check_called_aet: config.dicom.check_called_aet,
         allowed_calling: ctx.allowed_calling.clone(),
-        peer_ip: peer.ip(),
+        // IPv4 peers on an IPv6 socket arrive as ::ffff:a.b.c.d; compare them as IPv4.
+        peer_ip: peer.ip().to_canonical(),
     };
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(policy)
@@ -105,7 +116,9 @@ async fn handle(socket: TcpStream, peer: SocketAddr, ctx: DimseContext, shutdown
     for class in storage_sop_classes() {
         options = options.with_abstract_syntax(class.uid);
     }
-    let assoc = match tokio::time::timeout(config.artim_timeout(), options.establish_async(socket)).await {
+    let assoc = match tokio::time::timeout(config.artim_timeout(), options.establish_async(socket))
+        .await
+    {
         Err(_) => {
             tracing::warn!(%peer, "no A-ASSOCIATE-RQ within the ARTIM timeout; connection closed");
             return;
@@ -125,7 +138,9 @@ async fn reject_busy(mut socket: TcpStream, peer: SocketAddr, artim: Duration, m
     let read_request = async {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         loop {
-            if let Some(pdu) = dicom_ul::read_pdu(&mut std::io::Cursor::new(&buf[..]), max_pdu, true)? {
+            if let Some(pdu) =
+                dicom_ul::read_pdu(&mut std::io::Cursor::new(&buf[..]), max_pdu, true)?
+            {
                 return Ok::<Pdu, Box<dyn std::error::Error + Send + Sync>>(pdu);
             }
             if socket.read_buf(&mut buf).await? == 0 {
@@ -148,8 +163,12 @@ async fn reject_busy(mut socket: TcpStream, peer: SocketAddr, artim: Duration, m
             }
             tracing::warn!(%peer, calling_aet = %rq.calling_ae_title.trim(), "association limit reached; rejected (transient)");
         }
-        Ok(Ok(other)) => tracing::warn!(%peer, pdu = %other.short_description(), "unexpected PDU instead of A-ASSOCIATE-RQ"),
-        Ok(Err(e)) => tracing::warn!(%peer, error = %e, "bad association request while at the limit"),
+        Ok(Ok(other)) => {
+            tracing::warn!(%peer, pdu = %other.short_description(), "unexpected PDU instead of A-ASSOCIATE-RQ")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "bad association request while at the limit")
+        }
         Err(_) => tracing::warn!(%peer, "no A-ASSOCIATE-RQ within the ARTIM timeout"),
     }
 }

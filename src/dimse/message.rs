@@ -56,15 +56,18 @@ fn string(obj: &InMemDicomObject, tag: Tag) -> String {
 
 impl Command {
     pub fn decode(bytes: &[u8]) -> Result<Command, MessageError> {
-        let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-            .map_err(|e| MessageError::Decode(e.to_string()))?;
+        let obj =
+            InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .map_err(|e| MessageError::Decode(e.to_string()))?;
         let us = |tag: Tag| obj.get(tag).and_then(|e| e.to_int::<u16>().ok());
-        let command_field = us(tags::COMMAND_FIELD).ok_or(MessageError::Missing("Command Field (0000,0100)"))?;
+        let command_field =
+            us(tags::COMMAND_FIELD).ok_or(MessageError::Missing("Command Field (0000,0100)"))?;
         // C-CANCEL carries Message ID Being Responded To instead of Message ID.
         let message_id = us(tags::MESSAGE_ID)
             .or_else(|| us(tags::MESSAGE_ID_BEING_RESPONDED_TO))
             .ok_or(MessageError::Missing("Message ID (0000,0110)"))?;
-        let dataset_type = us(tags::COMMAND_DATA_SET_TYPE).ok_or(MessageError::Missing("Command Data Set Type (0000,0800)"))?;
+        let dataset_type = us(tags::COMMAND_DATA_SET_TYPE)
+            .ok_or(MessageError::Missing("Command Data Set Type (0000,0800)"))?;
         Ok(Command {
             command_field,
             message_id,
@@ -123,22 +126,44 @@ impl Response {
                 PrimitiveValue::from(padded(&self.affected_sop_class_uid, '\0')),
             ));
         }
-        elements.push(DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(self.command_field)));
+        elements.push(DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(self.command_field),
+        ));
         elements.push(DataElement::new(
             tags::MESSAGE_ID_BEING_RESPONDED_TO,
             VR::US,
             PrimitiveValue::from(self.message_id_being_responded_to),
         ));
-        elements.push(DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, PrimitiveValue::from(NO_DATASET)));
-        elements.push(DataElement::new(tags::STATUS, VR::US, PrimitiveValue::from(self.status.0)));
+        elements.push(DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(NO_DATASET),
+        ));
+        elements.push(DataElement::new(
+            tags::STATUS,
+            VR::US,
+            PrimitiveValue::from(self.status.0),
+        ));
         if let Some(comment) = &self.error_comment {
             // Error Comment is LO: at most 64 characters of the default repertoire.
             let ascii: String = comment
                 .chars()
-                .map(|c| if c.is_ascii() && !c.is_ascii_control() && c != '\\' { c } else { '?' })
+                .map(|c| {
+                    if c.is_ascii() && !c.is_ascii_control() && c != '\\' {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
                 .take(64)
                 .collect();
-            elements.push(DataElement::new(tags::ERROR_COMMENT, VR::LO, PrimitiveValue::from(padded(&ascii, ' '))));
+            elements.push(DataElement::new(
+                tags::ERROR_COMMENT,
+                VR::LO,
+                PrimitiveValue::from(padded(&ascii, ' ')),
+            ));
         }
         if let Some(uid) = &self.affected_sop_instance_uid {
             elements.push(DataElement::new(
@@ -161,7 +186,11 @@ mod tests {
 
     fn request_bytes(field: u16, with_dataset: bool) -> Vec<u8> {
         let elements = vec![
-            DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.1.1\0")),
+            DataElement::new(
+                tags::AFFECTED_SOP_CLASS_UID,
+                VR::UI,
+                PrimitiveValue::from("1.2.840.10008.1.1\0"),
+            ),
             DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(field)),
             DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(7u16)),
             DataElement::new(
@@ -172,7 +201,8 @@ mod tests {
         ];
         let obj = InMemDicomObject::command_from_element_iter(elements);
         let mut out = vec![];
-        obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased()).unwrap();
+        obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+            .unwrap();
         out
     }
 
@@ -190,14 +220,38 @@ mod tests {
         let cmd = Command::decode(&request_bytes(command_field::C_ECHO_RQ, false)).unwrap();
         let rsp = Response::for_request(&cmd, Status(0xA700)).with_comment("disk full: ünïcode\\x");
         let bytes = rsp.encode().unwrap();
-        let obj = InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased()).unwrap();
-        let group_length = obj.get(tags::COMMAND_GROUP_LENGTH).unwrap().to_int::<u32>().unwrap();
+        let obj =
+            InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .unwrap();
+        let group_length = obj
+            .get(tags::COMMAND_GROUP_LENGTH)
+            .unwrap()
+            .to_int::<u32>()
+            .unwrap();
         assert_eq!(group_length as usize, bytes.len() - 12);
-        assert_eq!(obj.get(tags::COMMAND_FIELD).unwrap().to_int::<u16>().unwrap(), 0x8030);
-        assert_eq!(obj.get(tags::MESSAGE_ID_BEING_RESPONDED_TO).unwrap().to_int::<u16>().unwrap(), 7);
-        assert_eq!(obj.get(tags::STATUS).unwrap().to_int::<u16>().unwrap(), 0xA700);
+        assert_eq!(
+            obj.get(tags::COMMAND_FIELD)
+                .unwrap()
+                .to_int::<u16>()
+                .unwrap(),
+            0x8030
+        );
+        assert_eq!(
+            obj.get(tags::MESSAGE_ID_BEING_RESPONDED_TO)
+                .unwrap()
+                .to_int::<u16>()
+                .unwrap(),
+            7
+        );
+        assert_eq!(
+            obj.get(tags::STATUS).unwrap().to_int::<u16>().unwrap(),
+            0xA700
+        );
         let comment = obj.get(tags::ERROR_COMMENT).unwrap().to_str().unwrap();
-        assert!(comment.is_ascii() && comment.starts_with("disk full"), "{comment}");
+        assert!(
+            comment.is_ascii() && comment.starts_with("disk full"),
+            "{comment}"
+        );
     }
 
     #[test]

@@ -85,9 +85,21 @@ mod tests {
 
     #[test]
     fn ingest_errors_map_to_their_statuses() {
-        assert_eq!(for_ingest_error(&IngestError::OutOfResources("x".into())), Status(0xA700));
-        assert_eq!(for_ingest_error(&IngestError::DatasetMismatch("x".into())), Status(0xA900));
-        assert_eq!(for_ingest_error(&IngestError::Unreadable("x".into())), Status(0xC000));
-        assert_eq!(for_ingest_error(&IngestError::Duplicate("1".into())), Status(0x0111));
+        assert_eq!(
+            for_ingest_error(&IngestError::OutOfResources("x".into())),
+            Status(0xA700)
+        );
+        assert_eq!(
+            for_ingest_error(&IngestError::DatasetMismatch("x".into())),
+            Status(0xA900)
+        );
+        assert_eq!(
+            for_ingest_error(&IngestError::Unreadable("x".into())),
+            Status(0xC000)
+        );
+        assert_eq!(
+            for_ingest_error(&IngestError::Duplicate("1".into())),
+            Status(0x0111)
+        );
     }
 }

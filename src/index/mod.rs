@@ -159,7 +159,11 @@ impl Index {
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, id: TreeId, key: &str) -> Result<Option<T>> {
-        match self.tree(id).get(key.as_bytes()).map_err(IndexError::Read)? {
+        match self
+            .tree(id)
+            .get(key.as_bytes())
+            .map_err(IndexError::Read)?
+        {
             Some(bytes) => decode(id, &bytes).map(Some),
             None => Ok(None),
         }
@@ -188,7 +192,11 @@ impl Index {
     }
 
     pub fn totals(&self) -> Result<Totals> {
-        match self.tree(TreeId::Meta).get(TOTALS_KEY).map_err(IndexError::Read)? {
+        match self
+            .tree(TreeId::Meta)
+            .get(TOTALS_KEY)
+            .map_err(IndexError::Read)?
+        {
             Some(bytes) => decode(TreeId::Meta, &bytes),
             None => Ok(Totals::default()),
         }

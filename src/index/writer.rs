@@ -31,7 +31,11 @@ macro_rules! cached {
             if let Some(v) = self.$field.get(key) {
                 return Ok(v.clone());
             }
-            let v: Option<$ty> = match index.tree($tree).get(key.as_bytes()).map_err(IndexError::Read)? {
+            let v: Option<$ty> = match index
+                .tree($tree)
+                .get(key.as_bytes())
+                .map_err(IndexError::Read)?
+            {
                 Some(bytes) => Some(decode($tree, &bytes)?),
                 None => None,
             };
@@ -48,7 +52,8 @@ impl Overlay {
     cached!(patient, patients, PatientRecord, TreeId::Patients);
 
     fn secondary(&mut self, tree: TreeId, value: &str, unique: &str, insert: bool) {
-        self.secondary.push((tree, compound_key(value, unique), insert));
+        self.secondary
+            .push((tree, compound_key(value, unique), insert));
     }
 
     fn add(&mut self, index: &Index, entry: InstanceEntry) -> Result<()> {
@@ -61,8 +66,18 @@ impl Overlay {
         let mut series = match self.series(index, &instance.series_uid)? {
             Some(s) => s,
             None => {
-                self.secondary(TreeId::SeriesByStudy, &new_series.study_uid, &new_series.series_uid, true);
-                self.secondary(TreeId::Modality, &new_series.modality, &new_series.series_uid, true);
+                self.secondary(
+                    TreeId::SeriesByStudy,
+                    &new_series.study_uid,
+                    &new_series.series_uid,
+                    true,
+                );
+                self.secondary(
+                    TreeId::Modality,
+                    &new_series.modality,
+                    &new_series.series_uid,
+                    true,
+                );
                 self.totals.series += 1;
                 new_series
             }
@@ -71,9 +86,24 @@ impl Overlay {
         let mut study = match self.study(index, &series.study_uid)? {
             Some(s) => s,
             None => {
-                self.secondary(TreeId::StudiesByPatient, &new_study.patient_key, &new_study.study_uid, true);
-                self.secondary(TreeId::StudyDate, &new_study.study_date, &new_study.study_uid, true);
-                self.secondary(TreeId::Accession, &new_study.accession_number, &new_study.study_uid, true);
+                self.secondary(
+                    TreeId::StudiesByPatient,
+                    &new_study.patient_key,
+                    &new_study.study_uid,
+                    true,
+                );
+                self.secondary(
+                    TreeId::StudyDate,
+                    &new_study.study_date,
+                    &new_study.study_uid,
+                    true,
+                );
+                self.secondary(
+                    TreeId::Accession,
+                    &new_study.accession_number,
+                    &new_study.study_uid,
+                    true,
+                );
                 self.totals.studies += 1;
                 new_study
             }
@@ -84,7 +114,12 @@ impl Overlay {
             None => {
                 let name = normalize_name(&new_patient.patient_name);
                 self.secondary(TreeId::PatientName, &name, &new_patient.patient_key, true);
-                self.secondary(TreeId::PatientId, &new_patient.patient_id, &new_patient.patient_key, true);
+                self.secondary(
+                    TreeId::PatientId,
+                    &new_patient.patient_id,
+                    &new_patient.patient_key,
+                    true,
+                );
                 self.totals.patients += 1;
                 new_patient
             }
@@ -92,7 +127,11 @@ impl Overlay {
         if series_is_new {
             study.num_series += 1;
             patient.num_series += 1;
-            match study.modalities.iter_mut().find(|(m, _)| *m == series.modality) {
+            match study
+                .modalities
+                .iter_mut()
+                .find(|(m, _)| *m == series.modality)
+            {
                 Some((_, n)) => *n += 1,
                 None => study.modalities.push((series.modality.clone(), 1)),
             }
@@ -105,18 +144,30 @@ impl Overlay {
         patient.num_instances += 1;
         self.totals.instances += 1;
         self.totals.bytes += instance.size;
-        self.secondary(TreeId::InstancesBySeries, &series.series_uid, &instance.sop_instance_uid, true);
+        self.secondary(
+            TreeId::InstancesBySeries,
+            &series.series_uid,
+            &instance.sop_instance_uid,
+            true,
+        );
         self.series.insert(series.series_uid.clone(), Some(series));
         self.studies.insert(study.study_uid.clone(), Some(study));
-        self.patients.insert(patient.patient_key.clone(), Some(patient));
-        self.instances.insert(instance.sop_instance_uid.clone(), Some(instance));
+        self.patients
+            .insert(patient.patient_key.clone(), Some(patient));
+        self.instances
+            .insert(instance.sop_instance_uid.clone(), Some(instance));
         Ok(())
     }
 
     fn remove(&mut self, index: &Index, old: InstanceRecord) -> Result<()> {
         self.totals.instances = self.totals.instances.saturating_sub(1);
         self.totals.bytes = self.totals.bytes.saturating_sub(old.size);
-        self.secondary(TreeId::InstancesBySeries, &old.series_uid, &old.sop_instance_uid, false);
+        self.secondary(
+            TreeId::InstancesBySeries,
+            &old.series_uid,
+            &old.sop_instance_uid,
+            false,
+        );
         self.instances.insert(old.sop_instance_uid.clone(), None);
         let Some(mut series) = self.series(index, &old.series_uid)? else {
             return Ok(());
@@ -126,8 +177,18 @@ impl Overlay {
         let study_uid = series.study_uid.clone();
         let modality = series.modality.clone();
         if series_gone {
-            self.secondary(TreeId::SeriesByStudy, &series.study_uid, &series.series_uid, false);
-            self.secondary(TreeId::Modality, &series.modality, &series.series_uid, false);
+            self.secondary(
+                TreeId::SeriesByStudy,
+                &series.study_uid,
+                &series.series_uid,
+                false,
+            );
+            self.secondary(
+                TreeId::Modality,
+                &series.modality,
+                &series.series_uid,
+                false,
+            );
             self.totals.series = self.totals.series.saturating_sub(1);
             self.series.insert(series.series_uid.clone(), None);
         } else {
@@ -149,9 +210,24 @@ impl Overlay {
         let study_gone = study.num_instances == 0;
         let patient_key = study.patient_key.clone();
         if study_gone {
-            self.secondary(TreeId::StudiesByPatient, &study.patient_key, &study.study_uid, false);
-            self.secondary(TreeId::StudyDate, &study.study_date, &study.study_uid, false);
-            self.secondary(TreeId::Accession, &study.accession_number, &study.study_uid, false);
+            self.secondary(
+                TreeId::StudiesByPatient,
+                &study.patient_key,
+                &study.study_uid,
+                false,
+            );
+            self.secondary(
+                TreeId::StudyDate,
+                &study.study_date,
+                &study.study_uid,
+                false,
+            );
+            self.secondary(
+                TreeId::Accession,
+                &study.accession_number,
+                &study.study_uid,
+                false,
+            );
             self.totals.studies = self.totals.studies.saturating_sub(1);
             self.studies.insert(study.study_uid.clone(), None);
         } else {
@@ -170,18 +246,25 @@ impl Overlay {
         if patient.num_instances == 0 {
             let name = normalize_name(&patient.patient_name);
             self.secondary(TreeId::PatientName, &name, &patient.patient_key, false);
-            self.secondary(TreeId::PatientId, &patient.patient_id, &patient.patient_key, false);
+            self.secondary(
+                TreeId::PatientId,
+                &patient.patient_id,
+                &patient.patient_key,
+                false,
+            );
             self.totals.patients = self.totals.patients.saturating_sub(1);
             self.patients.insert(patient.patient_key.clone(), None);
         } else {
-            self.patients.insert(patient.patient_key.clone(), Some(patient));
+            self.patients
+                .insert(patient.patient_key.clone(), Some(patient));
         }
         Ok(())
     }
 
     /// One sled batch per tree, holding the final state of everything touched.
     fn into_batches(self) -> Result<Vec<sled::Batch>> {
-        let mut batches: Vec<sled::Batch> = TreeId::ALL.iter().map(|_| sled::Batch::default()).collect();
+        let mut batches: Vec<sled::Batch> =
+            TreeId::ALL.iter().map(|_| sled::Batch::default()).collect();
         fn put<T: serde::Serialize>(
             batch: &mut sled::Batch,
             records: HashMap<String, Option<T>>,

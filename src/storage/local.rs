@@ -29,7 +29,10 @@ impl LocalStore {
     /// Open (creating if needed) a store rooted at `root`, with its 256 fan-out directories made
     /// up front so a put never has to create (and fsync) a directory.
     pub fn open(root: &Path) -> Result<LocalStore> {
-        let mk = |p: &Path| std::fs::create_dir_all(p).map_err(|e| StorageError::io("create directory", &p.display().to_string(), e));
+        let mk = |p: &Path| {
+            std::fs::create_dir_all(p)
+                .map_err(|e| StorageError::io("create directory", &p.display().to_string(), e))
+        };
         mk(root)?;
         let mut created = false;
         for i in 0..=255u8 {
@@ -40,7 +43,8 @@ impl LocalStore {
             }
         }
         if created {
-            fsync_dir(root).map_err(|e| StorageError::io("fsync", &root.display().to_string(), e))?;
+            fsync_dir(root)
+                .map_err(|e| StorageError::io("fsync", &root.display().to_string(), e))?;
         }
         Ok(LocalStore {
             root: root.to_owned(),
@@ -57,7 +61,10 @@ impl ObjectStore for LocalStore {
     async fn put_file(&self, key: &ObjectKey, spooled: &Path) -> Result<()> {
         let target = self.path(key);
         let (from, k) = (spooled.to_owned(), key.to_string());
-        blocking(move || std::fs::rename(&from, &target).map_err(|e| StorageError::io("rename into", &k, e))).await
+        blocking(move || {
+            std::fs::rename(&from, &target).map_err(|e| StorageError::io("rename into", &k, e))
+        })
+        .await
     }
 
     async fn sync(&self, keys: &[ObjectKey]) -> Result<()> {
@@ -67,7 +74,9 @@ impl ObjectStore for LocalStore {
             .collect();
         blocking(move || {
             for dir in dirs {
-                fsync_dir(&dir).map_err(|e| StorageError::io("fsync directory", &dir.display().to_string(), e))?;
+                fsync_dir(&dir).map_err(|e| {
+                    StorageError::io("fsync directory", &dir.display().to_string(), e)
+                })?;
             }
             Ok(())
         })
@@ -77,13 +86,20 @@ impl ObjectStore for LocalStore {
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>> {
         let (path, k) = (self.path(key), key.to_string());
         blocking(move || {
-            let mut file = std::fs::File::open(&path).map_err(|e| StorageError::io("open", &k, e))?;
-            let size = file.metadata().map_err(|e| StorageError::io("stat", &k, e))?.len();
+            let mut file =
+                std::fs::File::open(&path).map_err(|e| StorageError::io("open", &k, e))?;
+            let size = file
+                .metadata()
+                .map_err(|e| StorageError::io("stat", &k, e))?
+                .len();
             let start = offset.min(size);
             let len = len.min(size - start);
-            file.seek(SeekFrom::Start(start)).map_err(|e| StorageError::io("seek", &k, e))?;
+            file.seek(SeekFrom::Start(start))
+                .map_err(|e| StorageError::io("seek", &k, e))?;
             let mut buf = Vec::with_capacity(len as usize);
-            file.take(len).read_to_end(&mut buf).map_err(|e| StorageError::io("read", &k, e))?;
+            file.take(len)
+                .read_to_end(&mut buf)
+                .map_err(|e| StorageError::io("read", &k, e))?;
             Ok(buf)
         })
         .await
@@ -91,7 +107,12 @@ impl ObjectStore for LocalStore {
 
     async fn size(&self, key: &ObjectKey) -> Result<u64> {
         let (path, k) = (self.path(key), key.to_string());
-        blocking(move || Ok(std::fs::metadata(&path).map_err(|e| StorageError::io("stat", &k, e))?.len())).await
+        blocking(move || {
+            Ok(std::fs::metadata(&path)
+                .map_err(|e| StorageError::io("stat", &k, e))?
+                .len())
+        })
+        .await
     }
 
     async fn exists(&self, key: &ObjectKey) -> Result<bool> {
@@ -101,7 +122,8 @@ impl ObjectStore for LocalStore {
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
         let (path, k) = (self.path(key), key.to_string());
-        blocking(move || std::fs::remove_file(&path).map_err(|e| StorageError::io("delete", &k, e))).await
+        blocking(move || std::fs::remove_file(&path).map_err(|e| StorageError::io("delete", &k, e)))
+            .await
     }
 
     fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
@@ -112,9 +134,13 @@ impl ObjectStore for LocalStore {
         let root = self.root.clone();
         blocking(move || {
             let mut keys = Vec::new();
-            let read = |p: &Path| std::fs::read_dir(p).map_err(|e| StorageError::io("list", &p.display().to_string(), e));
+            let read = |p: &Path| {
+                std::fs::read_dir(p)
+                    .map_err(|e| StorageError::io("list", &p.display().to_string(), e))
+            };
             for dir in read(&root)? {
-                let dir = dir.map_err(|e| StorageError::io("list", &root.display().to_string(), e))?;
+                let dir =
+                    dir.map_err(|e| StorageError::io("list", &root.display().to_string(), e))?;
                 if !dir.path().is_dir() {
                     continue;
                 }

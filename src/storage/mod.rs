@@ -78,7 +78,8 @@ impl ObjectKey {
         let ok = dir.len() == 2
             && dir.bytes().all(|b| b.is_ascii_hexdigit())
             && crate::uid::validate(uid).is_ok();
-        ok.then(|| ObjectKey::for_instance(uid)).filter(|k| k.0 == key)
+        ok.then(|| ObjectKey::for_instance(uid))
+            .filter(|k| k.0 == key)
     }
 
     pub fn as_str(&self) -> &str {
@@ -130,7 +131,14 @@ mod tests {
         assert_eq!(ObjectKey::parse("zz/1.2.3.dcm"), None);
         assert_eq!(ObjectKey::parse("00/../x.dcm"), None);
         // a file in the wrong fan-out directory is not one of ours
-        let wrong = format!("{}/1.2.3.4.dcm", if key.as_str().starts_with("00") { "01" } else { "00" });
+        let wrong = format!(
+            "{}/1.2.3.4.dcm",
+            if key.as_str().starts_with("00") {
+                "01"
+            } else {
+                "00"
+            }
+        );
         assert_eq!(ObjectKey::parse(&wrong), None);
     }
 }

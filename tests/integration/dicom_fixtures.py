@@ -151,21 +151,26 @@ def with_uids(ds: Dataset, **uids) -> Dataset:
 
 
 def write_part10(ds: Dataset, path: Path, ts: str = ExplicitVRLittleEndian,
-                 media_sop_instance: str | None = None) -> Path:
-    """Write `ds` as a Part-10 file; `media_sop_instance` lets the meta group lie (for 0xA900 tests)."""
+                 media_sop_instance: str | None = None, media_sop_class: str | None = None) -> Path:
+    """Write `ds` as a Part-10 file, byte by byte under our control (pydicom's save_as would
+    "fix" the meta group); `media_sop_*` let the meta group lie (for 0xA900 tests), and
+    pynetdicom takes the C-STORE command's UIDs from the meta group."""
+    ts = str(ts)
+    if ts == "1.2.840.10008.1.2.1.99":
+        raise ValueError("write_part10 does not deflate")
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPClassUID = media_sop_class or ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = media_sop_instance or ds.SOPInstanceUID
     meta.TransferSyntaxUID = ts
     meta.ImplementationClassUID = "1.2.826.0.1.3680043.9.7777.2"
-    ds = copy.copy(ds)
-    ds.file_meta = meta
-    old = pydicom.config.settings.writing_validation_mode
-    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
-    try:
-        ds.save_as(path, enforce_file_format=True)
-    finally:
-        pydicom.config.settings.writing_validation_mode = old
+    meta.ImplementationVersionName = "MIFAS_TESTS"
+    buf = pydicom.filebase.DicomBytesIO()
+    buf.is_little_endian = True
+    buf.is_implicit_VR = False
+    buf.write(b"\x00" * 128 + b"DICM")
+    pydicom.filewriter.write_file_meta_info(buf, meta, enforce_standard=True)
+    body = encode_dataset(ds, implicit=(ts == "1.2.840.10008.1.2"), little=(ts != "1.2.840.10008.1.2.2"))
+    Path(path).write_bytes(buf.getvalue() + body)
     return Path(path)
 
 

@@ -163,6 +163,11 @@ class MifasServer:
         rc = self.stop()
         assert rc == 0, f"server exit code {rc} after SIGTERM\n{self.log_tail()}"
 
+    def signal(self, sig) -> None:
+        """Send a signal without waiting (the test then owns the shutdown)."""
+        self.expected_dead = True
+        self.proc.send_signal(sig)
+
     def kill9(self) -> None:
         self.expected_dead = True
         if self.proc and self.proc.poll() is None:

@@ -115,3 +115,28 @@ def test_restart_cleans_spool_leftovers(mifas, crash_corpus):
     assert not list_objects(s.data_dir)
     s.stop_ok()
     assert s.stats()["instances"] == 0
+
+
+def test_reconcile_indexes_objects_missing_from_index(mifas, tmp_path, crash_corpus):
+    """Objects on disk without index entries (index lost) are indexed again on start."""
+    s = mifas()
+    files = [c.path for c in crash_corpus[:10]]
+    assoc = pyn_associate(s, [(CT, [EXPLICIT_LE])])
+    assert [assoc.send_c_store(p).Status for p in files] == [0] * 10
+    assoc.release()
+    s.stop_ok()
+    before = s.stats()
+    # a copy of objects/ only, plus a file that is not DICOM: the start must not choke on it
+    other = tmp_path / "index-lost"
+    import shutil
+    shutil.copytree(s.data_dir / "objects", other / "objects")
+    (other / "objects" / "zz").mkdir(exist_ok=True)
+    (other / "objects" / "zz" / "garbage.dcm").write_bytes(b"not dicom at all" * 10)
+    from mifas_helpers import mifas_stats
+    after = mifas_stats(other)
+    assert {k: after[k] for k in ("patients", "studies", "series", "instances")} == \
+        {k: before[k] for k in ("patients", "studies", "series", "instances")}, (before, after)
+    s2 = mifas({"storage": {"duplicate_policy": "reject"}}, data_dir=other)
+    assoc = pyn_associate(s2, [(CT, [EXPLICIT_LE])])
+    assert [assoc.send_c_store(p).Status for p in files] == [0x0111] * 10
+    assoc.release()

@@ -35,13 +35,15 @@ def test_pynetdicom_small_server_max_pdu(mifas, corpus, ct_small, max_pdu):
         check_stored_object(s.data_dir, i.sop_class, i.sop_instance, i.ts, dataset=file_dataset_bytes(p))
 
 
-def test_pynetdicom_fragmented_command(mifas, ct_small):
-    """pynetdicom sending 64-byte PDUs: the ~200-byte C-STORE command arrives in 4 PDVs."""
+def test_pynetdicom_fragmented_command(mifas, ct_small, monkeypatch):
+    """pynetdicom sending 64-byte PDUs: the ~180-byte C-STORE command arrives in 4 PDVs and the
+    39 KB data set in ~670 PDUs. (A smaller PDU than the acceptor's maximum is always legal.)"""
+    from pynetdicom.dimse import DIMSEServiceProvider
+    monkeypatch.setattr(DIMSEServiceProvider, "maximum_pdu_size", property(lambda self: 64))
     s = mifas()
     path, info, data = ct_small
-    assoc = pyn_associate(s, contexts_for_files([path]))
+    assoc = pyn_associate(s, contexts_for_files([path]) + [(VERIFICATION, [IMPLICIT_LE])])
     assert assoc.is_established
-    assoc.acceptor.maximum_length = 64  # what pynetdicom uses to fragment what it sends
     st = assoc.send_c_store(path)
     echo = assoc.send_c_echo() if any(c.abstract_syntax == VERIFICATION for c in assoc.accepted_contexts) else None
     assoc.release()

@@ -164,6 +164,8 @@ def test_sop_instance_mismatch_a900(mifas, tmp_path):
     cmd_uid = "1.2.826.0.1.3680043.9.7777.3.1"
     ds_uid = "1.2.826.0.1.3680043.9.7777.3.2"
     path = _variant(tmp_path, "mismatch.dcm", meta_instance=cmd_uid, SOPInstanceUID=ds_uid)
+    assert F.file_info(path).sop_instance == cmd_uid
+    assert pydicom.dcmread(path).SOPInstanceUID == ds_uid
     s = mifas()
     status = store_one_pyn(s, path)
     assert status.Status == 0xA900, f"got 0x{status.Status:04X}"
@@ -177,12 +179,8 @@ def test_sop_instance_mismatch_a900(mifas, tmp_path):
 def test_sop_class_mismatch_a900(mifas, tmp_path):
     """Command says MR Image Storage, the data set is a CT image."""
     ds = F.load("CT_small.dcm")
-    path = tmp_path / "classmismatch.dcm"
-    F.write_part10(ds, path)
-    # rewrite the meta group's SOP class: pynetdicom takes the command's class from it
-    raw = pydicom.dcmread(path)
-    raw.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    raw.save_as(path, enforce_file_format=True)
+    path = F.write_part10(ds, tmp_path / "classmismatch.dcm", media_sop_class="1.2.840.10008.5.1.4.1.1.4")
+    assert F.file_info(path).sop_class == "1.2.840.10008.5.1.4.1.1.4"
     s = mifas()
     status = store_one_pyn(s, path)
     assert status.Status == 0xA900, f"got 0x{status.Status:04X}"
@@ -216,7 +214,8 @@ def test_private_sop_class_needs_switch(mifas, tmp_path):
     ds = F.with_uids(F.load("CT_small.dcm"), SOPClassUID=private)
     path = F.write_part10(ds, tmp_path / "private.dcm")
     s = mifas()
-    assoc = pyn_associate(s, [(private, ["1.2.840.10008.1.2.1"])])
+    # with Verification beside it, so the association itself is usable
+    assoc = pyn_associate(s, [(private, ["1.2.840.10008.1.2.1"]), ("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])])
     assert assoc.is_established
     assert not [c for c in assoc.accepted_contexts if c.abstract_syntax == private]
     assoc.release()
@@ -265,3 +264,21 @@ def test_duplicate_policy(mifas, dup_pair, policy, status2, keeps):
     st = s.stats()
     assert st["instances"] == 1 and st["patients"] == 1
     assert st["bytes"] == object_path(s.data_dir, uid).stat().st_size
+
+
+def test_same_instance_from_parallel_associations(mifas):
+    """4 associations race to store one SOP instance (policy reject): exactly one wins."""
+    s = mifas({"storage": {"duplicate_policy": "reject"}})
+    path = F.pydicom_file("CT_small.dcm")
+    info = F.file_info(path)
+    assocs = [pyn_associate(s, contexts_for_files([path])) for _ in range(4)]
+    assert all(a.is_established for a in assocs)
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        statuses = sorted(ex.map(lambda a: a.send_c_store(path).Status, assocs))
+    for a in assocs:
+        a.release()
+    assert statuses == [0, 0x0111, 0x0111, 0x0111], [hex(x) for x in statuses]
+    check_stored_object(s.data_dir, info.sop_class, info.sop_instance, info.ts,
+                        dataset=file_dataset_bytes(path))
+    s.stop_ok()
+    assert s.stats()["instances"] == 1

@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""Check conformance/conformance-statement.md against the tables and constants the code uses.
+
+Run from the repository root:  python3 conformance/check_conformance.py
+Exit code 0 when everything agrees, 1 when something differs (each difference is printed).
+
+Checks:
+  1. The generated parts (Annex A, table of contents) are up to date (generate_tables.py --check).
+  2. Annex A holds exactly the SOP Class UIDs of dictionaries/storage-sop-classes.tsv, with the
+     same names and retired flags.
+  3. The C-STORE status table holds exactly the `Status(0x....)` constants of src/dimse/status.rs.
+  4. The configuration table lists every key of mifas.example.toml with its value there as the
+     default, and every "`value` by default (`key`)" / "`key` (`value` by default" phrase agrees
+     with mifas.example.toml.
+  5. MIFAS's Implementation Class UID and Version Name (src/archive/spool.rs, Cargo.toml) appear.
+  6. docker/mifas.toml parses and sets only keys of mifas.example.toml, with values of the same type.
+  7. With cargo and the dicom-rs sources available (`cargo metadata`): the Implementation Class
+     UID / Version Name that dicom-ul puts in the A-ASSOCIATE-AC appear, and Annex B lists exactly
+     the transfer syntaxes whose data sets dicom-transfer-syntax-registry can read with the Cargo
+     features MIFAS is built with. Without cargo these two checks are skipped (reported as SKIP).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+sys.dont_write_bytecode = True  # no __pycache__ in conformance/
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generate_tables as gen  # noqa: E402
+
+ROOT = gen.ROOT
+STATUS_RS = ROOT / "src" / "dimse" / "status.rs"
+SPOOL_RS = ROOT / "src" / "archive" / "spool.rs"
+CONFIG_RS = ROOT / "src" / "config.rs"
+EXAMPLE_TOML = ROOT / "mifas.example.toml"
+DOCKER_TOML = ROOT / "docker" / "mifas.toml"
+CARGO_TOML = ROOT / "Cargo.toml"
+
+STATUS_TABLE = ("<!-- BEGIN STATUS TABLE (checked against src/dimse/status.rs) -->", "<!-- END STATUS TABLE -->")
+CONFIG_TABLE = ("<!-- BEGIN CONFIG TABLE (checked against mifas.example.toml) -->", "<!-- END CONFIG TABLE -->")
+ANNEX_B = ("<!-- BEGIN ANNEX B (checked against dicom-transfer-syntax-registry) -->", "<!-- END ANNEX B -->")
+
+UID_RE = r"[0-9]+(?:\.[0-9]+)+"
+KEY_RE = r"[a-z_]+\.[a-z_]+"
+
+
+class Report:
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def ok(self, what: str) -> None:
+        print(f"OK    {what}")
+
+    def fail(self, what: str, details: list[str] | None = None) -> None:
+        self.failures += 1
+        print(f"FAIL  {what}")
+        for line in details or []:
+            print(f"        {line}")
+
+    def skip(self, what: str) -> None:
+        print(f"SKIP  {what}")
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """Cells of the body rows of the Markdown tables in `text` (header and rule rows dropped)."""
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("|"):
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))]
+        if all(re.fullmatch(r":?-+:?", c) for c in cells):
+            rows.pop()  # the header row precedes the rule
+        else:
+            rows.append(cells)
+    return rows
+
+
+def without_comments(text: str) -> str:
+    """`text` with HTML comments blanked out, keeping line numbers."""
+    return re.sub(r"<!--.*?-->", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S)
+
+
+# 1 + 2 ------------------------------------------------------------------------------------------
+
+def check_generated(doc: str, classes: list[gen.StorageClass], report: Report) -> None:
+    if gen.regenerate(doc, classes) == doc:
+        report.ok("generated parts (Annex A, table of contents) are up to date")
+    else:
+        report.fail("generated parts are out of date", ["run: python3 conformance/generate_tables.py"])
+
+
+def check_annex_a(doc: str, classes: list[gen.StorageClass], report: Report) -> None:
+    rows = table_rows(gen.block(doc, gen.ANNEX_A))
+    in_doc = {}
+    for cells in rows:
+        if len(cells) == 4 and re.fullmatch(UID_RE, cells[2]):
+            in_doc[cells[2]] = (cells[1].replace("\\|", "|"), cells[3] == "Yes")
+    in_tsv = {c.uid: (c.name, c.retired) for c in classes}
+    problems = [f"in the TSV, not in Annex A: {u}" for u in sorted(in_tsv.keys() - in_doc.keys())]
+    problems += [f"in Annex A, not in the TSV: {u}" for u in sorted(in_doc.keys() - in_tsv.keys())]
+    problems += [
+        f"{u}: Annex A says {in_doc[u]}, the TSV says {in_tsv[u]}"
+        for u in sorted(in_doc.keys() & in_tsv.keys())
+        if in_doc[u] != in_tsv[u]
+    ]
+    if len(rows) != len(in_doc):
+        problems.append(f"Annex A has {len(rows)} rows but {len(in_doc)} distinct UIDs")
+    if problems:
+        report.fail("Annex A differs from dictionaries/storage-sop-classes.tsv", problems)
+    else:
+        report.ok(f"Annex A lists the {len(in_tsv)} SOP classes of dictionaries/storage-sop-classes.tsv")
+
+
+# 3 ----------------------------------------------------------------------------------------------
+
+def check_statuses(doc: str, report: Report) -> None:
+    source = STATUS_RS.read_text(encoding="utf-8")
+    constants = {
+        int(code, 16): name
+        for name, code in re.findall(r"pub const (\w+): Status = Status\((0x[0-9A-Fa-f]{1,4})\);", source)
+    }
+    documented = []
+    for cells in table_rows(gen.block(doc, STATUS_TABLE)):
+        m = re.fullmatch(r"0x([0-9A-Fa-f]{4})", cells[0])
+        if not m:
+            report.fail("status table row without a 0xNNNN code", [" | ".join(cells)])
+            continue
+        documented.append(int(m.group(1), 16))
+    problems = [
+        f"0x{c:04X} ({constants[c]}) is a constant in src/dimse/status.rs but not in the status table"
+        for c in sorted(constants.keys() - set(documented))
+    ]
+    problems += [
+        f"0x{c:04X} is in the status table but not a Status constant in src/dimse/status.rs"
+        for c in sorted(set(documented) - constants.keys())
+    ]
+    problems += [f"0x{c:04X} appears twice in the status table" for c in sorted({c for c in documented if documented.count(c) > 1})]
+    if not constants:
+        problems.append("no `Status(0x....)` constants found in src/dimse/status.rs")
+    if problems:
+        report.fail("C-STORE status table differs from src/dimse/status.rs", problems)
+    else:
+        codes = ", ".join(f"0x{c:04X}" for c in documented)
+        report.ok(f"status table = the {len(constants)} Status constants of src/dimse/status.rs ({codes})")
+
+
+# 4 ----------------------------------------------------------------------------------------------
+
+def flatten(table: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def toml_value(literal: str) -> object:
+    return tomllib.loads(f"v = {literal}")["v"]
+
+
+def check_defaults(doc: str, report: Report) -> None:
+    example = flatten(tomllib.loads(EXAMPLE_TOML.read_text(encoding="utf-8")))
+    config_rs = CONFIG_RS.read_text(encoding="utf-8")
+    problems, seen = [], set()
+    for cells in table_rows(gen.block(doc, CONFIG_TABLE)):
+        m = re.fullmatch(rf"`({KEY_RE})`", cells[0])
+        if not m or len(cells) < 3:
+            problems.append(f"config table row not of the form | `section.key` | `default` | meaning |: {' | '.join(cells)}")
+            continue
+        key, default = m.group(1), cells[1]
+        seen.add(key)
+        if key not in example:
+            # Documented keys without a value in the example (e.g. the allow-list) must exist in
+            # the code and carry no default in the table.
+            field = key.split(".", 1)[1]
+            if not re.search(rf"\bpub {re.escape(field)}:", config_rs):
+                problems.append(f"{key}: not in mifas.example.toml and no such field in src/config.rs")
+            elif default not in ("—", "-"):
+                problems.append(f"{key}: not set in mifas.example.toml, so the table's default must be '—'")
+            continue
+        lit = re.fullmatch(r"`([^`]+)`", default)
+        try:
+            value = toml_value(lit.group(1)) if lit else None
+        except tomllib.TOMLDecodeError:
+            value = None
+        if not lit or value is None:
+            problems.append(f"{key}: default cell {default!r} is not a TOML literal in backticks")
+        elif value != example[key]:
+            problems.append(f"{key}: the statement says {lit.group(1)}, mifas.example.toml says {example[key]!r}")
+    problems += [f"{key} (= {example[key]!r}) is in mifas.example.toml but not in the config table" for key in sorted(example.keys() - seen)]
+    for required in ("dicom.aet", "dicom.port", "dicom.max_pdu", "dicom.max_associations"):
+        if required not in seen:
+            problems.append(f"{required} is missing from the config table")
+    if problems:
+        report.fail("configuration table differs from mifas.example.toml", problems)
+    else:
+        report.ok(f"configuration table: {len(seen)} keys, defaults = mifas.example.toml")
+
+    # Defaults quoted in the prose.
+    prose = without_comments(doc)
+    patterns = [
+        (re.compile(rf"`([^`\n]+)` by default \(`({KEY_RE})`\)"), 2, 1),
+        (re.compile(rf"`({KEY_RE})`\s*\(`([^`\n]+)` by default"), 1, 2),
+    ]
+    covered, problems, count = set(), [], 0
+    for pattern, key_group, value_group in patterns:
+        for m in pattern.finditer(prose):
+            count += 1
+            phrase = m.group(0)
+            key, literal = m.group(key_group), m.group(value_group)
+            covered.add(m.start() + phrase.index("by default"))
+            if key not in example:
+                problems.append(f"{phrase!r}: {key} is not a key of mifas.example.toml")
+                continue
+            try:
+                value = toml_value(literal)
+            except tomllib.TOMLDecodeError:
+                problems.append(f"{phrase!r}: {literal} is not a TOML literal")
+                continue
+            if value != example[key]:
+                problems.append(f"{phrase!r}: mifas.example.toml says {key} = {example[key]!r}")
+    for m in re.finditer(r"by default", prose):
+        if m.start() not in covered:
+            line = prose.count("\n", 0, m.start()) + 1
+            problems.append(
+                f"line {line}: a default is stated in a form this checker cannot verify; "
+                "write it as `value` by default (`key`) or as `key` (`value` by default"
+            )
+    if problems:
+        report.fail("defaults quoted in the text differ from mifas.example.toml", problems)
+    else:
+        report.ok(f"{count} defaults quoted in the text agree with mifas.example.toml")
+
+
+# 5 ----------------------------------------------------------------------------------------------
+
+def check_mifas_identifiers(doc: str, report: Report) -> None:
+    spool = SPOOL_RS.read_text(encoding="utf-8")
+    uid = re.search(r'IMPLEMENTATION_CLASS_UID: &str = "([^"]+)"', spool)
+    version = tomllib.loads(CARGO_TOML.read_text(encoding="utf-8"))["package"]["version"]
+    name_prefix = re.search(r'IMPLEMENTATION_VERSION_NAME: &str = concat!\("([^"]*)", env!\("CARGO_PKG_VERSION"\)\)', spool)
+    problems = []
+    if not uid:
+        problems.append("IMPLEMENTATION_CLASS_UID not found in src/archive/spool.rs")
+    elif uid.group(1) not in doc:
+        problems.append(f"Implementation Class UID {uid.group(1)} (src/archive/spool.rs) not in the statement")
+    if not name_prefix:
+        problems.append("IMPLEMENTATION_VERSION_NAME not of the form concat!(\"PREFIX\", env!(\"CARGO_PKG_VERSION\")) in src/archive/spool.rs")
+    elif f"{name_prefix.group(1)}{version}" not in doc:
+        problems.append(f"Implementation Version Name {name_prefix.group(1)}{version} not in the statement")
+    if problems:
+        report.fail("MIFAS implementation identifiers", problems)
+    else:
+        report.ok(f"MIFAS implementation identifiers: {uid.group(1)}, {name_prefix.group(1)}{version}")
+
+
+# 6 ----------------------------------------------------------------------------------------------
+
+def check_docker_config(report: Report) -> None:
+    if not DOCKER_TOML.exists():
+        report.skip("docker/mifas.toml does not exist")
+        return
+    example = flatten(tomllib.loads(EXAMPLE_TOML.read_text(encoding="utf-8")))
+    try:
+        docker = flatten(tomllib.loads(DOCKER_TOML.read_text(encoding="utf-8")))
+    except tomllib.TOMLDecodeError as e:
+        report.fail("docker/mifas.toml is not valid TOML", [str(e)])
+        return
+    problems = [f"{k}: not a key of mifas.example.toml" for k in sorted(docker.keys() - example.keys())]
+    problems += [
+        f"{k}: {type(docker[k]).__name__} here, {type(example[k]).__name__} in mifas.example.toml"
+        for k in sorted(docker.keys() & example.keys())
+        if type(docker[k]) is not type(example[k])
+    ]
+    if problems:
+        report.fail("docker/mifas.toml does not fit mifas.example.toml", problems)
+    else:
+        report.ok(f"docker/mifas.toml: {len(docker)} keys, all in mifas.example.toml")
+
+
+# 7 ----------------------------------------------------------------------------------------------
+
+def cargo_packages() -> dict[str, tuple[Path, set[str]]] | str:
+    """name -> (source directory, enabled features), from `cargo metadata`; or why not."""
+    commands = [
+        ["cargo", "metadata", "--format-version", "1", "--locked", "--offline"],
+        ["cargo", "metadata", "--format-version", "1", "--locked"],
+    ]
+    why = "cargo metadata failed"
+    for command in commands:
+        try:
+            run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        except FileNotFoundError:
+            return "cargo is not installed"
+        except subprocess.TimeoutExpired:
+            why = "cargo metadata timed out"
+            continue
+        if run.returncode == 0:
+            meta = json.loads(run.stdout)
+            by_id = {p["id"]: p for p in meta["packages"]}
+            return {
+                by_id[node["id"]]["name"]: (Path(by_id[node["id"]]["manifest_path"]).parent, set(node["features"]))
+                for node in meta["resolve"]["nodes"]
+            }
+        why = f"cargo metadata failed: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}"
+    return why
+
+
+def eval_cfg(expr: str, features: set[str]) -> bool:
+    """Evaluate a Rust cfg predicate that uses only feature = "...", not(), any(), all()."""
+    tokens = re.findall(r'feature\s*=\s*"[^"]*"|not|any|all|\(|\)|,', expr)
+    if re.sub(r"\s+", "", "".join(tokens)) != re.sub(r"\s+", "", expr):
+        raise ValueError(f"unsupported cfg predicate: {expr}")
+    pos = 0
+
+    def parse() -> bool:
+        nonlocal pos
+        token = tokens[pos]
+        pos += 1
+        if token.startswith("feature"):
+            return token.split('"')[1] in features
+        if token in ("not", "any", "all"):
+            assert tokens[pos] == "("
+            pos += 1
+            args = []
+            while tokens[pos] != ")":
+                args.append(parse())
+                if tokens[pos] == ",":
+                    pos += 1
+            pos += 1
+            if token == "not":
+                return not args[0]
+            return any(args) if token == "any" else all(args)
+        raise ValueError(f"unexpected token {token!r} in cfg predicate {expr}")
+
+    value = parse()
+    if pos != len(tokens):
+        raise ValueError(f"trailing tokens in cfg predicate {expr}")
+    return value
+
+
+def readable_transfer_syntaxes(src: Path, features: set[str]) -> dict[str, str]:
+    """UID -> name of the built-in transfer syntaxes of dicom-transfer-syntax-registry whose data
+    sets can be read (everything registered except `Codec::Dataset(None)`), for `features`."""
+    lib = (src / "lib.rs").read_text(encoding="utf-8")
+    entries = (src / "entries.rs").read_text(encoding="utf-8")
+    m = re.search(r"let built_in_ts: \[TransferSyntax; \d+\] = \[(.*?)\];", lib, re.S)
+    if not m:
+        raise ValueError("built_in_ts list not found in lib.rs")
+    built_in = re.findall(r"([A-Z0-9_]+)\.erased\(\)", m.group(1))
+
+    definitions: dict[str, list[tuple[list[str], str]]] = {}
+    cfgs: list[str] = []
+    lines = entries.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#[cfg("):
+            cfgs.append(re.fullmatch(r"#\[cfg\((.*)\)\]\s*", line).group(1))
+        elif line.startswith("pub const "):
+            body = [line]
+            while not body[-1].rstrip().endswith(";"):
+                i += 1
+                body.append(lines[i])
+            name = re.match(r"pub const ([A-Z0-9_]+)", line).group(1)
+            definitions.setdefault(name, []).append((cfgs, "\n".join(body)))
+            cfgs = []
+        elif line and not line.startswith("//"):
+            cfgs = []  # any other item (use, type, const fn, closing brace) ends pending attributes
+        i += 1
+
+    readable = {}
+    for name in built_in:
+        active = [body for cfg, body in definitions.get(name, []) if all(eval_cfg(c, features) for c in cfg)]
+        if len(active) != 1:
+            raise ValueError(f"{name}: {len(active)} active definitions in entries.rs for features {sorted(features)}")
+        body = active[0]
+        literals = re.findall(r'"([^"]*)"', body)
+        uid = next((s for s in literals if re.fullmatch(UID_RE, s)), None)
+        if uid is None:
+            raise ValueError(f"{name}: no UID literal in its definition")
+        if "Codec::Dataset(None)" in body:
+            continue
+        readable[uid] = literals[literals.index(uid) + 1] if literals.index(uid) + 1 < len(literals) else name
+    return readable
+
+
+def check_dicom_rs(doc: str, report: Report) -> None:
+    packages = cargo_packages()
+    if isinstance(packages, str):
+        report.skip(f"dicom-ul identifiers and Annex B not checked: {packages}")
+        return
+
+    if "dicom-ul" in packages:
+        ul_src, _ = packages["dicom-ul"]
+        lib = (ul_src / "src" / "lib.rs").read_text(encoding="utf-8")
+        values = [
+            re.search(rf'pub const {const}: &str = "([^"]+)"', lib)
+            for const in ("IMPLEMENTATION_CLASS_UID", "IMPLEMENTATION_VERSION_NAME")
+        ]
+        missing = [v.group(1) for v in values if v and v.group(1) not in doc]
+        if None in values:
+            report.fail("dicom-ul identifiers", [f"constants not found in {ul_src / 'src' / 'lib.rs'}"])
+        elif missing:
+            report.fail("the A-ASSOCIATE-AC identifiers of dicom-ul are not in the statement", missing)
+        else:
+            report.ok(f"A-ASSOCIATE-AC identifiers of dicom-ul in the statement: {values[0].group(1)}, {values[1].group(1)}")
+    else:
+        report.fail("dicom-ul is not a dependency according to cargo metadata")
+
+    if "dicom-transfer-syntax-registry" not in packages:
+        report.fail("dicom-transfer-syntax-registry is not a dependency according to cargo metadata")
+        return
+    ts_src, features = packages["dicom-transfer-syntax-registry"]
+    if "inventory-registry" in features:
+        report.fail("dicom-transfer-syntax-registry is built with inventory-registry: other crates may "
+                    "register transfer syntaxes at run time, so Annex B cannot be checked from the sources")
+        return
+    try:
+        readable = readable_transfer_syntaxes(ts_src / "src", features)
+    except (OSError, ValueError) as e:
+        report.fail("cannot read the transfer syntax registry source", [str(e)])
+        return
+    documented = {}
+    for cells in table_rows(gen.block(doc, ANNEX_B)):
+        if len(cells) >= 2 and re.fullmatch(UID_RE, cells[1]):
+            documented[cells[1]] = cells[0]
+    problems = [f"readable by dicom-rs but not in Annex B: {u} ({readable[u]})" for u in sorted(readable.keys() - documented.keys())]
+    problems += [f"in Annex B but not readable by dicom-rs: {u} ({documented[u]})" for u in sorted(documented.keys() - readable.keys())]
+    if problems:
+        report.fail("Annex B differs from dicom-transfer-syntax-registry", problems)
+    else:
+        feats = ", ".join(sorted(features))
+        report.ok(f"Annex B = the {len(readable)} transfer syntaxes dicom-transfer-syntax-registry can read (features: {feats})")
+
+
+def main() -> int:
+    report = Report()
+    doc = gen.STATEMENT.read_text(encoding="utf-8")
+    try:
+        classes = gen.read_storage_classes()
+    except ValueError as e:
+        report.fail("dictionaries/storage-sop-classes.tsv cannot be read", [str(e)])
+        classes = None
+    checks = [
+        lambda: classes is not None and check_generated(doc, classes, report),
+        lambda: classes is not None and check_annex_a(doc, classes, report),
+        lambda: check_statuses(doc, report),
+        lambda: check_defaults(doc, report),
+        lambda: check_mifas_identifiers(doc, report),
+        lambda: check_docker_config(report),
+        lambda: check_dicom_rs(doc, report),
+    ]
+    for check in checks:
+        try:
+            check()
+        except (OSError, ValueError, KeyError) as e:
+            report.fail(f"check could not run: {e}")
+    if report.failures:
+        print(f"\n{report.failures} check(s) failed: conformance/conformance-statement.md is out of step with the code")
+        return 1
+    print("\nconformance statement agrees with the code")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
