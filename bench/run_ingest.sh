@@ -50,7 +50,7 @@ export TCP_NODELAY=1
 
 mkdir -p "$WORKDIR"
 RUN="$(mktemp -d "$WORKDIR/run.XXXXXX")"
-RESULTS="$RUN/results.tsv"   # target mode repeat count seconds rate stored note
+RESULTS="$RUN/results.tsv"   # target mode repeat count seconds rate stored note busy
 RSSFILE="$RUN/rss.tsv"       # server baseline_kb hwm_kb stored_bytes note
 NOTES="$RUN/notes.txt"
 : >"$RESULTS"; : >"$RSSFILE"; : >"$NOTES"
@@ -86,7 +86,8 @@ now() { date +%s.%N; }
 
 # other CPU-heavy work (a cargo build) spoils the figures: report it
 busy() { pgrep -x 'rustc|cargo|cc|ld|c\+\+' >/dev/null 2>&1; }
-busy_note() { if busy; then note "$1: a compiler (rustc/cargo/cc) was running during this measurement"; fi; }
+BUSY=0
+busy_check() { if busy; then BUSY=1; fi; }
 wait_quiet() {
   local max=${BENCH_QUIET_WAIT:-900} t=0
   while busy && ((t < max)); do
@@ -223,9 +224,9 @@ measure() {  # target mode repeat
     orthanc) start_orthanc ;;
     mifas) start_mifas ;;
   esac || { note "$target: server did not start (mode $mode, repeat $r)"; stop_server; return 1; }
-  busy_note "$target ${mode}assoc r$r (before)"
+  BUSY=0; busy_check
   send_corpus "$mode" "$DATA.send"
-  busy_note "$target ${mode}assoc r$r (after)"
+  busy_check
   stored=$(stored_count)
   if [[ $SEND_FAIL != 0 ]]; then
     note="storescu-errors"
@@ -253,8 +254,8 @@ measure() {  # target mode repeat
     fi
   fi
   local rate; rate=$(python3 -c "print(f'{$COUNT / $SEND_SECS:.1f}')")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$mode" "$r" "$COUNT" "$SEND_SECS" "$rate" "$stored" "${note:--}" >>"$RESULTS"
-  log "$target ${mode} assoc (repeat $r): $COUNT in ${SEND_SECS}s = $rate inst/s (stored $stored)${note:+ [$note]}"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$mode" "$r" "$COUNT" "$SEND_SECS" "$rate" "$stored" "${note:--}" "$BUSY" >>"$RESULTS"
+  log "$target ${mode} assoc (repeat $r): $COUNT in ${SEND_SECS}s = $rate inst/s (stored $stored)${note:+ [$note]}$([[ $BUSY == 1 ]] && echo ' [compiler running]')"
   rm -rf "$DATA"
 }
 
@@ -262,15 +263,16 @@ measure_raw() {  # repeat
   local r=$1 variant d out n secs rate
   for variant in fsync dirsync; do
     d="$(mktemp -d "$RUN/raw.XXXX")"
+    BUSY=0; busy_check
     if [[ $variant == dirsync ]]; then
       out=$(python3 "$HERE/raw_fsync.py" "$CORPUS" "$d" --dirsync)
     else
       out=$(python3 "$HERE/raw_fsync.py" "$CORPUS" "$d")
     fi
     read -r n secs rate <<<"$out"
-    busy_note "raw-$variant r$r"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "raw-$variant" 1 "$r" "$n" "$secs" "$rate" "$n" - >>"$RESULTS"
-    log "raw loop ($variant): $n files in ${secs}s = $rate files/s"
+    busy_check
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "raw-$variant" 1 "$r" "$n" "$secs" "$rate" "$n" - "$BUSY" >>"$RESULTS"
+    log "raw loop ($variant): $n files in ${secs}s = $rate files/s$([[ $BUSY == 1 ]] && echo ' [compiler running]')"
     rm -rf "$d"
   done
 }
@@ -287,7 +289,6 @@ measure_rss() {  # target
     mifas) start_mifas ;;
   esac || { note "$target: server did not start for RSS"; stop_server; return 1; }
   base=$(kb_of VmHWM "$SERVER_PID")
-  busy_note "RSS $target"
   "$STORESCU" -aet BENCH -aec "$AEC" 127.0.0.1 "$PORT" "$BIG" >"$DATA.big.log" 2>&1 || note="storescu-failed"
   if grep -qE '^(E|F): ' "$DATA.big.log"; then note="storescu-errors"; fi
   sleep 0.2
