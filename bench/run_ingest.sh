@@ -85,7 +85,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 now() { date +%s.%N; }
 
 # other CPU-heavy work (a cargo build) spoils the figures: report it
-busy() { pgrep -x 'rustc|cargo|cc|ld|c\+\+' >/dev/null 2>&1; }
+busy() { grep -qsxE 'rustc|cargo|cc|cc1|cc1plus|c\+\+|ld|ld\.lld|rust-lld' /proc/[0-9]*/comm; }
 BUSY=0
 busy_check() { if busy; then BUSY=1; fi; }
 wait_quiet() {

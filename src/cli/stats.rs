@@ -8,7 +8,7 @@ use crate::config::Config;
 
 pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     init_logging(&config);
-    let (archive, report) = Archive::open(&config).await?;
+    let (archive, _report) = Archive::open(&config).await?;
     let totals = archive
         .totals()
         .map_err(|e| CliError::Other(format!("cannot read the index: {e}")))?;
@@ -21,11 +21,5 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     println!("series: {}", totals.series);
     println!("instances: {}", totals.instances);
     println!("bytes: {}", totals.bytes);
-    println!("reconciled_indexed: {}", report.objects_indexed);
-    println!(
-        "reconciled_missing_objects: {}",
-        report.missing_objects.len()
-    );
-    println!("reconciled_unreadable: {}", report.unreadable_objects.len());
     Ok(ExitCode::SUCCESS)
 }

@@ -4,14 +4,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use dicom_ul::Pdu;
 use dicom_ul::association::Association as _;
 use dicom_ul::association::server::AsyncServerAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::c_store::StoreSink;
@@ -61,7 +59,6 @@ pub(crate) async fn run(
     assoc: AsyncServerAssociation<TcpStream>,
     ctx: DimseContext,
     peer: SocketAddr,
-    shutdown: CancellationToken,
 ) {
     let calling_aet = assoc.peer_ae_title().trim().to_string();
     let span = tracing::info_span!(
@@ -105,26 +102,19 @@ pub(crate) async fn run(
             },
             calling_aet,
         };
-        association.serve(shutdown).await;
+        association.serve().await;
     }
     .instrument(span)
     .await
 }
 
 impl Association {
-    async fn serve(mut self, shutdown: CancellationToken) {
+    async fn serve(mut self) {
         let idle = self.ctx.config.idle_timeout();
         loop {
-            let between_messages =
-                matches!(&self.state, State::Command { buf, .. } if buf.is_empty());
-            let received = tokio::select! {
-                r = tokio::time::timeout(idle, self.assoc.receive()) => r,
-                _ = shutdown.cancelled(), if between_messages => {
-                    tracing::info!("shutting down: releasing the association");
-                    let _ = tokio::time::timeout(Duration::from_secs(5), self.assoc.release()).await;
-                    return;
-                }
-            };
+            // Shutdown does not interrupt an association: the listener stops accepting and waits
+            // (bounded) for the peer to finish and release.
+            let received = tokio::time::timeout(idle, self.assoc.receive()).await;
             let pdu = match received {
                 Err(_) => {
                     tracing::warn!(

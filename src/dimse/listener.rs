@@ -34,6 +34,7 @@ pub async fn serve(listener: TcpListener, ctx: DimseContext, shutdown: Cancellat
     let mut backoff = Duration::from_millis(100);
     loop {
         let accepted = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
             r = listener.accept() => r,
         };
@@ -56,9 +57,8 @@ pub async fn serve(listener: TcpListener, ctx: DimseContext, shutdown: Cancellat
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
                 let ctx = ctx.clone();
-                let shutdown = shutdown.clone();
                 tracker.spawn(async move {
-                    handle(socket, peer, ctx, shutdown).await;
+                    handle(socket, peer, ctx).await;
                     drop(permit);
                 });
             }
@@ -93,12 +93,7 @@ pub async fn serve(listener: TcpListener, ctx: DimseContext, shutdown: Cancellat
     }
 }
 
-async fn handle(
-    socket: TcpStream,
-    peer: SocketAddr,
-    ctx: DimseContext,
-    shutdown: CancellationToken,
-) {
+async fn handle(socket: TcpStream, peer: SocketAddr, ctx: DimseContext) {
     let config = &ctx.config;
     let policy = AePolicy {
         check_called_aet: config.dicom.check_called_aet,
@@ -129,7 +124,7 @@ async fn handle(
         }
         Ok(Ok(assoc)) => assoc,
     };
-    association::run(assoc, ctx, peer, shutdown).await;
+    association::run(assoc, ctx, peer).await;
 }
 
 /// Above the association limit: read the request and answer A-ASSOCIATE-RJ, rejected-transient,
