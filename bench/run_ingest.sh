@@ -19,13 +19,13 @@
 #                   disk as the repository here). Corpus is kept for reuse, run
 #                   data (server dirs) is always removed. BENCH_CLEAN=1 also
 #                   removes the corpus at exit.
-#   BENCH_REPEATS   measurements per configuration (default 3; the table shows the
+#   BENCH_REPEATS   measurements per configuration (default 5; the table shows the
 #                   median and min-max). Targets are interleaved in each repeat.
 #   BENCH_TARGETS   subset of "raw storescp orthanc mifas" (default: all; mifas is
 #                   skipped with a note if the binary does not answer C-ECHO).
-#   BENCH_QUIET_WAIT  seconds to wait at start for running rustc/cargo processes
-#                   (e.g. a concurrent build) to finish (default 900); any such
-#                   process seen during a measurement is reported in the notes.
+#   BENCH_QUIET_WAIT  seconds to wait at start until no rustc/cargo/cc runs and
+#                   the CPUs are >= 85% idle (default 900); a compiler seen at
+#                   the start or end of a measurement is reported.
 #   BENCH_SKIP_RSS=1  skip the multi-frame RSS measurement.
 #   BENCH_NO_RESULTS=1  do not touch bench/RESULTS.md.
 #   MIFAS_BIN       default target/release/mifas (not built by this script).
@@ -34,7 +34,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 WORKDIR="${BENCH_WORKDIR:-/tmp/mifas-bench}"
-REPEATS="${BENCH_REPEATS:-3}"
+REPEATS="${BENCH_REPEATS:-5}"
 TARGETS="${BENCH_TARGETS:-raw storescp orthanc mifas}"
 MIFAS_BIN="${MIFAS_BIN:-$REPO/target/release/mifas}"
 COUNT=1000
@@ -88,14 +88,24 @@ now() { date +%s.%N; }
 busy() { grep -qsxE 'rustc|cargo|cc|cc1|cc1plus|c\+\+|ld|ld\.lld|rust-lld' /proc/[0-9]*/comm; }
 BUSY=0
 busy_check() { if busy; then BUSY=1; fi; }
-wait_quiet() {
-  local max=${BENCH_QUIET_WAIT:-900} t=0
-  while busy && ((t < max)); do
-    ((t % 60 == 0)) && log "waiting for running rustc/cargo to finish ($t s)"
-    sleep 5; t=$((t + 5))
-  done
+# percentage of CPU time idle over 2 s
+cpu_idle() {
+  local a b
+  a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
+  local tot=0 i
+  for ((i = 1; i < ${#a[@]}; i++)); do tot=$((tot + b[i] - a[i])); done
+  echo $(( (b[4] - a[4] + b[5] - a[5]) * 100 / (tot > 0 ? tot : 1) ))
 }
-
+wait_quiet() {
+  local max=${BENCH_QUIET_WAIT:-900} t=0 idle
+  while ((t < max)); do
+    idle=$(cpu_idle); t=$((t + 2))
+    if ! busy && ((idle >= 85)); then return 0; fi
+    ((t % 60 < 2)) && log "machine busy (compiler running or CPU idle ${idle}% < 85%), waiting ($t s)"
+    sleep 3; t=$((t + 3))
+  done
+  note "machine still busy after ${max} s (compiler or CPU idle ${idle}%); measuring anyway"
+}
 # wait until a C-ECHO to AEC@PORT succeeds (bounded), while SERVER_PID lives
 wait_echo() {
   local aec=$1 port=$2 tries=${3:-100}
@@ -273,7 +283,7 @@ measure_raw() {  # repeat
     busy_check
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "raw-$variant" 1 "$r" "$n" "$secs" "$rate" "$n" - "$BUSY" >>"$RESULTS"
     log "raw loop ($variant): $n files in ${secs}s = $rate files/s$([[ $BUSY == 1 ]] && echo ' [compiler running]')"
-    rm -rf "$d"
+    rm -rf "$d"; sync
   done
 }
 
@@ -343,16 +353,18 @@ export BENCH_LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 log "run dir $RUN, repeats $REPEATS, targets: $TARGETS, load $BENCH_LOADAVG_START"
 # flush dirty pages of corpus generation so they do not land in the first measurement
 sync
+# Order inside a repeat: the raw loops run right before MIFAS 1 assoc, the
+# figure they are compared with. sync before every measurement so the dirty
+# pages of the previous one (storescp does not fsync) are not flushed inside it.
 for ((r = 1; r <= REPEATS; r++)); do
-  if want raw; then measure_raw "$r"; fi
   for mode in 1 4; do
     if want storescp; then
-      measure storescp "$mode" "$r" || true
-      if [[ $mode == 4 ]]; then measure storescp-fork "$mode" "$r" || true; fi
+      sync; measure storescp "$mode" "$r" || true
+      if [[ $mode == 4 ]]; then sync; measure storescp-fork "$mode" "$r" || true; fi
     fi
-    if want orthanc; then measure orthanc "$mode" "$r" || true; fi
-    if want mifas; then measure mifas "$mode" "$r" || true; fi
-    sync
+    if want orthanc; then sync; measure orthanc "$mode" "$r" || true; fi
+    if [[ $mode == 1 ]] && want raw; then sync; measure_raw "$r"; fi
+    if want mifas; then sync; measure mifas "$mode" "$r" || true; fi
   done
 done
 

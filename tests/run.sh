@@ -67,11 +67,11 @@ status=0
 step "cargo test --release (unit tests)"
 cargo test --release || { echo "UNIT TESTS FAILED"; status=1; }
 
-step "integration tests (pytest: real mifas binary + DCMTK + pynetdicom)"
+step "python tests: tests/integration (real mifas binary + DCMTK + pynetdicom), tests/test_*.py"
 export MIFAS_BIN="$ROOT/target/release/mifas"
 # hard cap so a hung peer can never hang CI; the suite itself takes about a minute
 timeout --signal=INT --kill-after=30 20m \
-    "$PYTHON" -m pytest -q -p no:cacheprovider tests/integration "$@" \
-    || { echo "INTEGRATION TESTS FAILED"; status=1; }
+    "$PYTHON" -m pytest -q -p no:cacheprovider tests "$@" \
+    || { echo "PYTHON TESTS FAILED"; status=1; }
 
 exit $status

@@ -98,6 +98,7 @@ impl Archive {
         let t1 = std::time::Instant::now();
         let uid = spooled.request.sop_instance_uid.clone();
         let index = &self.inner.index;
+        let _uid_lock = self.inner.uid_locks.lock(&uid).await;
         if index.contains_instance(&uid)? {
             match self.inner.duplicate_policy {
                 DuplicatePolicy::Ignore => {

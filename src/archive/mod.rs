@@ -9,6 +9,7 @@ mod reconcile;
 mod spool;
 #[cfg(test)]
 mod tests;
+mod uid_lock;
 
 pub use error::IngestError;
 pub use ingest::IngestOutcome;
@@ -58,6 +59,8 @@ struct Inner {
     /// cannot together overrun the quota.
     reserved_bytes: AtomicU64,
     committer: committer::CommitterHandle,
+    /// Serialises stores of the same SOP Instance UID.
+    uid_locks: uid_lock::UidLocks,
 }
 
 impl Archive {
@@ -86,6 +89,7 @@ impl Archive {
                 duplicate_policy: config.storage.duplicate_policy,
                 reserved_bytes: AtomicU64::new(0),
                 committer,
+                uid_locks: uid_lock::UidLocks::default(),
             }),
         };
         let report = archive.reconcile().await?;

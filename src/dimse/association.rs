@@ -326,10 +326,8 @@ impl Association {
     /// Send a response command set, cut to the peer's maximum PDU size.
     async fn respond(&mut self, context_id: u8, response: &Response) -> Result<(), Exit> {
         let bytes = response.encode().map_err(|e| Exit::Abort(e.to_string()))?;
-        // PDU = 6-byte header; PDV item = 4-byte length + context ID + control header.
-        let max = (self.assoc.requestor_max_pdu_length() as usize)
-            .saturating_sub(12)
-            .max(64);
+        // PDU header (6) + PDV item header (6); fragments stay even-length (PS3.8 E.2).
+        let max = ((self.assoc.requestor_max_pdu_length() as usize).saturating_sub(12) & !1).max(2);
         let chunks: Vec<&[u8]> = bytes.chunks(max).collect();
         let last = chunks.len().saturating_sub(1);
         for (i, chunk) in chunks.into_iter().enumerate() {

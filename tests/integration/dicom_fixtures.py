@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

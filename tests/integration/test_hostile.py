@@ -1,9 +1,7 @@
 """Hostile input on raw sockets: the server answers with a reject/abort/failure status, stays up,
 stores nothing and does not blow up its memory."""
 
-import os
 import random
-import socket
 import struct
 
 import pydicom
@@ -11,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 import dicom_fixtures as F
-from mifas_helpers import file_dataset_bytes, list_objects, object_path, spool_files, wait_spool_empty
+from mifas_helpers import file_dataset_bytes, list_objects, object_path, wait_spool_empty
 from raw_dul import (A_ABORT, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, EXPLICIT_LE, IMPLICIT_LE, P_DATA_TF,
                      VERIFICATION, PeerClosed, RawAssociation, UnexpectedPDU, build_associate_rq,
                      build_pdata, c_store_rq)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import dicom_fixtures as F
-from mifas_helpers import (check_stored_object, contexts_for_files, echoscu, file_dataset_bytes,
+from mifas_helpers import (check_stored_object, contexts_for_files, file_dataset_bytes,
                            list_objects, object_path, pyn_associate, spool_files, wait_spool_empty,
                            wait_until)
 from raw_dul import (A_ABORT, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, EXPLICIT_LE, IMPLICIT_LE,

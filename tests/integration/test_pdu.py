@@ -5,7 +5,7 @@ import pytest
 import dicom_fixtures as F
 from mifas_helpers import (check_stored_object, contexts_for_files, file_dataset_bytes, list_objects,
                            pyn_associate, spool_files)
-from raw_dul import A_ASSOCIATE_AC, EXPLICIT_LE, VERIFICATION, IMPLICIT_LE, RawAssociation
+from raw_dul import A_ASSOCIATE_AC, IMPLICIT_LE, VERIFICATION, RawAssociation
 
 CT = F.CT_IMAGE_STORAGE
 ELE = "1.2.840.10008.1.2.1"
