@@ -70,10 +70,11 @@ def main():
     per_rep = defaultdict(dict)  # (target, mode) -> {repeat: rate}
     flagged = defaultdict(list)
     busy = defaultdict(int)
+    cpu = defaultdict(list)  # (target, mode) -> [server CPU seconds during the send]
     n_meas = n_busy = 0
     for line in open(args.results):
         f = line.rstrip("\n").split("\t")
-        if len(f) < 8:
+        if len(f) < 8 or not f[1].isdigit():
             continue
         target, mode, rep, _n, _secs, rate, _stored, note = f[:8]
         b = len(f) > 8 and f[8] == "1"
@@ -86,6 +87,11 @@ def main():
             n_busy += 1
         if note != "-":
             flagged[key].append(note)
+        if len(f) > 9:
+            try:
+                cpu[key].append(float(f[9]))
+            except ValueError:
+                pass
 
     def med(t, m):
         v = rates.get((t, m))
@@ -107,7 +113,10 @@ def main():
         nb = busy.get((t, 1), 0) + busy.get((t, 4), 0)
         if nb:
             flag = (flag + "; " if flag else "") + f"{nb} run(s) overlapped a compiler"
-        rows.append((LABELS.get(t, t), fmt(r1), rng(t, 1), fmt(r4), rng(t, 4), flag))
+        c1 = statistics.median(cpu[(t, 1)]) if cpu.get((t, 1)) else None
+        c4 = statistics.median(cpu[(t, 4)]) if cpu.get((t, 4)) else None
+        cs = "" if c1 is None and c4 is None else f"{fmt(c1, 2)} / {fmt(c4, 2)}"
+        rows.append((LABELS.get(t, t), fmt(r1), rng(t, 1), fmt(r4), rng(t, 4), cs, flag))
 
     lines = []
     lines.append(f"Instances/s (files/s for the raw loops), 1000 CT instances (512×512×16-bit, 525,558 bytes each), "
@@ -118,8 +127,8 @@ def main():
                      "e.g. a concurrent `cargo build`): on this machine that slows both CPU and fsync; treat those "
                      "figures as noisy.**")
     lines.append("")
-    lines.append("| target | 1 assoc | (min–max) | 4 assocs | (min–max) | problems |")
-    lines.append("|---|---:|---:|---:|---:|---|")
+    lines.append("| target | 1 assoc | (min–max) | 4 assocs | (min–max) | server CPU s, 1 / 4 assocs | problems |")
+    lines.append("|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
         lines.append("| " + " | ".join(x if x else "" for x in r) + " |")
     lines.append("")
@@ -127,6 +136,11 @@ def main():
     m1, m4 = med("mifas", 1), med("mifas", 4)
     o1, o4 = med("orthanc", 1), med("orthanc", 4)
     f1, d1 = med("raw-fsync", 1), med("raw-dirsync", 1)
+    s1 = med("storescp", 1)
+    # one association is strictly serial (storescu waits for each response): receiving an instance
+    # (storescp's time per instance) and making it durable (raw loop's time per file) cannot overlap
+    # across instances, so 1 / (1/storescp + 1/raw) is a tighter bound for a durable SCP.
+    serial = None if not s1 or not f1 else 1 / (1 / s1 + 1 / f1)
 
     def ratio(a, b):
         return None if a is None or b is None or b == 0 else a / b
@@ -136,11 +150,17 @@ def main():
         ra, rb = per_rep.get(a, {}), per_rep.get(b, {})
         return [ra[k] / rb[k] for k in sorted(ra, key=int) if k in rb and rb[k]]
 
+    def serial_per_run():
+        rm, rs, rf = per_rep.get(("mifas", 1), {}), per_rep.get(("storescp", 1), {}), per_rep.get(("raw-fsync", 1), {})
+        return [rm[k] * (1 / rs[k] + 1 / rf[k]) for k in sorted(rm, key=int) if k in rs and k in rf]
+
     checks = [
         ("1 assoc: MIFAS / Orthanc", ratio(m1, o1), paired(("mifas", 1), ("orthanc", 1)), 1.5),
         ("1 assoc: MIFAS / raw write+fsync+rename", ratio(m1, f1), paired(("mifas", 1), ("raw-fsync", 1)), 0.8),
         ("1 assoc: MIFAS / raw write+fsync+rename+dir fsync (context)", ratio(m1, d1),
          paired(("mifas", 1), ("raw-dirsync", 1)), None),
+        ("1 assoc: MIFAS / serial bound 1/(1/storescp + 1/raw) (context; bound = " + fmt(serial) + "/s)",
+         ratio(m1, serial), serial_per_run(), None),
         ("4 assocs: MIFAS / Orthanc", ratio(m4, o4), paired(("mifas", 4), ("orthanc", 4)), 2.0),
         ("4 assocs: MIFAS / raw write+fsync+rename (context)", ratio(m4, f1), paired(("mifas", 4), ("raw-fsync", 1)),
          None),

@@ -50,7 +50,7 @@ export TCP_NODELAY=1
 
 mkdir -p "$WORKDIR"
 RUN="$(mktemp -d "$WORKDIR/run.XXXXXX")"
-RESULTS="$RUN/results.tsv"   # target mode repeat count seconds rate stored note busy
+RESULTS="$RUN/results.tsv"   # target mode repeat count seconds rate stored note busy server_cpu_s
 RSSFILE="$RUN/rss.tsv"       # server baseline_kb hwm_kb stored_bytes note
 NOTES="$RUN/notes.txt"
 : >"$RESULTS"; : >"$RSSFILE"; : >"$NOTES"
@@ -97,13 +97,14 @@ cpu_idle() {
   echo $(( (b[4] - a[4] + b[5] - a[5]) * 100 / (tot > 0 ? tot : 1) ))
 }
 wait_quiet() {
-  local max=${BENCH_QUIET_WAIT:-900} t=0 idle
+  local max=${BENCH_QUIET_WAIT:-900} t=0 idle="?"
   while ((t < max)); do
     idle=$(cpu_idle); t=$((t + 2))
     if ! busy && ((idle >= 85)); then return 0; fi
     ((t % 60 < 2)) && log "machine busy (compiler running or CPU idle ${idle}% < 85%), waiting ($t s)"
     sleep 3; t=$((t + 3))
   done
+  ((max == 0)) && return 0
   note "machine still busy after ${max} s (compiler or CPU idle ${idle}%); measuring anyway"
 }
 # wait until a C-ECHO to AEC@PORT succeeds (bounded), while SERVER_PID lives
@@ -235,8 +236,12 @@ measure() {  # target mode repeat
     mifas) start_mifas ;;
   esac || { note "$target: server did not start (mode $mode, repeat $r)"; stop_server; return 1; }
   BUSY=0; busy_check
+  local cpu0 cpu1
+  cpu0=$(cpu_secs "$SERVER_PID")
   send_corpus "$mode" "$DATA.send"
+  cpu1=$(cpu_secs "$SERVER_PID")
   busy_check
+  local cpu; cpu=$(python3 -c "print(f'{$cpu1 - $cpu0:.2f}')" 2>/dev/null || echo "?")
   stored=$(stored_count)
   if [[ $SEND_FAIL != 0 ]]; then
     note="storescu-errors"
@@ -264,8 +269,8 @@ measure() {  # target mode repeat
     fi
   fi
   local rate; rate=$(python3 -c "print(f'{$COUNT / $SEND_SECS:.1f}')")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$mode" "$r" "$COUNT" "$SEND_SECS" "$rate" "$stored" "${note:--}" "$BUSY" >>"$RESULTS"
-  log "$target ${mode} assoc (repeat $r): $COUNT in ${SEND_SECS}s = $rate inst/s (stored $stored)${note:+ [$note]}$([[ $BUSY == 1 ]] && echo ' [compiler running]')"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$mode" "$r" "$COUNT" "$SEND_SECS" "$rate" "$stored" "${note:--}" "$BUSY" "$cpu" >>"$RESULTS"
+  log "$target ${mode} assoc (repeat $r): $COUNT in ${SEND_SECS}s = $rate inst/s (stored $stored, server CPU ${cpu}s)${note:+ [$note]}$([[ $BUSY == 1 ]] && echo ' [compiler running]')"
   rm -rf "$DATA"
 }
 
@@ -281,13 +286,21 @@ measure_raw() {  # repeat
     fi
     read -r n secs rate <<<"$out"
     busy_check
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "raw-$variant" 1 "$r" "$n" "$secs" "$rate" "$n" - "$BUSY" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "raw-$variant" 1 "$r" "$n" "$secs" "$rate" "$n" - "$BUSY" - >>"$RESULTS"
     log "raw loop ($variant): $n files in ${secs}s = $rate files/s$([[ $BUSY == 1 ]] && echo ' [compiler running]')"
     rm -rf "$d"; sync
   done
 }
 
 # ---- peak RSS with one big multi-frame instance ------------------------------
+
+# CPU seconds (user+sys, incl. reaped children) of a process
+cpu_secs() {
+  local st; st=$(cat "/proc/$1/stat" 2>/dev/null) || { echo "?"; return; }
+  st=${st##*) }   # fields from 3 on (after "pid (comm) ")
+  read -r -a f <<<"$st"
+  python3 -c "import os; print(f'{(${f[11]} + ${f[12]} + ${f[13]} + ${f[14]}) / os.sysconf(\"SC_CLK_TCK\"):.2f}')"
+}
 
 kb_of() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$2/status"; }
 
@@ -379,4 +392,6 @@ if [[ -n "$(git -C "$REPO" status --porcelain -- src Cargo.toml 2>/dev/null)" ]]
 export BENCH_MIFAS_REV="$MIFAS_REV" BENCH_WORKDIR_USED="$WORKDIR" BENCH_REPEATS_USED="$REPEATS"
 report_args=("$RESULTS" "$RSSFILE" "$NOTES")
 if [[ "${BENCH_NO_RESULTS:-0}" != 1 ]]; then report_args+=(--results-md "$HERE/RESULTS.md"); fi
-python3 "$HERE/report.py" "${report_args[@]}"
+if ! python3 "$HERE/report.py" "${report_args[@]}"; then
+  BENCH_KEEP_RUN=1; log "report failed; raw results kept in $RESULTS"; exit 1
+fi

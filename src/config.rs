@@ -23,6 +23,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub dicom: DicomConfig,
+    pub query: QueryConfig,
     pub storage: StorageConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
@@ -51,6 +52,22 @@ pub struct AllowedCaller {
     pub aet: String,
     #[serde(default)]
     pub hosts: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    pub case_insensitive_names: bool,
+    pub max_results: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            case_insensitive_names: true,
+            max_results: 10000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,6 +5,7 @@
 mod committer;
 mod error;
 mod ingest;
+mod query;
 mod reconcile;
 mod spool;
 #[cfg(test)]

@@ -15,13 +15,18 @@ use tracing::Instrument;
 use super::c_store::StoreSink;
 use super::message::{Command, MAX_COMMAND_SIZE, Response, command_field};
 use super::status::Status;
-use super::{DimseContext, c_echo, c_store};
+use super::{DimseContext, c_echo, c_find, c_store, negotiation};
+use crate::index::query::identifier::{self as query_identifier, ParseOptions};
+use crate::index::query::{Match, QueryError};
+use dicom_dictionary_std::tags;
 
 /// An accepted presentation context.
 #[derive(Debug, Clone)]
 struct Context {
     abstract_syntax: String,
     transfer_syntax: String,
+    /// Combined date-time matching accepted by extended negotiation (C-FIND contexts).
+    combined_datetime: bool,
 }
 
 /// What the association expects next.
@@ -37,6 +42,12 @@ enum State {
         command: Command,
         sink: StoreSink,
     },
+    /// The identifier of a C-FIND.
+    FindData {
+        context_id: u8,
+        command: Command,
+        buf: Vec<u8>,
+    },
     /// The data set of a request we do not support; dropped, then refused.
     DiscardData { context_id: u8, command: Command },
 }
@@ -45,6 +56,8 @@ enum State {
 enum Exit {
     /// A protocol violation or network error: abort.
     Abort(String),
+    /// The peer aborted or closed: nothing more to send.
+    Closed,
 }
 
 struct Association {
@@ -78,6 +91,11 @@ pub(crate) async fn run(
                     Context {
                         abstract_syntax: pc.abstract_syntax.trim_end_matches('\0').to_string(),
                         transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_string(),
+                        combined_datetime: negotiation::combined_datetime_accepted(
+                            assoc.extended_negotiation_for(
+                                pc.abstract_syntax.trim_end_matches('\0'),
+                            ),
+                        ),
                     },
                 )
             })
@@ -135,10 +153,14 @@ impl Association {
             match pdu {
                 Pdu::PData { data } => {
                     for pdv in data {
-                        if let Err(Exit::Abort(reason)) = self.on_pdv(pdv).await {
-                            tracing::warn!(%reason, "protocol violation; aborting");
-                            let _ = self.assoc.abort().await;
-                            return;
+                        match self.on_pdv(pdv).await {
+                            Ok(()) => {}
+                            Err(Exit::Abort(reason)) => {
+                                tracing::warn!(%reason, "protocol violation; aborting");
+                                let _ = self.assoc.abort().await;
+                                return;
+                            }
+                            Err(Exit::Closed) => return,
                         }
                     }
                 }
@@ -268,6 +290,45 @@ impl Association {
                 }
                 Ok(())
             }
+            (
+                State::FindData {
+                    context_id: cid,
+                    buf,
+                    ..
+                },
+                PDataValueType::Data,
+            ) => {
+                if *cid != context_id {
+                    return Err(Exit::Abort(
+                        "identifier fragment on another presentation context".into(),
+                    ));
+                }
+                if buf.len() + pdv.data.len() > c_find::MAX_IDENTIFIER_SIZE {
+                    return Err(Exit::Abort(format!(
+                        "C-FIND identifier larger than {} bytes",
+                        c_find::MAX_IDENTIFIER_SIZE
+                    )));
+                }
+                buf.extend_from_slice(&pdv.data);
+                if pdv.is_last {
+                    let state = std::mem::replace(
+                        &mut self.state,
+                        State::Command {
+                            context_id: None,
+                            buf: Vec::new(),
+                        },
+                    );
+                    if let State::FindData {
+                        context_id,
+                        command,
+                        buf,
+                    } = state
+                    {
+                        self.run_find(context_id, command, buf).await?;
+                    }
+                }
+                Ok(())
+            }
             (State::Command { .. }, PDataValueType::Data) => {
                 Err(Exit::Abort("data set fragment without a command".into()))
             }
@@ -305,6 +366,16 @@ impl Association {
                 };
                 Ok(())
             }
+            command_field::C_FIND_RQ
+                if command.has_dataset && c_find::model_of(&context.abstract_syntax).is_some() =>
+            {
+                self.state = State::FindData {
+                    context_id,
+                    command,
+                    buf: Vec::new(),
+                };
+                Ok(())
+            }
             command_field::C_CANCEL_RQ => {
                 // Nothing is in progress that could be cancelled.
                 Ok(())
@@ -326,6 +397,17 @@ impl Association {
     /// Send a response command set, cut to the peer's maximum PDU size.
     async fn respond(&mut self, context_id: u8, response: &Response) -> Result<(), Exit> {
         let bytes = response.encode().map_err(|e| Exit::Abort(e.to_string()))?;
+        self.send_pdvs(context_id, PDataValueType::Command, &bytes)
+            .await
+    }
+
+    /// Send a command set or data set as P-DATA, cut to the peer's maximum PDU size.
+    async fn send_pdvs(
+        &mut self,
+        context_id: u8,
+        value_type: PDataValueType,
+        bytes: &[u8],
+    ) -> Result<(), Exit> {
         // PDU header (6) + PDV item header (6); fragments stay even-length (PS3.8 E.2).
         let max = ((self.assoc.requestor_max_pdu_length() as usize).saturating_sub(12) & !1).max(2);
         let chunks: Vec<&[u8]> = bytes.chunks(max).collect();
@@ -334,7 +416,7 @@ impl Association {
             let pdu = Pdu::PData {
                 data: vec![PDataValue {
                     presentation_context_id: context_id,
-                    value_type: PDataValueType::Command,
+                    value_type: value_type.clone(),
                     is_last: i == last,
                     data: chunk.to_vec(),
                 }],
@@ -342,9 +424,162 @@ impl Association {
             self.assoc
                 .send(&pdu)
                 .await
-                .map_err(|e| Exit::Abort(format!("cannot send the response: {e}")))?;
+                .map_err(|e| Exit::Abort(format!("cannot send: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Run a C-FIND: stream matches as pending responses while watching for C-CANCEL.
+    async fn run_find(
+        &mut self,
+        context_id: u8,
+        command: Command,
+        identifier_bytes: Vec<u8>,
+    ) -> Result<(), Exit> {
+        let Some(context) = self.contexts.get(&context_id).cloned() else {
+            return Err(Exit::Abort("unknown presentation context".into()));
+        };
+        let span = tracing::info_span!("c_find", message_id = command.message_id);
+        let _enter = span.enter();
+        let fail = |status: Status, comment: String| {
+            tracing::warn!(%status, reason = %comment, "C-FIND refused");
+            Response::for_request(&command, status).with_comment(comment)
+        };
+        let Some(model) = c_find::model_of(&context.abstract_syntax) else {
+            return self.respond(context_id, &unsupported(&command)).await;
+        };
+        if command.affected_sop_class_uid != context.abstract_syntax {
+            let r = fail(
+                Status::SOP_CLASS_NOT_SUPPORTED,
+                "SOP class differs from the presentation context".into(),
+            );
+            return self.respond(context_id, &r).await;
+        }
+        let identifier =
+            match c_find::decode_identifier(&identifier_bytes, &context.transfer_syntax) {
+                Ok(i) => i,
+                Err(msg) => {
+                    let r = fail(c_find::UNABLE_TO_PROCESS, msg);
+                    return self.respond(context_id, &r).await;
+                }
+            };
+        let options = ParseOptions {
+            case_insensitive_names: self.ctx.config.query.case_insensitive_names,
+            combined_datetime: context.combined_datetime,
+        };
+        let query = match query_identifier::parse(&identifier, model, options) {
+            Ok(q) => q,
+            Err(e) => {
+                let r = fail(c_find::status_for(&e), e.to_string());
+                return self.respond(context_id, &r).await;
+            }
+        };
+        tracing::info!(
+            level = query.level.as_str(),
+            keys = query.keys.len(),
+            "C-FIND"
+        );
+        let query_charset = identifier
+            .get(tags::SPECIFIC_CHARACTER_SET)
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.into_owned())
+            .unwrap_or_default();
+        let pending = if query.unsupported_matching_keys {
+            c_find::PENDING_UNSUPPORTED_KEYS
+        } else {
+            c_find::PENDING
+        };
+        let max_results = self.ctx.config.query.max_results;
+        let idle = self.ctx.config.idle_timeout();
+        let aet = self.ctx.config.dicom.aet.clone();
+        let mut matches = self.ctx.archive.find(query);
+        let mut sent = 0usize;
+        let mut cancel_buf: Vec<u8> = Vec::new();
+        let started = std::time::Instant::now();
+        enum Event {
+            Next(Option<Result<Match, QueryError>>),
+            Peer(Result<Result<Pdu, dicom_ul::association::Error>, tokio::time::error::Elapsed>),
+        }
+        let final_response = loop {
+            let event = tokio::select! {
+                next = matches.recv() => Event::Next(next),
+                pdu = tokio::time::timeout(idle, self.assoc.receive()) => Event::Peer(pdu),
+            };
+            match event {
+                Event::Next(None) => break Response::for_request(&command, Status::SUCCESS),
+                Event::Next(Some(Err(e))) => break fail(c_find::status_for(&e), e.to_string()),
+                Event::Next(Some(Ok(m))) => {
+                    if max_results > 0 && sent >= max_results {
+                        break fail(
+                            c_find::TOO_MANY_MATCHES,
+                            format!("more than {max_results} matches; narrow the query"),
+                        );
+                    }
+                    let mut ident = m.identifier;
+                    c_find::fill_service_keys(&mut ident, &identifier, &aet);
+                    let bytes = match c_find::encode_identifier(
+                        ident,
+                        &context.transfer_syntax,
+                        &query_charset,
+                    ) {
+                        Ok(b) => b,
+                        Err(msg) => break fail(c_find::UNABLE_TO_PROCESS, msg),
+                    };
+                    self.respond(
+                        context_id,
+                        &Response::for_request(&command, pending).with_dataset(),
+                    )
+                    .await?;
+                    self.send_pdvs(context_id, PDataValueType::Data, &bytes)
+                        .await?;
+                    sent += 1;
+                }
+                Event::Peer(Err(_)) => return Err(Exit::Abort("peer silent during C-FIND".into())),
+                Event::Peer(Ok(Err(e))) => {
+                    return Err(Exit::Abort(format!("network error during C-FIND: {e}")));
+                }
+                Event::Peer(Ok(Ok(Pdu::AbortRQ { .. }))) => {
+                    tracing::info!("association aborted by the peer during C-FIND");
+                    return Err(Exit::Closed);
+                }
+                Event::Peer(Ok(Ok(Pdu::PData { data }))) => {
+                    let mut cancelled = false;
+                    for pdv in data {
+                        if pdv.value_type != PDataValueType::Command
+                            || cancel_buf.len() + pdv.data.len() > MAX_COMMAND_SIZE
+                        {
+                            return Err(Exit::Abort(
+                                "only C-CANCEL may arrive during a C-FIND".into(),
+                            ));
+                        }
+                        cancel_buf.extend_from_slice(&pdv.data);
+                        if pdv.is_last {
+                            let cmd = Command::decode(&std::mem::take(&mut cancel_buf))
+                                .map_err(|e| Exit::Abort(e.to_string()))?;
+                            if cmd.command_field != command_field::C_CANCEL_RQ {
+                                return Err(Exit::Abort(
+                                    "only C-CANCEL may arrive during a C-FIND".into(),
+                                ));
+                            }
+                            cancelled |= cmd.message_id == command.message_id;
+                        }
+                    }
+                    if cancelled {
+                        tracing::info!(sent, "C-FIND cancelled by the peer");
+                        break Response::for_request(&command, c_find::CANCELLED);
+                    }
+                }
+                Event::Peer(Ok(Ok(other))) => {
+                    return Err(Exit::Abort(format!(
+                        "unexpected {} during C-FIND",
+                        other.short_description()
+                    )));
+                }
+            }
+        };
+        drop(matches);
+        tracing::info!(matches = sent, elapsed_ms = started.elapsed().as_millis() as u64, status = %final_response.status, "C-FIND done");
+        self.respond(context_id, &final_response).await
     }
 }
 

@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::access::AePolicy;
+use super::c_find::FIND_SOP_CLASSES;
+use super::negotiation::QrNegotiation;
 use super::{DimseContext, association};
 use crate::dictionary::storage_sop_classes;
 
@@ -107,7 +109,11 @@ async fn handle(socket: TcpStream, peer: SocketAddr, ctx: DimseContext) {
         .max_pdu_length(config.dicom.max_pdu)
         .strict(true)
         .promiscuous(config.dicom.accept_unknown_storage)
+        .with_negotiation(QrNegotiation)
         .with_abstract_syntax(dicom_dictionary_std::uids::VERIFICATION);
+    for find in FIND_SOP_CLASSES {
+        options = options.with_abstract_syntax(find);
+    }
     for class in storage_sop_classes() {
         options = options.with_abstract_syntax(class.uid);
     }

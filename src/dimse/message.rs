@@ -22,6 +22,8 @@ pub mod command_field {
 
 /// (0000,0800) value meaning "no data set follows".
 pub const NO_DATASET: u16 = 0x0101;
+/// (0000,0800) value we send when a data set follows (any value but 0x0101 means that).
+pub const DATASET_PRESENT: u16 = 0x0000;
 
 /// The largest command set we accept; real ones are a few hundred bytes.
 pub const MAX_COMMAND_SIZE: usize = 64 * 1024;
@@ -88,6 +90,8 @@ pub struct Response {
     pub affected_sop_instance_uid: Option<String>,
     pub status: Status,
     pub error_comment: Option<String>,
+    /// A data set (identifier) follows this response (C-FIND pending).
+    pub has_dataset: bool,
 }
 
 /// PS3.5: UI values are padded to even length with NUL, text values with a space.
@@ -109,7 +113,14 @@ impl Response {
                 .then(|| command.affected_sop_instance_uid.clone()),
             status,
             error_comment: None,
+            has_dataset: false,
         }
+    }
+
+    /// A pending response followed by an identifier.
+    pub fn with_dataset(mut self) -> Response {
+        self.has_dataset = true;
+        self
     }
 
     pub fn with_comment(mut self, comment: impl Into<String>) -> Response {
@@ -136,10 +147,15 @@ impl Response {
             VR::US,
             PrimitiveValue::from(self.message_id_being_responded_to),
         ));
+        let dataset_type = if self.has_dataset {
+            DATASET_PRESENT
+        } else {
+            NO_DATASET
+        };
         elements.push(DataElement::new(
             tags::COMMAND_DATA_SET_TYPE,
             VR::US,
-            PrimitiveValue::from(NO_DATASET),
+            PrimitiveValue::from(dataset_type),
         ));
         elements.push(DataElement::new(
             tags::STATUS,

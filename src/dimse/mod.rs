@@ -4,9 +4,11 @@
 mod access;
 mod association;
 mod c_echo;
+mod c_find;
 mod c_store;
 mod listener;
 pub mod message;
+mod negotiation;
 pub mod status;
 
 pub use listener::serve;

@@ -58,6 +58,7 @@ impl InstanceEntry {
         header
             .write_dataset_with_ts(&mut header_bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
             .map_err(|e| EntryError::EncodeHeader(e.to_string()))?;
+        let representative = facts.sop_instance_uid.clone();
         Ok(InstanceEntry {
             instance: InstanceRecord {
                 sop_instance_uid: facts.sop_instance_uid,
@@ -83,6 +84,7 @@ impl InstanceEntry {
                 series_description: text(header, tags::SERIES_DESCRIPTION),
                 body_part: text(header, tags::BODY_PART_EXAMINED),
                 num_instances: 0,
+                representative: representative.clone(),
             },
             study: StudyRecord {
                 study_uid,
@@ -94,6 +96,8 @@ impl InstanceEntry {
                 study_description: text(header, tags::STUDY_DESCRIPTION),
                 referring_physician: text(header, tags::REFERRING_PHYSICIAN_NAME),
                 modalities: Vec::new(),
+                sop_classes: Vec::new(),
+                representative: representative.clone(),
                 num_series: 0,
                 num_instances: 0,
             },
@@ -107,6 +111,7 @@ impl InstanceEntry {
                 num_studies: 0,
                 num_series: 0,
                 num_instances: 0,
+                representative: representative.clone(),
             },
         })
     }

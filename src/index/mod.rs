@@ -5,12 +5,14 @@
 //! time (the archive's group committer), so incremental counts never race.
 
 mod entry;
+pub mod query;
 mod record;
 mod writer;
 
 pub use entry::{EntryError, InstanceEntry, ObjectFacts, text};
 pub use record::{
-    InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, normalize_name, patient_key,
+    InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, fold_case, name_index_keys,
+    patient_key,
 };
 
 use std::path::Path;
@@ -46,7 +48,7 @@ pub(crate) enum TreeId {
     InstancesBySeries,
     /// patient key \0 study UID
     StudiesByPatient,
-    /// normalised patient name \0 patient key
+    /// case-folded patient name, name group or name component \0 patient key
     PatientName,
     /// patient ID \0 patient key
     PatientId,

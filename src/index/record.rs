@@ -37,6 +37,8 @@ pub struct SeriesRecord {
     pub series_description: String,
     pub body_part: String,
     pub num_instances: u64,
+    /// An instance of the series whose header answers series-level return keys.
+    pub representative: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +53,10 @@ pub struct StudyRecord {
     pub referring_physician: String,
     /// Distinct modalities of the study's series, with how many series have each.
     pub modalities: Vec<(String, u64)>,
+    /// Distinct SOP classes of the study's instances, with how many instances have each.
+    pub sop_classes: Vec<(String, u64)>,
+    /// An instance of the study whose header answers study-level return keys.
+    pub representative: String,
     pub num_series: u64,
     pub num_instances: u64,
 }
@@ -66,6 +72,8 @@ pub struct PatientRecord {
     pub num_studies: u64,
     pub num_series: u64,
     pub num_instances: u64,
+    /// An instance of the patient whose header answers patient-level return keys.
+    pub representative: String,
 }
 
 /// Archive-wide totals, kept in the same transaction as the records they count.
@@ -84,7 +92,29 @@ pub fn patient_key(patient_id: &str, issuer: &str) -> String {
     format!("{patient_id}\u{1}{issuer}")
 }
 
-/// Normalised form of a person name for the name index: case-folded, components kept.
-pub fn normalize_name(name: &str) -> String {
-    name.trim().to_uppercase()
+/// Lower-cased, the way the name index and case-insensitive PN matching compare.
+pub fn fold_case(value: &str) -> String {
+    value.to_lowercase()
+}
+
+/// The name-index entries of a person name: the whole value, each component group
+/// (alphabetic, ideographic, phonetic) and each component, case-folded — so a prefix scan
+/// finds "MÜLLER^JÜRGEN" for "jürgen*" and "Kuo^Cheng-Ta=郭^政達" for "郭*".
+pub fn name_index_keys(name: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut add = |s: &str| {
+        let s = fold_case(s.trim_matches(|c: char| c == ' ' || c == '^' || c == '='));
+        if !s.is_empty() && !keys.contains(&s) {
+            keys.push(s);
+        }
+    };
+    add(name);
+    for group in name.split('=') {
+        add(group);
+        add(&group.replace('^', ""));
+        for component in group.split('^') {
+            add(component);
+        }
+    }
+    keys
 }

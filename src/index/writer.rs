@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::record::{
-    InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, normalize_name,
+    InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, name_index_keys,
 };
 use super::{
     Applied, Index, IndexError, InstanceEntry, Result, TOTALS_KEY, TreeId, compound_key, decode,
@@ -112,8 +112,9 @@ impl Overlay {
         let mut patient = match self.patient(index, &study.patient_key)? {
             Some(p) => p,
             None => {
-                let name = normalize_name(&new_patient.patient_name);
-                self.secondary(TreeId::PatientName, &name, &new_patient.patient_key, true);
+                for name in name_index_keys(&new_patient.patient_name) {
+                    self.secondary(TreeId::PatientName, &name, &new_patient.patient_key, true);
+                }
                 self.secondary(
                     TreeId::PatientId,
                     &new_patient.patient_id,
@@ -127,18 +128,12 @@ impl Overlay {
         if series_is_new {
             study.num_series += 1;
             patient.num_series += 1;
-            match study
-                .modalities
-                .iter_mut()
-                .find(|(m, _)| *m == series.modality)
-            {
-                Some((_, n)) => *n += 1,
-                None => study.modalities.push((series.modality.clone(), 1)),
-            }
+            count_up(&mut study.modalities, &series.modality);
         }
         if study_is_new {
             patient.num_studies += 1;
         }
+        count_up(&mut study.sop_classes, &instance.sop_class_uid);
         series.num_instances += 1;
         study.num_instances += 1;
         patient.num_instances += 1;
@@ -198,14 +193,10 @@ impl Overlay {
             return Ok(());
         };
         study.num_instances = study.num_instances.saturating_sub(1);
+        count_down(&mut study.sop_classes, &old.sop_class_uid);
         if series_gone {
             study.num_series = study.num_series.saturating_sub(1);
-            if let Some(pos) = study.modalities.iter().position(|(m, _)| *m == modality) {
-                study.modalities[pos].1 -= 1;
-                if study.modalities[pos].1 == 0 {
-                    study.modalities.remove(pos);
-                }
-            }
+            count_down(&mut study.modalities, &modality);
         }
         let study_gone = study.num_instances == 0;
         let patient_key = study.patient_key.clone();
@@ -244,8 +235,9 @@ impl Overlay {
             patient.num_studies = patient.num_studies.saturating_sub(1);
         }
         if patient.num_instances == 0 {
-            let name = normalize_name(&patient.patient_name);
-            self.secondary(TreeId::PatientName, &name, &patient.patient_key, false);
+            for name in name_index_keys(&patient.patient_name) {
+                self.secondary(TreeId::PatientName, &name, &patient.patient_key, false);
+            }
             self.secondary(
                 TreeId::PatientId,
                 &patient.patient_id,
@@ -291,6 +283,23 @@ impl Overlay {
         }
         batches[TreeId::Meta as usize].insert(TOTALS_KEY, encode(&self.totals)?);
         Ok(batches)
+    }
+}
+
+/// Distinct values with how many members have each (ModalitiesInStudy, SOPClassesInStudy).
+fn count_up(counts: &mut Vec<(String, u64)>, value: &str) {
+    match counts.iter_mut().find(|(v, _)| v == value) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((value.to_string(), 1)),
+    }
+}
+
+fn count_down(counts: &mut Vec<(String, u64)>, value: &str) {
+    if let Some(pos) = counts.iter().position(|(v, _)| v == value) {
+        counts[pos].1 -= 1;
+        if counts[pos].1 == 0 {
+            counts.remove(pos);
+        }
     }
 }
 

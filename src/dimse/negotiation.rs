@@ -1,0 +1,60 @@
+//! Extended negotiation for the Query/Retrieve FIND SOP classes (PS3.4 C.5.1): relational
+//! queries are declined, combined date-time matching is accepted when asked, fuzzy semantic
+//! matching and timezone adjustment are declined.
+
+use dicom_ul::association::server::Negotiation;
+
+use super::c_find::FIND_SOP_CLASSES;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QrNegotiation;
+
+/// Byte positions (0-based) of the SOP Class Extended Negotiation info for FIND (Table C.5-2).
+const RELATIONAL: usize = 0;
+const COMBINED_DATETIME: usize = 1;
+
+impl Negotiation for QrNegotiation {
+    fn extended_negotiation(&self, sop_class_uid: &str, input: &[u8]) -> Option<Vec<u8>> {
+        if !FIND_SOP_CLASSES.contains(&sop_class_uid.trim_end_matches('\0')) {
+            return None;
+        }
+        // Answer only the fields we know (at most the four of Table C.5-2), never more than asked.
+        let mut out = input[..input.len().min(4)].to_vec();
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = match i {
+                COMBINED_DATETIME => u8::from(*b == 1),
+                RELATIONAL => 0,
+                _ => 0,
+            };
+        }
+        Some(out)
+    }
+}
+
+/// Whether the negotiated info (our answer) enables combined date-time matching.
+pub fn combined_datetime_accepted(info: Option<&[u8]>) -> bool {
+    info.and_then(|i| i.get(COMBINED_DATETIME))
+        .is_some_and(|b| *b == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declines_relational_accepts_combined_datetime() {
+        let n = QrNegotiation;
+        let study_find = FIND_SOP_CLASSES[1];
+        assert_eq!(
+            n.extended_negotiation(study_find, &[1, 1, 1, 1, 1]),
+            Some(vec![0, 1, 0, 0])
+        );
+        assert_eq!(n.extended_negotiation(study_find, &[1]), Some(vec![0]));
+        assert_eq!(
+            n.extended_negotiation("1.2.840.10008.5.1.4.1.1.2", &[1]),
+            None
+        );
+        assert!(combined_datetime_accepted(Some(&[0, 1])));
+        assert!(!combined_datetime_accepted(Some(&[0])));
+    }
+}
