@@ -14,6 +14,9 @@ use super::spool::{SpoolFileGuard, Spooled};
 use super::{Archive, IngestError, IngestRequest, OpenError};
 use crate::storage::ObjectKey;
 
+/// How many missing objects reconciliation names individually.
+pub const REPORT_NAMED: usize = 100;
+
 /// What reconciliation found; logged at start and printed by `mifas stats`.
 #[derive(Debug, Default, Clone)]
 pub struct ReconcileReport {
@@ -21,8 +24,10 @@ pub struct ReconcileReport {
     pub objects_indexed: usize,
     /// Object files that cannot be indexed (left in place for an operator).
     pub unreadable_objects: Vec<String>,
-    /// Index entries whose object file is missing.
+    /// Index entries whose object file is missing (the first [`REPORT_NAMED`]).
     pub missing_objects: Vec<String>,
+    /// How many index entries have no object file.
+    pub missing_count: u64,
 }
 
 /// A Part-10 file's meta group and where its data set starts.
@@ -118,8 +123,12 @@ impl Archive {
             let record = record.map_err(|e| OpenError::Reconcile(e.to_string()))?;
             let key = ObjectKey::for_instance(&record.sop_instance_uid);
             if !store.exists(&key).await? {
-                tracing::error!(sop_instance_uid = %record.sop_instance_uid, object = %key, "indexed instance has no object file");
-                report.missing_objects.push(record.sop_instance_uid);
+                report.missing_count += 1;
+                // Name the first ones; a lost volume must not flood the log with a line per object.
+                if report.missing_objects.len() < REPORT_NAMED {
+                    tracing::error!(sop_instance_uid = %record.sop_instance_uid, object = %key, "indexed instance has no object file");
+                    report.missing_objects.push(record.sop_instance_uid);
+                }
             }
         }
         index
@@ -130,7 +139,7 @@ impl Archive {
             spool_files_removed = report.spool_files_removed,
             objects_indexed = report.objects_indexed,
             unreadable = report.unreadable_objects.len(),
-            missing = report.missing_objects.len(),
+            missing = report.missing_count,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconciliation done"
         );
