@@ -142,6 +142,13 @@ impl Condition {
                     .map(|u| crate::uid::trim(u.trim()).to_string())
                     .filter(|u| !u.is_empty())
                     .collect();
+                // No wildcards or ranges for UIDs (C.2.2.2.2): anything but a valid UID is an error.
+                if let Some(bad) = uids.iter().find(|u| crate::uid::validate(u).is_err()) {
+                    return Err(ConditionError::BadValue {
+                        kind: "UI",
+                        value: bad.clone(),
+                    });
+                }
                 Ok(if uids.len() == 1 {
                     Condition::Single(uids.into_iter().next().unwrap_or_default())
                 } else {

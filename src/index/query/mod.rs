@@ -7,6 +7,8 @@ mod execute;
 pub mod identifier;
 pub mod keys;
 pub mod matching;
+#[cfg(test)]
+mod tests;
 
 pub use execute::{FindOutcome, Match};
 pub use matching::{Condition, ValueKind};
