@@ -5,19 +5,32 @@ Run from the repository root:  python3 conformance/check_conformance.py
 Exit code 0 when everything agrees, 1 when something differs (each difference is printed).
 
 Checks:
-  1. The generated parts (Annex A, table of contents) are up to date (generate_tables.py --check).
+  1. The generated parts (Annex A, Annex C, table of contents) are up to date
+     (generate_tables.py --check).
   2. Annex A holds exactly the SOP Class UIDs of dictionaries/storage-sop-classes.tsv, with the
      same names and retired flags.
   3. The C-STORE status table holds exactly the `Status(0x....)` constants of src/dimse/status.rs.
   4. The configuration table lists every key of mifas.example.toml with its value there as the
-     default, and every "`value` by default (`key`)" / "`key` (`value` by default" phrase agrees
-     with mifas.example.toml.
+     default (among them dicom.*, query.case_insensitive_names and query.max_results), and every
+     "`value` by default (`key`)" / "`key` (`value` by default" phrase agrees with mifas.example.toml.
   5. MIFAS's Implementation Class UID and Version Name (src/archive/spool.rs, Cargo.toml) appear.
   6. docker/mifas.toml parses and sets only keys of mifas.example.toml, with values of the same type.
   7. With cargo and the dicom-rs sources available (`cargo metadata`): the Implementation Class
      UID / Version Name that dicom-ul puts in the A-ASSOCIATE-AC appear, and Annex B lists exactly
      the transfer syntaxes whose data sets dicom-transfer-syntax-registry can read with the Cargo
      features MIFAS is built with. Without cargo these two checks are skipped (reported as SKIP).
+  8. Annex C lists exactly the rows of dictionaries/query-keys.tsv (level, keyword, tag, VR, type,
+     in order), and the VR -> matching rules and combined date-time pairs that generate_tables.py
+     uses for its "Matching supported" column agree with src/index/query/matching.rs
+     (`ValueKind::from_vr`) and src/index/query/execute.rs (`combined_pairs`).
+  9. The C-FIND status table holds exactly the `Status(0x....)` constants of src/dimse/c_find.rs plus
+     the `Status::NAME` constants of src/dimse/status.rs that the C-FIND handler (`run_find` in
+     src/dimse/association.rs) uses (Success, SOP Class not supported); the 0xA700 Error Comment
+     quoted in the statement is the one the handler formats, for the default query.max_results.
+ 10. The SOP class table lists every SOP class of `FIND_SOP_CLASSES` (src/dimse/c_find.rs) as SCP
+     "Yes", and no other Query/Retrieve SOP class (1.2.840.10008.5.1.4.1.2.*) as SCP "Yes". The UIDs
+     behind `uids::NAME` come from dicom-dictionary-std when cargo is available, else from a short
+     built-in list (reported).
 """
 
 from __future__ import annotations
@@ -35,6 +48,10 @@ import generate_tables as gen  # noqa: E402
 
 ROOT = gen.ROOT
 STATUS_RS = ROOT / "src" / "dimse" / "status.rs"
+C_FIND_RS = ROOT / "src" / "dimse" / "c_find.rs"
+ASSOCIATION_RS = ROOT / "src" / "dimse" / "association.rs"
+MATCHING_RS = ROOT / "src" / "index" / "query" / "matching.rs"
+EXECUTE_RS = ROOT / "src" / "index" / "query" / "execute.rs"
 SPOOL_RS = ROOT / "src" / "archive" / "spool.rs"
 CONFIG_RS = ROOT / "src" / "config.rs"
 EXAMPLE_TOML = ROOT / "mifas.example.toml"
@@ -44,6 +61,19 @@ CARGO_TOML = ROOT / "Cargo.toml"
 STATUS_TABLE = ("<!-- BEGIN STATUS TABLE (checked against src/dimse/status.rs) -->", "<!-- END STATUS TABLE -->")
 CONFIG_TABLE = ("<!-- BEGIN CONFIG TABLE (checked against mifas.example.toml) -->", "<!-- END CONFIG TABLE -->")
 ANNEX_B = ("<!-- BEGIN ANNEX B (checked against dicom-transfer-syntax-registry) -->", "<!-- END ANNEX B -->")
+FIND_STATUS_TABLE = ("<!-- BEGIN C-FIND STATUS TABLE (checked against src/dimse/c_find.rs) -->", "<!-- END C-FIND STATUS TABLE -->")
+SOP_CLASS_TABLE = ("<!-- BEGIN SOP CLASS TABLE (Query/Retrieve rows checked against src/dimse/c_find.rs) -->", "<!-- END SOP CLASS TABLE -->")
+QR_UID_PREFIX = "1.2.840.10008.5.1.4.1.2."
+
+# Used only when cargo (and so dicom-dictionary-std's uids.rs) is not available.
+KNOWN_UIDS = {
+    "PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND": "1.2.840.10008.5.1.4.1.2.1.1",
+    "STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND": "1.2.840.10008.5.1.4.1.2.2.1",
+    "PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE": "1.2.840.10008.5.1.4.1.2.1.2",
+    "STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE": "1.2.840.10008.5.1.4.1.2.2.2",
+    "PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET": "1.2.840.10008.5.1.4.1.2.1.3",
+    "STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET": "1.2.840.10008.5.1.4.1.2.2.3",
+}
 
 UID_RE = r"[0-9]+(?:\.[0-9]+)+"
 KEY_RE = r"[a-z_]+\.[a-z_]+"
@@ -88,9 +118,9 @@ def without_comments(text: str) -> str:
 
 # 1 + 2 ------------------------------------------------------------------------------------------
 
-def check_generated(doc: str, classes: list[gen.StorageClass], report: Report) -> None:
-    if gen.regenerate(doc, classes) == doc:
-        report.ok("generated parts (Annex A, table of contents) are up to date")
+def check_generated(doc: str, classes: list[gen.StorageClass], keys: list[gen.QueryKeyRow], report: Report) -> None:
+    if gen.regenerate(doc, classes, keys) == doc:
+        report.ok("generated parts (Annex A, Annex C, table of contents) are up to date")
     else:
         report.fail("generated parts are out of date", ["run: python3 conformance/generate_tables.py"])
 
@@ -119,12 +149,17 @@ def check_annex_a(doc: str, classes: list[gen.StorageClass], report: Report) -> 
 
 # 3 ----------------------------------------------------------------------------------------------
 
-def check_statuses(doc: str, report: Report) -> None:
-    source = STATUS_RS.read_text(encoding="utf-8")
-    constants = {
+def status_constants(path: Path) -> dict[int, str]:
+    """code -> name of the `pub const NAME: Status = Status(0x....);` lines of a Rust file."""
+    source = path.read_text(encoding="utf-8")
+    return {
         int(code, 16): name
         for name, code in re.findall(r"pub const (\w+): Status = Status\((0x[0-9A-Fa-f]{1,4})\);", source)
     }
+
+
+def check_statuses(doc: str, report: Report) -> None:
+    constants = status_constants(STATUS_RS)
     documented = []
     for cells in table_rows(gen.block(doc, STATUS_TABLE)):
         m = re.fullmatch(r"0x([0-9A-Fa-f]{4})", cells[0])
@@ -197,7 +232,8 @@ def check_defaults(doc: str, report: Report) -> None:
         elif value != example[key]:
             problems.append(f"{key}: the statement says {lit.group(1)}, mifas.example.toml says {example[key]!r}")
     problems += [f"{key} (= {example[key]!r}) is in mifas.example.toml but not in the config table" for key in sorted(example.keys() - seen)]
-    for required in ("dicom.aet", "dicom.port", "dicom.max_pdu", "dicom.max_associations"):
+    for required in ("dicom.aet", "dicom.port", "dicom.max_pdu", "dicom.max_associations",
+                     "query.case_insensitive_names", "query.max_results"):
         if required not in seen:
             problems.append(f"{required} is missing from the config table")
     if problems:
@@ -289,8 +325,18 @@ def check_docker_config(report: Report) -> None:
 
 # 7 ----------------------------------------------------------------------------------------------
 
+_CARGO_PACKAGES: dict | str | None = None
+
+
 def cargo_packages() -> dict[str, tuple[Path, set[str]]] | str:
-    """name -> (source directory, enabled features), from `cargo metadata`; or why not."""
+    """name -> (source directory, enabled features), from `cargo metadata`; or why not (cached)."""
+    global _CARGO_PACKAGES
+    if _CARGO_PACKAGES is None:
+        _CARGO_PACKAGES = _cargo_packages()
+    return _CARGO_PACKAGES
+
+
+def _cargo_packages() -> dict[str, tuple[Path, set[str]]] | str:
     commands = [
         ["cargo", "metadata", "--format-version", "1", "--locked", "--offline"],
         ["cargo", "metadata", "--format-version", "1", "--locked"],
@@ -443,6 +489,178 @@ def check_dicom_rs(doc: str, report: Report) -> None:
         report.ok(f"Annex B = the {len(readable)} transfer syntaxes dicom-transfer-syntax-registry can read (features: {feats})")
 
 
+# 8 ----------------------------------------------------------------------------------------------
+
+def check_annex_c(doc: str, keys: list[gen.QueryKeyRow], report: Report) -> None:
+    rows = table_rows(gen.block(doc, gen.ANNEX_C))
+    in_doc = [tuple(cells[1:6]) for cells in rows if len(cells) == 7]
+    in_tsv = [(k.level, k.keyword, k.tag_text, k.vr, k.key_type) for k in keys]
+    problems = []
+    if len(in_doc) != len(rows):
+        problems.append(f"Annex C has {len(rows) - len(in_doc)} row(s) without 7 cells")
+    problems += [f"in the TSV, not in Annex C: {' '.join(r)}" for r in in_tsv if r not in in_doc]
+    problems += [f"in Annex C, not in the TSV: {' '.join(r)}" for r in in_doc if r not in in_tsv]
+    if not problems and in_doc != in_tsv:
+        problems.append("Annex C lists the rows of the TSV in another order")
+    for cells, key in zip(rows, keys):
+        if len(cells) == 7 and cells[6].replace("\\|", "|") != key.matching():
+            problems.append(f"{key.keyword}: matching column {cells[6]!r}, expected {key.matching()!r}")
+    if problems:
+        report.fail("Annex C differs from dictionaries/query-keys.tsv", problems)
+    else:
+        levels = ", ".join(f"{lvl} {sum(k.level == lvl for k in keys)}" for lvl in gen.LEVELS)
+        report.ok(f"Annex C lists the {len(keys)} query keys of dictionaries/query-keys.tsv ({levels})")
+
+
+def rust_fn_body(source: str, signature: str) -> str:
+    """The text of the Rust function whose header contains `signature`, up to its closing brace."""
+    start = source.find(signature)
+    if start < 0:
+        raise ValueError(f"{signature!r} not found")
+    depth, i = 0, source.index("{", start)
+    for j in range(i, len(source)):
+        if source[j] == "{":
+            depth += 1
+        elif source[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return source[i:j + 1]
+    raise ValueError(f"unbalanced braces after {signature!r}")
+
+
+def screaming_snake(keyword: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", keyword).upper()
+
+
+def check_matching_rules(report: Report) -> None:
+    problems = []
+    body = rust_fn_body(MATCHING_RS.read_text(encoding="utf-8"), "pub fn from_vr(")
+    code_kinds: dict[str, str] = {}
+    fallback = None
+    for lhs, kind in re.findall(r"([A-Z_ |]+?)\s*=>\s*ValueKind::(\w+)", body):
+        for vr in (v.strip() for v in lhs.split("|")):
+            if vr == "_":
+                fallback = kind
+            elif vr:
+                code_kinds[vr] = kind
+    if fallback != "Text":
+        problems.append(f"ValueKind::from_vr: the fallback arm is {fallback!r}, generate_tables.py assumes 'Text'")
+    for vr in sorted(code_kinds.keys() | gen.VR_KIND.keys()):
+        if code_kinds.get(vr, "Text") != gen.VR_KIND.get(vr, "Text"):
+            problems.append(f"VR {vr}: matching.rs says {code_kinds.get(vr, 'Text')}, generate_tables.py says {gen.VR_KIND.get(vr, 'Text')}")
+    missing = set(gen.MATCHING) - set(code_kinds.values()) - {"Text", "Sequence"}
+    problems += [f"generate_tables.py describes ValueKind::{k}, which from_vr no longer produces" for k in sorted(missing)]
+
+    body = rust_fn_body(EXECUTE_RS.read_text(encoding="utf-8"), "fn combined_pairs(")
+    code_pairs = re.findall(r"\(tags::(\w+),\s*tags::(\w+)\)", body)
+    doc_pairs = [(screaming_snake(d), screaming_snake(t)) for d, t in gen.COMBINED_PAIRS]
+    if sorted(code_pairs) != sorted(doc_pairs):
+        problems.append(f"combined date-time pairs: execute.rs {code_pairs}, generate_tables.py {doc_pairs}")
+    if problems:
+        report.fail("the matching rules of Annex C differ from src/index/query", problems)
+    else:
+        report.ok(f"Annex C matching column follows ValueKind::from_vr ({len(code_kinds)} VRs) and the "
+                  f"{len(code_pairs)} combined date-time pairs of execute.rs")
+
+
+# 9 ----------------------------------------------------------------------------------------------
+
+def check_find_statuses(doc: str, report: Report) -> None:
+    constants = {code: f"c_find::{name}" for code, name in status_constants(C_FIND_RS).items()}
+    general = {name: code for code, name in status_constants(STATUS_RS).items()}
+    association = ASSOCIATION_RS.read_text(encoding="utf-8")
+    run_find = rust_fn_body(association, "async fn run_find(")
+    problems = []
+    for name in sorted(set(re.findall(r"\bStatus::([A-Z][A-Z0-9_]+)\b", run_find))):
+        if name not in general:
+            problems.append(f"run_find uses Status::{name}, which is not a constant of src/dimse/status.rs")
+        else:
+            constants.setdefault(general[name], f"Status::{name}")
+    documented = []
+    for cells in table_rows(gen.block(doc, FIND_STATUS_TABLE)):
+        m = re.fullmatch(r"0x([0-9A-Fa-f]{4})", cells[0])
+        if not m:
+            problems.append(f"C-FIND status table row without a 0xNNNN code: {' | '.join(cells)}")
+            continue
+        documented.append(int(m.group(1), 16))
+    problems += [
+        f"0x{c:04X} ({constants[c]}) is returned by C-FIND but not in the C-FIND status table"
+        for c in sorted(constants.keys() - set(documented))
+    ]
+    problems += [
+        f"0x{c:04X} is in the C-FIND status table but neither a constant of src/dimse/c_find.rs nor used by run_find"
+        for c in sorted(set(documented) - constants.keys())
+    ]
+    problems += [f"0x{c:04X} appears twice in the C-FIND status table" for c in sorted({c for c in documented if documented.count(c) > 1})]
+    if not status_constants(C_FIND_RS):
+        problems.append("no `Status(0x....)` constants found in src/dimse/c_find.rs")
+
+    # The Error Comment of the max_results refusal, quoted with the default limit.
+    example = flatten(tomllib.loads(EXAMPLE_TOML.read_text(encoding="utf-8")))
+    m = re.search(r'format!\(\s*"(more than \{max_results\}[^"]*)"', run_find)
+    if not m:
+        problems.append('the "more than {max_results} …" Error Comment was not found in run_find')
+    elif "query.max_results" in example:
+        quoted = m.group(1).replace("{max_results}", str(example["query.max_results"]))
+        if quoted not in without_comments(doc):
+            problems.append(f"the statement does not quote the 0xA700 Error Comment {quoted!r}")
+    if problems:
+        report.fail("C-FIND status table differs from src/dimse/c_find.rs / run_find", problems)
+    else:
+        codes = ", ".join(f"0x{c:04X}" for c in documented)
+        report.ok(f"C-FIND status table = the {len(constants)} statuses of c_find.rs and run_find ({codes}); 0xA700 comment quoted")
+
+
+# 10 ---------------------------------------------------------------------------------------------
+
+def uid_constants() -> tuple[dict[str, str], str]:
+    """NAME -> UID of dicom-dictionary-std's uids.rs, and where they came from."""
+    packages = cargo_packages()
+    if isinstance(packages, dict) and "dicom-dictionary-std" in packages:
+        src, _ = packages["dicom-dictionary-std"]
+        text = (src / "src" / "uids.rs").read_text(encoding="utf-8")
+        return dict(re.findall(r'pub const (\w+): &str = "([0-9.]+)";', text)), "dicom-dictionary-std"
+    return dict(KNOWN_UIDS), f"built-in list ({packages if isinstance(packages, str) else 'no dicom-dictionary-std'})"
+
+
+def check_find_sop_classes(doc: str, report: Report) -> None:
+    source = C_FIND_RS.read_text(encoding="utf-8")
+    m = re.search(r"pub const FIND_SOP_CLASSES: \[&str; \d+\] = \[(.*?)\];", source, re.S)
+    if not m:
+        report.fail("FIND_SOP_CLASSES not found in src/dimse/c_find.rs")
+        return
+    uids, origin = uid_constants()
+    problems, find_uids = [], {}
+    for item in (i.strip() for i in m.group(1).split(",")):
+        if not item:
+            continue
+        lit = re.fullmatch(r'"([0-9.]+)"', item)
+        const = re.fullmatch(r"(?:dicom_dictionary_std::)?uids::(\w+)", item)
+        if lit:
+            find_uids[lit.group(1)] = item
+        elif const and const.group(1) in uids:
+            find_uids[uids[const.group(1)]] = const.group(1)
+        else:
+            problems.append(f"cannot resolve {item} (UIDs from {origin})")
+    scp_yes = {}
+    for cells in table_rows(gen.block(doc, SOP_CLASS_TABLE)):
+        if len(cells) == 4 and re.fullmatch(UID_RE, cells[1]):
+            scp_yes[cells[1]] = cells[3].startswith("Yes")
+    for uid, name in sorted(find_uids.items()):
+        if uid not in scp_yes:
+            problems.append(f"{uid} ({name}) is in FIND_SOP_CLASSES but not in the SOP class table")
+        elif not scp_yes[uid]:
+            problems.append(f"{uid} ({name}) is in FIND_SOP_CLASSES but the SOP class table does not say SCP Yes")
+    for uid, yes in sorted(scp_yes.items()):
+        if yes and uid.startswith(QR_UID_PREFIX) and uid not in find_uids:
+            problems.append(f"the SOP class table claims SCP support for {uid}, which is not in FIND_SOP_CLASSES")
+    if problems:
+        report.fail("Query/Retrieve SOP classes differ from src/dimse/c_find.rs", problems)
+    else:
+        report.ok(f"SOP class table: SCP for exactly the {len(find_uids)} FIND SOP classes of c_find.rs "
+                  f"({', '.join(sorted(find_uids))}; UIDs from {origin})")
+
+
 def main() -> int:
     report = Report()
     doc = gen.STATEMENT.read_text(encoding="utf-8")
@@ -451,10 +669,19 @@ def main() -> int:
     except ValueError as e:
         report.fail("dictionaries/storage-sop-classes.tsv cannot be read", [str(e)])
         classes = None
+    try:
+        keys = gen.read_query_keys()
+    except ValueError as e:
+        report.fail("dictionaries/query-keys.tsv cannot be read", [str(e)])
+        keys = None
     checks = [
-        lambda: classes is not None and check_generated(doc, classes, report),
+        lambda: classes is not None and keys is not None and check_generated(doc, classes, keys, report),
         lambda: classes is not None and check_annex_a(doc, classes, report),
+        lambda: keys is not None and check_annex_c(doc, keys, report),
+        lambda: check_matching_rules(report),
         lambda: check_statuses(doc, report),
+        lambda: check_find_statuses(doc, report),
+        lambda: check_find_sop_classes(doc, report),
         lambda: check_defaults(doc, report),
         lambda: check_mifas_identifiers(doc, report),
         lambda: check_docker_config(report),

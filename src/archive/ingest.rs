@@ -99,7 +99,10 @@ impl Archive {
         let uid = spooled.request.sop_instance_uid.clone();
         let index = &self.inner.index;
         let _uid_lock = self.inner.uid_locks.lock(&uid).await;
-        if index.contains_instance(&uid)? {
+        let key = ObjectKey::for_instance(&uid);
+        // An index entry whose object is gone (a crash between the index flush and the
+        // directory fsync of a store that was never acknowledged) does not make a duplicate.
+        if index.contains_instance(&uid)? && self.inner.store.exists(&key).await? {
             match self.inner.duplicate_policy {
                 DuplicatePolicy::Ignore => {
                     tracing::info!(sop_instance_uid = %uid, "already stored; duplicate ignored");
@@ -110,7 +113,6 @@ impl Archive {
             }
         }
         let _reservation = self.reserve(spooled.size)?;
-        let key = ObjectKey::for_instance(&uid);
         self.inner.store.put_file(&key, &spooled.guard.path).await?;
         spooled.guard.disarm();
         let t2 = std::time::Instant::now();

@@ -19,6 +19,16 @@ pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("MIFAS_", env!("CARGO_PKG_
 /// that the hand-off costs nothing.
 const WRITE_CHUNK: usize = 256 * 1024;
 
+/// Ask the kernel to start writing a just-written range to disk now (POSIX_FADV_DONTNEED
+/// starts asynchronous writeback of dirty pages; pages under writeback stay cached). The disk
+/// then works while the rest of the object is still arriving, and the final fsync has little
+/// left to wait for. Advisory: a failure changes nothing but speed.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    if let Some(len) = std::num::NonZeroU64::new(len) {
+        let _ = rustix::fs::fadvise(file, offset, Some(len), rustix::fs::Advice::DontNeed);
+    }
+}
+
 /// What the sender announced about an incoming object (from the C-STORE command and the
 /// presentation context, or from a file's meta group on import).
 #[derive(Debug, Clone)]
@@ -151,9 +161,13 @@ impl Spool {
             return;
         };
         let buf = std::mem::take(&mut self.buf);
+        let offset = self.size;
         let result = blocking(move || {
             hasher.update(&buf);
             let res = file.write_all(&buf);
+            if res.is_ok() {
+                start_writeback(&file, offset, buf.len() as u64);
+            }
             (file, hasher, buf, res)
         })
         .await;

@@ -490,7 +490,6 @@ impl Association {
             c_find::PENDING
         };
         let max_results = self.ctx.config.query.max_results;
-        let idle = self.ctx.config.idle_timeout();
         let aet = self.ctx.config.dicom.aet.clone();
         let mut matches = self.ctx.archive.find(query);
         let mut sent = 0usize;
@@ -498,12 +497,13 @@ impl Association {
         let started = std::time::Instant::now();
         enum Event {
             Next(Option<Result<Match, QueryError>>),
-            Peer(Result<Result<Pdu, dicom_ul::association::Error>, tokio::time::error::Elapsed>),
+            Peer(Result<Pdu, dicom_ul::association::Error>),
         }
         let final_response = loop {
             let event = tokio::select! {
                 next = matches.recv() => Event::Next(next),
-                pdu = tokio::time::timeout(idle, self.assoc.receive()) => Event::Peer(pdu),
+                // No idle timeout here: the peer is rightly silent while it waits for results.
+                pdu = self.assoc.receive() => Event::Peer(pdu),
             };
             match event {
                 Event::Next(None) => break Response::for_request(&command, Status::SUCCESS),
@@ -534,15 +534,14 @@ impl Association {
                         .await?;
                     sent += 1;
                 }
-                Event::Peer(Err(_)) => return Err(Exit::Abort("peer silent during C-FIND".into())),
-                Event::Peer(Ok(Err(e))) => {
+                Event::Peer(Err(e)) => {
                     return Err(Exit::Abort(format!("network error during C-FIND: {e}")));
                 }
-                Event::Peer(Ok(Ok(Pdu::AbortRQ { .. }))) => {
+                Event::Peer(Ok(Pdu::AbortRQ { .. })) => {
                     tracing::info!("association aborted by the peer during C-FIND");
                     return Err(Exit::Closed);
                 }
-                Event::Peer(Ok(Ok(Pdu::PData { data }))) => {
+                Event::Peer(Ok(Pdu::PData { data })) => {
                     let mut cancelled = false;
                     for pdv in data {
                         if pdv.value_type != PDataValueType::Command
@@ -569,7 +568,7 @@ impl Association {
                         break Response::for_request(&command, c_find::CANCELLED);
                     }
                 }
-                Event::Peer(Ok(Ok(other))) => {
+                Event::Peer(Ok(other)) => {
                     return Err(Exit::Abort(format!(
                         "unexpected {} during C-FIND",
                         other.short_description()

@@ -146,8 +146,12 @@ pub fn parse(
             let key_level = model.level_of(def.level);
             // Hierarchical search (C.4.1.3.1): a unique key of a level above the query level
             // must be one value.
+            // In Study Root the patient level is folded into the study level, so PatientID is
+            // not a unique key there.
+            let unique_here =
+                def.key_type == KeyType::Unique && model.level_of(def.level) == def.level;
             if key_level < level
-                && def.key_type == KeyType::Unique
+                && unique_here
                 && !matches!(condition, Condition::Single(_))
                 && !condition.is_universal()
             {

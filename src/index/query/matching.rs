@@ -18,6 +18,8 @@ pub enum Condition {
     },
     /// List of UIDs (C.2.2.2.2).
     UidList(Vec<String>),
+    /// A multi-valued key: matches when any of its values does.
+    AnyOf(Vec<Condition>),
 }
 
 /// Kind of value, deciding which matching rules apply.
@@ -180,6 +182,21 @@ impl Condition {
                     })
                 }
             }
+            // Several values (e.g. ModalitiesInStudy "CT\\MR"): any of them may match.
+            _ if value.contains('\\') => {
+                let parts = value
+                    .split('\\')
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| Condition::parse(kind, v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(
+                    if parts.iter().any(Condition::is_universal) || parts.is_empty() {
+                        Condition::Universal
+                    } else {
+                        Condition::AnyOf(parts)
+                    },
+                )
+            }
             _ if value.contains(['*', '?']) => Ok(Condition::Wildcard(value.to_string())),
             _ => Ok(Condition::Single(value.to_string())),
         }
@@ -208,6 +225,7 @@ impl Condition {
         match self {
             Condition::Universal => true,
             Condition::UidList(uids) => uids.iter().any(|u| u == crate::uid::trim(value)),
+            Condition::AnyOf(parts) => parts.iter().any(|c| c.matches_one(kind, value, ci_names)),
             Condition::Range { low, high } => {
                 let (Ok(lo_v), Ok(hi_v)) = (
                     normalize_temporal(kind, value, false),
@@ -403,6 +421,8 @@ mod tests {
         assert!(m(Uid, "1.2\\1.3", "1.3"));
         assert!(!m(Uid, "1.2\\1.3", "1.4"));
         assert!(m(Text, "MR", "CT\\MR"));
+        assert!(m(Text, "MR\\US", "CT\\MR"));
+        assert!(!m(Text, "PT\\US", "CT\\MR"));
         assert!(m(Number, "5", "5.0"));
     }
 }
