@@ -98,21 +98,16 @@ async fn commit_group(
     keys: &[ObjectKey],
     entries: Vec<InstanceEntry>,
 ) -> Result<Vec<Applied>, String> {
-    // The directory fsync and the index write + flush go to different files: run them
-    // together, answer nobody before both are done. A crash in between can leave an index entry
-    // whose rename was lost; no one was acknowledged for it, reconciliation reports it, and a
-    // re-send is stored again because the duplicate check also asks the store.
+    // Objects first (file and directory fsync), then the index: an index entry never points at
+    // an object a crash could still lose.
+    store.sync(keys).await.map_err(|e| e.to_string())?;
     let index = index.clone();
-    let index_write = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let applied = index.apply(entries)?;
         index.flush_blocking()?;
         Ok::<_, crate::index::IndexError>(applied)
-    });
-    let synced = store.sync(keys).await.map_err(|e| e.to_string());
-    let applied = index_write
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    synced?;
-    Ok(applied)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
 }

@@ -80,28 +80,17 @@ impl Archive {
         spooled: Spooled,
     ) -> Result<IngestOutcome, IngestError> {
         let t0 = std::time::Instant::now();
-        // The file's fsync runs while the header is parsed and checked: both only read or flush
-        // the spool file, and together they are most of the time an object waits.
-        let sync_file = spooled.file.try_clone().map_err(IngestError::spool)?;
-        let fsync = tokio::task::spawn_blocking(move || sync_file.sync_all());
-        let parsed = blocking(move || {
+        let (mut spooled, entry) = blocking(move || {
             let entry = parse_and_validate(&spooled)?;
             Ok((spooled, entry))
         })
-        .await;
-        let fsynced = fsync
-            .await
-            .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))
-            .and_then(|r| r.map_err(IngestError::spool));
-        let (mut spooled, entry) = parsed?;
-        fsynced?;
+        .await?;
         let t1 = std::time::Instant::now();
         let uid = spooled.request.sop_instance_uid.clone();
         let index = &self.inner.index;
         let _uid_lock = self.inner.uid_locks.lock(&uid).await;
         let key = ObjectKey::for_instance(&uid);
-        // An index entry whose object is gone (a crash between the index flush and the
-        // directory fsync of a store that was never acknowledged) does not make a duplicate.
+        // An index entry whose object is gone (lost after a failed commit) is no duplicate.
         if index.contains_instance(&uid)? && self.inner.store.exists(&key).await? {
             match self.inner.duplicate_policy {
                 DuplicatePolicy::Ignore => {
@@ -113,14 +102,18 @@ impl Archive {
             }
         }
         let _reservation = self.reserve(spooled.size)?;
+        // Rename first, fsync after (in the commit): one journal commit then covers the data,
+        // the new inode and the rename. A crash in between leaves an unacknowledged object that
+        // reconciliation indexes if complete or quarantines if not.
         self.inner.store.put_file(&key, &spooled.guard.path).await?;
         spooled.guard.disarm();
+        drop(spooled.file);
         let t2 = std::time::Instant::now();
         let applied = self.inner.committer.commit(key, entry).await?;
         tracing::debug!(
             sop_instance_uid = %uid,
             bytes = spooled.size,
-            parse_and_fsync_us = (t1 - t0).as_micros() as u64,
+            parse_us = (t1 - t0).as_micros() as u64,
             rename_us = (t2 - t1).as_micros() as u64,
             commit_us = t2.elapsed().as_micros() as u64,
             "object durable and indexed"

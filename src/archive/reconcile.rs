@@ -114,7 +114,10 @@ impl Archive {
                     report.objects_indexed += 1;
                 }
                 Err(e) => {
-                    tracing::error!(object = %key, error = %e, "stored object cannot be indexed; left in place");
+                    // Never acknowledged (acknowledged objects are complete and indexed): most
+                    // likely cut short by a crash before its fsync. Kept aside for an operator.
+                    let moved = self.quarantine(&key);
+                    tracing::error!(object = %key, error = %e, quarantined = %moved, "stored object cannot be indexed");
                     report.unreadable_objects.push(key.to_string());
                 }
             }
@@ -144,6 +147,19 @@ impl Archive {
             "reconciliation done"
         );
         Ok(report)
+    }
+
+    /// Move an object file out of the store into `quarantine/`; returns where it went.
+    fn quarantine(&self, key: &ObjectKey) -> String {
+        let Some(path) = self.inner.store.local_path(key) else {
+            return "not local; left in place".into();
+        };
+        let dir = self.inner.spool_dir.with_file_name("quarantine");
+        let target = dir.join(key.as_str().replace('/', "_"));
+        match std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&path, &target)) {
+            Ok(()) => target.display().to_string(),
+            Err(e) => format!("left in place ({e})"),
+        }
     }
 
     /// Index an object file already in the store (found without an index entry).

@@ -289,3 +289,23 @@ async fn reconciliation_indexes_orphans_and_reports_missing_objects() {
     let (_, report) = Archive::open(&config(&data)).await.unwrap();
     assert_eq!(report.missing_objects, vec!["1.9.4".to_string()]);
 }
+
+#[tokio::test]
+async fn reconciliation_quarantines_unreadable_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    {
+        let (archive, _) = Archive::open(&config(&data)).await.unwrap();
+        let key = crate::storage::ObjectKey::for_instance("1.4.4");
+        // What a crash between rename and fsync can leave: a named but empty object.
+        std::fs::write(archive.inner.store.local_path(&key).unwrap(), b"").unwrap();
+    }
+    let (archive, report) = Archive::open(&config(&data)).await.unwrap();
+    assert_eq!(report.unreadable_objects.len(), 1);
+    assert!(archive.inner.store.list().await.unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(data.join("quarantine")).unwrap().count(),
+        1
+    );
+    assert_eq!(archive.totals().unwrap().instances, 0);
+}

@@ -68,11 +68,20 @@ impl ObjectStore for LocalStore {
     }
 
     async fn sync(&self, keys: &[ObjectKey]) -> Result<()> {
-        let dirs: BTreeSet<PathBuf> = keys
+        let files: Vec<(PathBuf, String)> =
+            keys.iter().map(|k| (self.path(k), k.to_string())).collect();
+        let dirs: BTreeSet<PathBuf> = files
             .iter()
-            .filter_map(|k| self.path(k).parent().map(Path::to_owned))
+            .filter_map(|(p, _)| p.parent().map(Path::to_owned))
             .collect();
         blocking(move || {
+            // The first fsync commits the journal with every rename of the group; the rest only
+            // wait for their own data, mostly written back already while it arrived.
+            for (path, key) in &files {
+                std::fs::File::open(path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StorageError::io("fsync", key, e))?;
+            }
             for dir in dirs {
                 fsync_dir(&dir).map_err(|e| {
                     StorageError::io("fsync directory", &dir.display().to_string(), e)

@@ -102,10 +102,10 @@ impl std::fmt::Display for ObjectKey {
 /// `put_file` moves a spooled file in, `sync` makes a set of puts durable.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
-    /// Move a spooled file (already fsynced by the caller) into the store under `key`,
-    /// replacing any object with that key. Not durable until [`ObjectStore::sync`].
+    /// Move a spooled file into the store under `key`, replacing any object with that key.
+    /// Not durable (neither its data nor its name) until [`ObjectStore::sync`].
     async fn put_file(&self, key: &ObjectKey, spooled: &Path) -> Result<()>;
-    /// Durability barrier for earlier puts of these keys.
+    /// Durability barrier for earlier puts of these keys: their data and their names.
     async fn sync(&self, keys: &[ObjectKey]) -> Result<()>;
     /// Bytes `[offset, offset + len)` of an object, clamped to its end.
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>>;
