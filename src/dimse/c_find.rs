@@ -116,6 +116,11 @@ pub fn encode_identifier(
     identifier
         .write_dataset_with_ts_cs(&mut out, ts, cs)
         .map_err(|e| format!("cannot encode the response identifier: {e}"))?;
+    // A deflated data set can end on an odd byte: PS3.5 A.5 pads it with one NUL, and P-DATA
+    // fragments must be even-length (PS3.8 E.2).
+    if out.len() % 2 == 1 {
+        out.push(0);
+    }
     Ok(out)
 }
 
