@@ -139,12 +139,12 @@ fn header(p: &Patient, st: &Study, se: &Series, n: u32, sop_uid: &str) -> InMemD
     o.put(s(
         tags::INSTITUTION_NAME,
         VR::LO,
-        "Hôpital Universitaire de Bench",
+        "Hopital Universitaire de Bench",
     ));
     o.put(s(
         tags::INSTITUTION_ADDRESS,
         VR::ST,
-        "1 Rue de la Radiologie, 4000 Liège",
+        "1 Rue de la Radiologie, 4000 Liege",
     ));
     o.put(s(tags::REFERRING_PHYSICIAN_NAME, VR::PN, &st.referring));
     o.put(s(tags::STATION_NAME, VR::SH, &format!("{}01", se.modality)));

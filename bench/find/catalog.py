@@ -146,7 +146,7 @@ MODALITIES = [
 CT_SOP = "1.2.840.10008.5.1.4.1.1.2"
 REFERRING = ["HOUSE^GREGORY^^DR", "GREY^MEREDITH", "KILDARE^JAMES^^DR", "QUINN^MICHAELA^^DR",
              "ROSS^DOUG", "WELBY^MARCUS^^DR", "SHEPHERD^DEREK", "CARTER^JOHN^^DR",
-             "WEBER^ANNA^^DR.MED.", "LEFÈVRE^HÉLÈNE", "", "", "CHEN^WEI^^DR"]
+             "WEBER^ANNA^^DR.MED.", "LEFEVRE^HELENE", "", "", "CHEN^WEI^^DR"]
 
 
 def uid_from(text: str) -> str:

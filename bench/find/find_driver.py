@@ -94,6 +94,9 @@ class Catalog:
             self.series_of_study.setdefault(s["study_uid"], []).append(s)
         self.study_by_uid = {s["study_uid"]: s for s in self.studies}
         self.n_instances = len(self.series) * cat.INSTANCES
+        # name forms for the two matching rules, computed once
+        self.mifas_keys = [mifas_name_keys(p["name"]) for p in self.patients]
+        self.orthanc_norm = [strip_accents(p["name"]).upper() for p in self.patients]
 
 
 def study_keys(ds):
@@ -129,12 +132,15 @@ def make_queries(c: Catalog, n, seed):
         ds.PatientName = prefix
         study_keys(ds)
         pre = prefix[:-1]
-        exp_m = {s["study_uid"] for pp in c.patients if mifas_name_match(pp["name"], pre)
+        pm, po = fold(pre), strip_accents(pre).upper()
+        exp_m = {s["study_uid"] for pp in c.patients
+                 if any(k.startswith(pm) for k in c.mifas_keys[pp["idx"]])
                  for s in c.studies_of_patient[pp["idx"]]}
-        exp_o = {s["study_uid"] for pp in c.patients if orthanc_name_match(pp["name"], pre)
+        exp_o = {s["study_uid"] for pp in c.patients if c.orthanc_norm[pp["idx"]].startswith(po)
                  for s in c.studies_of_patient[pp["idx"]]}
         out["name"].append(dict(ds=ds, uid_kw="StudyInstanceUID", label=f"{prefix} [{cs or 'ASCII'}]",
-                                expect={"mifas": exp_m, "orthanc": exp_o}))
+                                expect={"mifas": exp_m, "orthanc": exp_o},
+                                whole_value_matches=len(exp_o)))
         # pid
         p = rng.choice(c.patients)
         ds = Dataset()

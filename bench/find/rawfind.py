@@ -11,8 +11,7 @@ import struct
 from io import BytesIO
 
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
+from pynetdicom import dsutils
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -26,14 +25,17 @@ def _uid(u):
     return b + (b"\0" if len(b) % 2 else b"")
 
 
+def _ul(u):
+    """UIDs in UL items are not padded (the item length is exact)."""
+    return u.encode()
+
+
 def _item(t, payload):
     return struct.pack(">BBH", t, 0, len(payload)) + payload
 
 
 def _encode_implicit(ds):
-    buf = BytesIO()
-    write_dataset(buf, ds, (True, True))  # implicit VR, little endian
-    return buf.getvalue()
+    return dsutils.encode(ds, True, True)  # implicit VR, little endian
 
 
 def _command(message_id):
@@ -69,11 +71,11 @@ class RawFindSCU:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.msg_id = 0
-        pc = struct.pack(">BBBB", 1, 0, 0, 0) + _item(0x30, _uid(STUDY_ROOT_FIND)) + \
-            _item(0x40, _uid(IMPLICIT_LE))
-        ui = _item(0x51, struct.pack(">I", MAX_PDU)) + _item(0x52, _uid(IMPL_CLASS))
+        pc = struct.pack(">BBBB", 1, 0, 0, 0) + _item(0x30, _ul(STUDY_ROOT_FIND)) + \
+            _item(0x40, _ul(IMPLICIT_LE))
+        ui = _item(0x51, struct.pack(">I", MAX_PDU)) + _item(0x52, _ul(IMPL_CLASS))
         body = struct.pack(">HH", 1, 0) + called.ljust(16).encode()[:16] + \
-            calling.ljust(16).encode()[:16] + b"\0" * 32 + _item(0x10, _uid(APP_CONTEXT)) + \
+            calling.ljust(16).encode()[:16] + b"\0" * 32 + _item(0x10, _ul(APP_CONTEXT)) + \
             _item(0x20, pc) + _item(0x50, ui)
         self.sock.sendall(struct.pack(">BBI", 1, 0, len(body)) + body)
         t, pdu = self._read_pdu()
@@ -160,4 +162,4 @@ class RawFindSCU:
 def decode(b):
     if b is None:
         return None
-    return read_dataset(BytesIO(b), True, True)
+    return dsutils.decode(BytesIO(b), True, True)
