@@ -52,6 +52,16 @@ enum State {
     DiscardData { context_id: u8, command: Command },
 }
 
+impl State {
+    /// Waiting for the first command fragment of a new message.
+    fn idle() -> State {
+        State::Command {
+            context_id: None,
+            buf: Vec::new(),
+        }
+    }
+}
+
 /// Why the association must end now.
 enum Exit {
     /// A protocol violation or network error: abort.
@@ -114,10 +124,7 @@ pub(crate) async fn run(
             assoc,
             ctx,
             contexts,
-            state: State::Command {
-                context_id: None,
-                buf: Vec::new(),
-            },
+            state: State::idle(),
             calling_aet,
         };
         association.serve().await;
@@ -187,6 +194,11 @@ impl Association {
         }
     }
 
+    /// The current state, leaving the association idle.
+    fn take_state(&mut self) -> State {
+        std::mem::replace(&mut self.state, State::idle())
+    }
+
     async fn on_pdv(&mut self, pdv: PDataValue) -> Result<(), Exit> {
         let context_id = pdv.presentation_context_id;
         if !self.contexts.contains_key(&context_id) {
@@ -216,10 +228,7 @@ impl Association {
                 buf.extend_from_slice(&pdv.data);
                 if pdv.is_last {
                     let bytes = std::mem::take(buf);
-                    self.state = State::Command {
-                        context_id: None,
-                        buf: Vec::new(),
-                    };
+                    self.state = State::idle();
                     let command =
                         Command::decode(&bytes).map_err(|e| Exit::Abort(e.to_string()))?;
                     self.on_command(context_id, command).await?;
@@ -241,13 +250,7 @@ impl Association {
                 }
                 sink.write(&pdv.data).await;
                 if pdv.is_last {
-                    let state = std::mem::replace(
-                        &mut self.state,
-                        State::Command {
-                            context_id: None,
-                            buf: Vec::new(),
-                        },
-                    );
+                    let state = self.take_state();
                     if let State::StoreData {
                         context_id,
                         command,
@@ -272,13 +275,7 @@ impl Association {
                     ));
                 }
                 if pdv.is_last {
-                    let state = std::mem::replace(
-                        &mut self.state,
-                        State::Command {
-                            context_id: None,
-                            buf: Vec::new(),
-                        },
-                    );
+                    let state = self.take_state();
                     if let State::DiscardData {
                         context_id,
                         command,
@@ -311,13 +308,7 @@ impl Association {
                 }
                 buf.extend_from_slice(&pdv.data);
                 if pdv.is_last {
-                    let state = std::mem::replace(
-                        &mut self.state,
-                        State::Command {
-                            context_id: None,
-                            buf: Vec::new(),
-                        },
-                    );
+                    let state = self.take_state();
                     if let State::FindData {
                         context_id,
                         command,

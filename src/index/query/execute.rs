@@ -158,6 +158,21 @@ impl Index {
         Ok(true)
     }
 
+    /// Visit the children (per a parent→child secondary tree) of each parent in turn.
+    fn scan_children(
+        &self,
+        tree: TreeId,
+        parents: &[String],
+        visit: &mut Visit<'_>,
+    ) -> Result<bool> {
+        for parent in parents {
+            if !self.scan_secondary(tree, &compound_key(parent, ""), visit)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn scan_range(
         &self,
         tree: TreeId,
@@ -313,16 +328,7 @@ impl Index {
                     return visit_all(&uids, visit);
                 }
                 if let Some(studies) = uid_list(tags::STUDY_INSTANCE_UID) {
-                    for study in studies {
-                        if !self.scan_secondary(
-                            TreeId::SeriesByStudy,
-                            &compound_key(&study, ""),
-                            visit,
-                        )? {
-                            return Ok(false);
-                        }
-                    }
-                    return Ok(true);
+                    return self.scan_children(TreeId::SeriesByStudy, &studies, visit);
                 }
                 if let Some(modality) = single(tags::MODALITY) {
                     return self.scan_secondary(
@@ -338,39 +344,15 @@ impl Index {
                     return visit_all(&uids, visit);
                 }
                 if let Some(series) = uid_list(tags::SERIES_INSTANCE_UID) {
-                    for s in series {
-                        if !self.scan_secondary(
-                            TreeId::InstancesBySeries,
-                            &compound_key(&s, ""),
-                            visit,
-                        )? {
-                            return Ok(false);
-                        }
-                    }
-                    return Ok(true);
+                    return self.scan_children(TreeId::InstancesBySeries, &series, visit);
                 }
                 if let Some(studies) = uid_list(tags::STUDY_INSTANCE_UID) {
-                    for study in studies {
-                        let mut series = Vec::new();
-                        self.scan_secondary(
-                            TreeId::SeriesByStudy,
-                            &compound_key(&study, ""),
-                            &mut |s| {
-                                series.push(s.to_string());
-                                Ok(true)
-                            },
-                        )?;
-                        for s in series {
-                            if !self.scan_secondary(
-                                TreeId::InstancesBySeries,
-                                &compound_key(&s, ""),
-                                visit,
-                            )? {
-                                return Ok(false);
-                            }
-                        }
-                    }
-                    return Ok(true);
+                    let mut series = Vec::new();
+                    self.scan_children(TreeId::SeriesByStudy, &studies, &mut |s| {
+                        series.push(s.to_string());
+                        Ok(true)
+                    })?;
+                    return self.scan_children(TreeId::InstancesBySeries, &series, visit);
                 }
                 self.scan_primary(TreeId::Instances, visit)
             }
