@@ -14,7 +14,7 @@ mod uid_lock;
 
 pub use error::IngestError;
 pub use ingest::IngestOutcome;
-pub use reconcile::ReconcileReport;
+pub use reconcile::{MissingObjects, ReconcileReport};
 pub use spool::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, IngestRequest, Spool};
 
 use std::path::{Path, PathBuf};

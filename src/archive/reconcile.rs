@@ -24,10 +24,15 @@ pub struct ReconcileReport {
     pub objects_indexed: usize,
     /// Object files that cannot be indexed (left in place for an operator).
     pub unreadable_objects: Vec<String>,
-    /// Index entries whose object file is missing (the first [`REPORT_NAMED`]).
-    pub missing_objects: Vec<String>,
-    /// How many index entries have no object file.
-    pub missing_count: u64,
+}
+
+/// Index entries without an object file, from [`Archive::verify_objects`].
+#[derive(Debug, Default, Clone)]
+pub struct MissingObjects {
+    /// How many.
+    pub count: u64,
+    /// SOP Instance UIDs of the first [`REPORT_NAMED`].
+    pub first: Vec<String>,
 }
 
 /// A Part-10 file's meta group and where its data set starts.
@@ -122,18 +127,6 @@ impl Archive {
                 }
             }
         }
-        for record in index.instances() {
-            let record = record.map_err(|e| OpenError::Reconcile(e.to_string()))?;
-            let key = ObjectKey::for_instance(&record.sop_instance_uid);
-            if !store.exists(&key).await? {
-                report.missing_count += 1;
-                // Name the first ones; a lost volume must not flood the log with a line per object.
-                if report.missing_objects.len() < REPORT_NAMED {
-                    tracing::error!(sop_instance_uid = %record.sop_instance_uid, object = %key, "indexed instance has no object file");
-                    report.missing_objects.push(record.sop_instance_uid);
-                }
-            }
-        }
         index
             .flush()
             .await
@@ -142,11 +135,62 @@ impl Archive {
             spool_files_removed = report.spool_files_removed,
             objects_indexed = report.objects_indexed,
             unreadable = report.unreadable_objects.len(),
-            missing = report.missing_count,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconciliation done"
         );
         Ok(report)
+    }
+
+    /// Report index entries whose object is missing (DESIGN.md §3.5). Reads only the index keys
+    /// and asks the store in batches; at a million instances it takes seconds, so `serve` runs
+    /// it in the background after start and `mifas stats` before printing.
+    pub async fn verify_objects(&self) -> Result<MissingObjects, OpenError> {
+        const BATCH: usize = 10_000;
+        let started = std::time::Instant::now();
+        let mut missing = MissingObjects::default();
+        let mut checked = 0u64;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut uids = self.inner.index.instance_uids();
+        loop {
+            let next = uids
+                .next()
+                .transpose()
+                .map_err(|e| OpenError::Reconcile(e.to_string()))?;
+            let done = next.is_none();
+            if let Some(uid) = next {
+                batch.push(ObjectKey::for_instance(&uid));
+            }
+            if batch.len() == BATCH || (done && !batch.is_empty()) {
+                checked += batch.len() as u64;
+                for key in self.inner.store.missing(std::mem::take(&mut batch)).await? {
+                    missing.count += 1;
+                    // Name the first ones; a lost volume must not flood the log.
+                    if missing.first.len() < REPORT_NAMED {
+                        tracing::error!(sop_instance_uid = %key.sop_instance_uid(), object = %key, "indexed instance has no object file");
+                        missing.first.push(key.sop_instance_uid().to_string());
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if missing.count > 0 {
+            tracing::error!(
+                checked,
+                missing = missing.count,
+                elapsed_ms,
+                "object check done: indexed instances without object files"
+            );
+        } else {
+            tracing::info!(
+                checked,
+                elapsed_ms,
+                "object check done: every indexed instance has its object"
+            );
+        }
+        Ok(missing)
     }
 
     /// Move an object file out of the store into `quarantine/`; returns where it went.

@@ -286,8 +286,12 @@ async fn reconciliation_indexes_orphans_and_reports_missing_objects() {
     let key = crate::storage::ObjectKey::for_instance("1.9.4");
     std::fs::remove_file(archive.inner.store.local_path(&key).unwrap()).unwrap();
     drop(archive);
-    let (_, report) = Archive::open(&config(&data)).await.unwrap();
-    assert_eq!(report.missing_objects, vec!["1.9.4".to_string()]);
+    let (archive, _) = Archive::open(&config(&data)).await.unwrap();
+    let missing = archive.verify_objects().await.unwrap();
+    assert_eq!(
+        (missing.count, missing.first),
+        (1, vec!["1.9.4".to_string()])
+    );
 }
 
 #[tokio::test]

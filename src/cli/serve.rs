@@ -36,6 +36,14 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         );
         let _ = out.flush();
     }
+    // Checking that every indexed instance still has its object takes seconds at scale: do it
+    // while already serving.
+    let verifier = archive.clone();
+    tokio::spawn(async move {
+        if let Err(e) = verifier.verify_objects().await {
+            tracing::error!(error = %e, "object check failed");
+        }
+    });
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_watch(shutdown.clone()));
     let ctx = DimseContext::new(archive.clone(), Arc::new(config));

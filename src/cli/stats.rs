@@ -9,6 +9,7 @@ use crate::config::Config;
 pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     init_logging(&config);
     let (archive, _report) = Archive::open(&config).await?;
+    archive.verify_objects().await?;
     let totals = archive
         .totals()
         .map_err(|e| CliError::Other(format!("cannot read the index: {e}")))?;

@@ -212,6 +212,14 @@ impl Index {
         })
     }
 
+    /// Every SOP Instance UID, in order, without decoding the records.
+    pub fn instance_uids(&self) -> impl Iterator<Item = Result<String>> + '_ {
+        self.tree(TreeId::Instances)
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k.map_err(IndexError::Read)?).into_owned()))
+    }
+
     /// SOP Instance UIDs of one series, from the secondary tree.
     pub fn instance_uids_of_series(&self, series_uid: &str) -> Result<Vec<String>> {
         let prefix = compound_key(series_uid, "");

@@ -135,6 +135,17 @@ impl ObjectStore for LocalStore {
             .await
     }
 
+    async fn missing(&self, keys: Vec<ObjectKey>) -> Result<Vec<ObjectKey>> {
+        let root = self.root.clone();
+        blocking(move || {
+            Ok(keys
+                .into_iter()
+                .filter(|k| !root.join(k.as_str()).is_file())
+                .collect())
+        })
+        .await
+    }
+
     fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
         Some(self.path(key))
     }

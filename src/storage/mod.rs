@@ -112,6 +112,8 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn size(&self, key: &ObjectKey) -> Result<u64>;
     async fn exists(&self, key: &ObjectKey) -> Result<bool>;
     async fn delete(&self, key: &ObjectKey) -> Result<()>;
+    /// Those of `keys` that the store does not hold (for reconciliation, in batches).
+    async fn missing(&self, keys: Vec<ObjectKey>) -> Result<Vec<ObjectKey>>;
     /// Every key in the store (for reconciliation).
     async fn list(&self) -> Result<Vec<ObjectKey>>;
     /// The object's path when it is a file on this machine (lets reconciliation parse it in place).
