@@ -356,7 +356,7 @@ fn main() {
         let entries = std::mem::take(pending);
         index.apply(entries).expect("apply");
         *batches += 1;
-        if force_flush || *batches % flush_every == 0 {
+        if force_flush || (*batches).is_multiple_of(flush_every) {
             index.flush_blocking().expect("flush");
         }
         t.elapsed().as_secs_f64()
@@ -383,18 +383,18 @@ fn main() {
                 received_at,
             };
             let entry = InstanceEntry::from_header(&h, facts).expect("entry");
-            header_bytes += entry.instance.header.len() as u64;
+            header_bytes += entry.header.len() as u64;
             pending.push(entry);
             done += 1;
             if pending.len() >= batch {
                 win_index_s += apply(&mut pending, &mut batches, false);
             }
-            if done % window == 0 || done == total {
+            if done.is_multiple_of(window) || done == total {
                 if !pending.is_empty() {
                     win_index_s += apply(&mut pending, &mut batches, true);
                 }
                 let wall = win_start.elapsed().as_secs_f64();
-                let n_win = if done % window == 0 {
+                let n_win = if done.is_multiple_of(window) {
                     window
                 } else {
                     done % window
@@ -410,7 +410,7 @@ fn main() {
                     .unwrap();
                     f.flush().unwrap();
                 }
-                if done % (window * 10) == 0 || done == total {
+                if done.is_multiple_of(window * 10) || done == total {
                     eprintln!(
                         "[bulk_index] {done}/{total} instances, last window {:.0}/s (index {:.0}/s), elapsed {:.1}s",
                         n_win as f64 / wall,

@@ -11,6 +11,8 @@ use super::record::{InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, pa
 #[derive(Debug, Clone)]
 pub struct InstanceEntry {
     pub instance: InstanceRecord,
+    /// The header data set, Explicit VR Little Endian (stored in the `headers` tree).
+    pub header: Vec<u8>,
     pub series: SeriesRecord,
     pub study: StudyRecord,
     pub patient: PatientRecord,
@@ -74,8 +76,9 @@ impl InstanceEntry {
                 sites: vec!["local".into()],
                 source_aet: facts.source_aet,
                 received_at: facts.received_at,
-                header: header_bytes,
+                header_id: 0,
             },
+            header: header_bytes,
             series: SeriesRecord {
                 series_uid,
                 study_uid: study_uid.clone(),

@@ -60,10 +60,12 @@ pub(crate) enum TreeId {
     Modality,
     /// archive-wide values (totals)
     Meta,
+    /// header id (u64, big endian) → header data set
+    Headers,
 }
 
 impl TreeId {
-    pub(crate) const ALL: [TreeId; 13] = [
+    pub(crate) const ALL: [TreeId; 14] = [
         TreeId::Instances,
         TreeId::Series,
         TreeId::Studies,
@@ -77,6 +79,7 @@ impl TreeId {
         TreeId::Accession,
         TreeId::Modality,
         TreeId::Meta,
+        TreeId::Headers,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -94,6 +97,7 @@ impl TreeId {
             TreeId::Accession => "idx_accession",
             TreeId::Modality => "idx_modality",
             TreeId::Meta => "meta",
+            TreeId::Headers => "headers",
         }
     }
 }
@@ -173,6 +177,19 @@ impl Index {
 
     pub fn instance(&self, sop_instance_uid: &str) -> Result<Option<InstanceRecord>> {
         self.get(TreeId::Instances, sop_instance_uid)
+    }
+
+    /// The stored header (Explicit VR Little Endian bytes) of an instance record.
+    pub fn header_bytes(&self, record: &InstanceRecord) -> Result<Option<sled::IVec>> {
+        self.tree(TreeId::Headers)
+            .get(record.header_id.to_be_bytes())
+            .map_err(IndexError::Read)
+    }
+
+    pub(crate) fn next_header_id(&self) -> Result<u64> {
+        self.db
+            .generate_id()
+            .map_err(|e| IndexError::Write(e.to_string()))
     }
 
     pub fn contains_instance(&self, sop_instance_uid: &str) -> Result<bool> {

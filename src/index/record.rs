@@ -24,8 +24,10 @@ pub struct InstanceRecord {
     pub source_aet: String,
     /// Seconds since the Unix epoch.
     pub received_at: u64,
-    /// The header data set (no pixel data), Explicit VR Little Endian.
-    pub header: Vec<u8>,
+    /// Key of the instance's header (every element but Pixel Data, Explicit VR Little Endian)
+    /// in the `headers` tree. Headers live apart, keyed by an increasing id, so the large values
+    /// are appended in order while the records keyed by random UIDs stay small.
+    pub header_id: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,8 @@ struct Overlay {
     series: HashMap<String, Option<SeriesRecord>>,
     studies: HashMap<String, Option<StudyRecord>>,
     patients: HashMap<String, Option<PatientRecord>>,
+    /// Header writes in order: (id, Some(bytes)) inserts, (id, None) deletes.
+    headers: Vec<(u64, Option<Vec<u8>>)>,
     /// Secondary-tree writes in order: (tree, key, insert?)
     secondary: Vec<(TreeId, Vec<u8>, bool)>,
     totals: Totals,
@@ -58,11 +60,14 @@ impl Overlay {
 
     fn add(&mut self, index: &Index, entry: InstanceEntry) -> Result<()> {
         let InstanceEntry {
-            instance,
+            mut instance,
+            header,
             series: new_series,
             study: new_study,
             patient: new_patient,
         } = entry;
+        instance.header_id = index.next_header_id()?;
+        self.headers.push((instance.header_id, Some(header)));
         let mut series = match self.series(index, &instance.series_uid)? {
             Some(s) => s,
             None => {
@@ -164,6 +169,7 @@ impl Overlay {
             false,
         );
         self.instances.insert(old.sop_instance_uid.clone(), None);
+        self.headers.push((old.header_id, None));
         let Some(mut series) = self.series(index, &old.series_uid)? else {
             return Ok(());
         };
@@ -279,6 +285,13 @@ impl Overlay {
                 batch.insert(key, &[][..]);
             } else {
                 batch.remove(key);
+            }
+        }
+        for (id, header) in self.headers {
+            let batch = &mut batches[TreeId::Headers as usize];
+            match header {
+                Some(bytes) => batch.insert(&id.to_be_bytes()[..], bytes),
+                None => batch.remove(&id.to_be_bytes()[..]),
             }
         }
         batches[TreeId::Meta as usize].insert(TOTALS_KEY, encode(&self.totals)?);

@@ -479,7 +479,10 @@ impl<'a> View<'a> {
                 let Some(i) = index.instance(key).map_err(idx_err)? else {
                     return Ok(None);
                 };
-                let header = decode_header(&i.header);
+                let header = index
+                    .header_bytes(&i)
+                    .map_err(idx_err)?
+                    .and_then(|b| decode_header(&b));
                 computed.extend([
                     (tags::SOP_INSTANCE_UID, i.sop_instance_uid),
                     (tags::SOP_CLASS_UID, i.sop_class_uid),
@@ -507,11 +510,14 @@ impl<'a> View<'a> {
     fn header(&mut self) -> Result<Option<&InMemDicomObject>> {
         if self.header.is_none() {
             let header = match &self.representative {
-                Some(uid) => self
-                    .index
-                    .instance(uid)
-                    .map_err(idx_err)?
-                    .and_then(|r| decode_header(&r.header)),
+                Some(uid) => match self.index.instance(uid).map_err(idx_err)? {
+                    Some(record) => self
+                        .index
+                        .header_bytes(&record)
+                        .map_err(idx_err)?
+                        .and_then(|b| decode_header(&b)),
+                    None => None,
+                },
                 None => None,
             };
             self.header = Some(header);
