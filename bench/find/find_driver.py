@@ -12,7 +12,7 @@ send_c_find() to the final (non-pending) response, as seen by the client, includ
 decoding of every pending response. Also recorded: time to first response, number of matches,
 final status, and whether the returned set of unique keys equals the set computed from the
 catalog (an independent oracle: MIFAS semantics = PN matching over every name component/group,
-case-insensitive; Orthanc semantics = the whole name value, case- and accent-insensitive).
+case-insensitive; Orthanc semantics = the whole name value, case-insensitive, accent-sensitive).
 
 Query types (values differ per query, drawn with a fixed seed from the catalog):
   name      STUDY  PatientName prefix wildcard, e.g. "SMI*", "MÜL*" (ISO_IR 100), "王*" (GB18030 /
@@ -78,8 +78,8 @@ def mifas_name_match(name, prefix):
 
 
 def orthanc_name_match(name, prefix):
-    n = strip_accents(name).upper()
-    return n.startswith(strip_accents(prefix).upper())
+    """Orthanc 1.10 (observed): wildcard over the whole value, case-insensitive, accent-sensitive."""
+    return name.upper().startswith(prefix.upper())
 
 
 class Catalog:
@@ -96,7 +96,7 @@ class Catalog:
         self.n_instances = len(self.series) * cat.INSTANCES
         # name forms for the two matching rules, computed once
         self.mifas_keys = [mifas_name_keys(p["name"]) for p in self.patients]
-        self.orthanc_norm = [strip_accents(p["name"]).upper() for p in self.patients]
+        self.orthanc_norm = [p["name"].upper() for p in self.patients]
 
 
 def study_keys(ds):
@@ -132,7 +132,7 @@ def make_queries(c: Catalog, n, seed):
         ds.PatientName = prefix
         study_keys(ds)
         pre = prefix[:-1]
-        pm, po = fold(pre), strip_accents(pre).upper()
+        pm, po = fold(pre), pre.upper()
         exp_m = {s["study_uid"] for pp in c.patients
                  if any(k.startswith(pm) for k in c.mifas_keys[pp["idx"]])
                  for s in c.studies_of_patient[pp["idx"]]}
