@@ -296,11 +296,24 @@ EOF
         >"$RUN/storescu.$k.log" 2>&1 &
       spids+=($!); ALL_PIDS+=($!)
     done
-    sfail=0
-    for p in "${spids[@]}"; do wait "$p" || sfail=1; done
+    sfail=0; failed_parts=()
+    for k in 0 1 2 3; do wait "${spids[$k]}" || { sfail=1; failed_parts+=("$k"); }; done
     t1=$(now)
     s=$(secs "$t0" "$t1")
-    cnt=$(curl -s "http://127.0.0.1:$OHTTP/statistics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])')
+    ocount() { curl -s "http://127.0.0.1:$OHTTP/statistics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])'; }
+    cnt=$(ocount)
+    # a storescu that failed (association aborted after a refused store) leaves the rest of its
+    # folder unsent: send those folders again (Orthanc keeps the instances it already has)
+    for attempt in 1 2; do
+      [[ "$cnt" == "$SMALL_N" || ${#failed_parts[@]} == 0 ]] && break
+      note "Orthanc holds $cnt of $SMALL_N after the load (storescu failed for part(s) ${failed_parts[*]}: $(grep -hE '^(E|F): ' "$RUN"/storescu.*.log | head -2 | tr '\n' ' '); Orthanc log: $(grep -m2 -E '^E' "$OD.log" | cut -c1-160 | tr '\n' ' ')); re-sending those parts (attempt $attempt, not timed)"
+      retry=("${failed_parts[@]}"); failed_parts=()
+      for k in "${retry[@]}"; do
+        "$STORESCU" -aet FINDBENCH -aec ORTHANC +sd +r 127.0.0.1 "$ORTH_PORT" "$FILES/part$k" \
+          >"$RUN/storescu.$k.retry$attempt.log" 2>&1 || failed_parts+=("$k")
+      done
+      cnt=$(ocount)
+    done
     { echo "load_seconds: $s"; echo "load_rate: $(python3 -c "print(f'{$SMALL_N / $s:.1f}')")"
       echo "count_instances: $cnt"; } >"$RUN/orthanc.txt"
     cat "$RUN/orthanc.txt" >&2
