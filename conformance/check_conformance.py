@@ -11,8 +11,10 @@ Checks:
      same names and retired flags.
   3. The C-STORE status table holds exactly the `Status(0x....)` constants of src/dimse/status.rs.
   4. The configuration table lists every key of mifas.example.toml with its value there as the
-     default (among them dicom.*, query.case_insensitive_names and query.max_results), and every
-     "`value` by default (`key`)" / "`key` (`value` by default" phrase agrees with mifas.example.toml.
+     default (among them dicom.*, query.*, retrieve.*), and every "`value` by default (`key`)" /
+     "`key` (`value` by default" phrase agrees with mifas.example.toml. Keys the example cannot
+     show (fields of [[dicom.allowed_calling]] / [[remote_ae]] entries) must be fields of
+     src/config.rs; their default is '—', or the literal their `#[serde(default = "f")]` returns.
   5. MIFAS's Implementation Class UID and Version Name (src/archive/spool.rs, Cargo.toml) appear.
   6. docker/mifas.toml parses and sets only keys of mifas.example.toml, with values of the same type.
   7. With cargo and the dicom-rs sources available (`cargo metadata`): the Implementation Class
@@ -27,10 +29,16 @@ Checks:
      the `Status::NAME` constants of src/dimse/status.rs that the C-FIND handler (`run_find` in
      src/dimse/association.rs) uses (Success, SOP Class not supported); the 0xA700 Error Comment
      quoted in the statement is the one the handler formats, for the default query.max_results.
- 10. The SOP class table lists every SOP class of `FIND_SOP_CLASSES` (src/dimse/c_find.rs) as SCP
-     "Yes", and no other Query/Retrieve SOP class (1.2.840.10008.5.1.4.1.2.*) as SCP "Yes". The UIDs
-     behind `uids::NAME` come from dicom-dictionary-std when cargo is available, else from a short
-     built-in list (reported).
+ 10. The SOP class table lists every SOP class of `FIND_SOP_CLASSES` (src/dimse/c_find.rs) and of
+     `MOVE_SOP_CLASSES` and `GET_SOP_CLASSES` (src/dimse/retrieve.rs) as SCP "Yes", and no other
+     Query/Retrieve SOP class (1.2.840.10008.5.1.4.1.2.*) as SCP "Yes". The UIDs behind `uids::NAME`
+     come from dicom-dictionary-std when cargo is available, else from a short built-in list
+     (reported).
+ 11. The C-MOVE/C-GET status table holds exactly the `Status(0x....)` constants of
+     src/dimse/retrieve.rs plus the `Status::NAME` constants of src/dimse/status.rs that the retrieve
+     code uses: src/dimse/retrieve.rs outside its tests (Success) and the C-MOVE/C-GET handlers of
+     src/dimse/association.rs (`retrieve_items`, `respond_retrieve_final`, `run_move`, `run_move_in`,
+     `run_get`, `run_get_in`; SOP Class not supported).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ import generate_tables as gen  # noqa: E402
 ROOT = gen.ROOT
 STATUS_RS = ROOT / "src" / "dimse" / "status.rs"
 C_FIND_RS = ROOT / "src" / "dimse" / "c_find.rs"
+RETRIEVE_RS = ROOT / "src" / "dimse" / "retrieve.rs"
 ASSOCIATION_RS = ROOT / "src" / "dimse" / "association.rs"
 MATCHING_RS = ROOT / "src" / "index" / "query" / "matching.rs"
 EXECUTE_RS = ROOT / "src" / "index" / "query" / "execute.rs"
@@ -62,7 +71,11 @@ STATUS_TABLE = ("<!-- BEGIN STATUS TABLE (checked against src/dimse/status.rs) -
 CONFIG_TABLE = ("<!-- BEGIN CONFIG TABLE (checked against mifas.example.toml) -->", "<!-- END CONFIG TABLE -->")
 ANNEX_B = ("<!-- BEGIN ANNEX B (checked against dicom-transfer-syntax-registry) -->", "<!-- END ANNEX B -->")
 FIND_STATUS_TABLE = ("<!-- BEGIN C-FIND STATUS TABLE (checked against src/dimse/c_find.rs) -->", "<!-- END C-FIND STATUS TABLE -->")
-SOP_CLASS_TABLE = ("<!-- BEGIN SOP CLASS TABLE (Query/Retrieve rows checked against src/dimse/c_find.rs) -->", "<!-- END SOP CLASS TABLE -->")
+RETRIEVE_STATUS_TABLE = ("<!-- BEGIN C-MOVE/C-GET STATUS TABLE (checked against src/dimse/retrieve.rs) -->", "<!-- END C-MOVE/C-GET STATUS TABLE -->")
+SOP_CLASS_TABLE = ("<!-- BEGIN SOP CLASS TABLE (Query/Retrieve rows checked against src/dimse/c_find.rs and src/dimse/retrieve.rs) -->", "<!-- END SOP CLASS TABLE -->")
+# The functions of src/dimse/association.rs that answer C-MOVE and C-GET requests.
+RETRIEVE_HANDLERS = ("fn retrieve_items(", "fn respond_retrieve_final(", "fn run_move(", "fn run_move_in(",
+                     "fn run_get(", "fn run_get_in(")
 QR_UID_PREFIX = "1.2.840.10008.5.1.4.1.2."
 
 # Used only when cargo (and so dicom-dictionary-std's uids.rs) is not available.
@@ -202,6 +215,35 @@ def toml_value(literal: str) -> object:
     return tomllib.loads(f"v = {literal}")["v"]
 
 
+def config_field_default(config_rs: str, key: str) -> object:
+    """The serde default of the config field `section.field` (src/config.rs), for keys that
+    mifas.example.toml cannot show (fields of array-of-tables entries such as [[remote_ae]]).
+    Returns the literal value of `#[serde(default = "f")]` when f's body is a bool, integer or
+    string literal, None when the field has no such default (required, or a type default).
+    Raises ValueError when there is no such field."""
+    section, field = key.split(".", 1)
+    config = re.search(r"pub struct Config \{(.*?)\n\}", config_rs, re.S)
+    sec = config and re.search(rf"\bpub {re.escape(section)}:\s*(?:Vec<)?(\w+)>?,", config.group(1))
+    if not sec:
+        raise ValueError(f"section {section!r} is not a field of `struct Config` in src/config.rs")
+    body = re.search(rf"pub struct {sec.group(1)} \{{(.*?)\n\}}", config_rs, re.S)
+    if not body:
+        raise ValueError(f"`struct {sec.group(1)}` not found in src/config.rs")
+    m = re.search(rf"((?:\s*(?:///[^\n]*|#\[[^\n]*\]))*)\s*pub {re.escape(field)}:", body.group(1))
+    if not m:
+        raise ValueError(f"no field {field!r} in `struct {sec.group(1)}` of src/config.rs")
+    fn = re.search(r'#\[serde\([^\]]*default\s*=\s*"(\w+)"', m.group(1))
+    if not fn:
+        return None
+    f = re.search(rf"fn {fn.group(1)}\(\)\s*->\s*\w+\s*\{{\s*([^{{}};]+?)\s*\}}", config_rs)
+    if not f:
+        return None
+    try:
+        return toml_value(f.group(1).replace(".to_string()", "").replace(".into()", ""))
+    except tomllib.TOMLDecodeError:
+        return None
+
+
 def check_defaults(doc: str, report: Report) -> None:
     example = flatten(tomllib.loads(EXAMPLE_TOML.read_text(encoding="utf-8")))
     config_rs = CONFIG_RS.read_text(encoding="utf-8")
@@ -214,13 +256,26 @@ def check_defaults(doc: str, report: Report) -> None:
         key, default = m.group(1), cells[1]
         seen.add(key)
         if key not in example:
-            # Documented keys without a value in the example (e.g. the allow-list) must exist in
-            # the code and carry no default in the table.
-            field = key.split(".", 1)[1]
-            if not re.search(rf"\bpub {re.escape(field)}:", config_rs):
-                problems.append(f"{key}: not in mifas.example.toml and no such field in src/config.rs")
-            elif default not in ("—", "-"):
-                problems.append(f"{key}: not set in mifas.example.toml, so the table's default must be '—'")
+            # Documented keys without a value in the example (the allow-list, the fields of
+            # [[remote_ae]] entries) must be fields of src/config.rs. Their default cell is '—',
+            # or, for a field with `#[serde(default = "f")]` where f returns a literal, that literal.
+            try:
+                code_default = config_field_default(config_rs, key)
+            except ValueError as e:
+                problems.append(f"{key}: not in mifas.example.toml and {e}")
+                continue
+            if code_default is None:
+                if default not in ("—", "-"):
+                    problems.append(f"{key}: not set in mifas.example.toml and without a literal serde default "
+                                    "in src/config.rs, so the table's default must be '—'")
+                continue
+            lit = re.fullmatch(r"`([^`]+)`", default)
+            try:
+                value = toml_value(lit.group(1)) if lit else None
+            except tomllib.TOMLDecodeError:
+                value = None
+            if value != code_default:
+                problems.append(f"{key}: the statement's default is {default!r}, src/config.rs's serde default is {code_default!r}")
             continue
         lit = re.fullmatch(r"`([^`]+)`", default)
         try:
@@ -254,16 +309,24 @@ def check_defaults(doc: str, report: Report) -> None:
             phrase = m.group(0)
             key, literal = m.group(key_group), m.group(value_group)
             covered.add(m.start() + phrase.index("by default"))
-            if key not in example:
-                problems.append(f"{phrase!r}: {key} is not a key of mifas.example.toml")
-                continue
+            if key in example:
+                expected, source = example[key], "mifas.example.toml"
+            else:
+                try:
+                    expected, source = config_field_default(config_rs, key), "src/config.rs (serde default)"
+                except ValueError:
+                    expected = None
+                if expected is None:
+                    problems.append(f"{phrase!r}: {key} is neither a key of mifas.example.toml nor a field of "
+                                    "src/config.rs with a literal serde default")
+                    continue
             try:
                 value = toml_value(literal)
             except tomllib.TOMLDecodeError:
                 problems.append(f"{phrase!r}: {literal} is not a TOML literal")
                 continue
-            if value != example[key]:
-                problems.append(f"{phrase!r}: mifas.example.toml says {key} = {example[key]!r}")
+            if value != expected:
+                problems.append(f"{phrase!r}: {source} says {key} = {expected!r}")
     for m in re.finditer(r"by default", prose):
         if m.start() not in covered:
             line = prose.count("\n", 0, m.start()) + 1
@@ -623,42 +686,107 @@ def uid_constants() -> tuple[dict[str, str], str]:
     return dict(KNOWN_UIDS), f"built-in list ({packages if isinstance(packages, str) else 'no dicom-dictionary-std'})"
 
 
-def check_find_sop_classes(doc: str, report: Report) -> None:
-    source = C_FIND_RS.read_text(encoding="utf-8")
-    m = re.search(r"pub const FIND_SOP_CLASSES: \[&str; \d+\] = \[(.*?)\];", source, re.S)
+def sop_class_list(path: Path, const: str, uids: dict[str, str], origin: str, problems: list[str]) -> dict[str, str]:
+    """UID -> name of the items of `pub const CONST: [&str; N] = [...]` in a Rust file."""
+    source = path.read_text(encoding="utf-8")
+    m = re.search(rf"pub const {const}: \[&str; \d+\] = \[(.*?)\];", source, re.S)
     if not m:
-        report.fail("FIND_SOP_CLASSES not found in src/dimse/c_find.rs")
-        return
-    uids, origin = uid_constants()
-    problems, find_uids = [], {}
+        problems.append(f"{const} not found in {path.relative_to(ROOT)}")
+        return {}
+    out = {}
     for item in (i.strip() for i in m.group(1).split(",")):
         if not item:
             continue
         lit = re.fullmatch(r'"([0-9.]+)"', item)
-        const = re.fullmatch(r"(?:dicom_dictionary_std::)?uids::(\w+)", item)
+        ref = re.fullmatch(r"(?:dicom_dictionary_std::)?uids::(\w+)", item)
         if lit:
-            find_uids[lit.group(1)] = item
-        elif const and const.group(1) in uids:
-            find_uids[uids[const.group(1)]] = const.group(1)
+            out[lit.group(1)] = f"{const} {item}"
+        elif ref and ref.group(1) in uids:
+            out[uids[ref.group(1)]] = ref.group(1)
         else:
-            problems.append(f"cannot resolve {item} (UIDs from {origin})")
+            problems.append(f"cannot resolve {item} of {const} (UIDs from {origin})")
+    return out
+
+
+def check_qr_sop_classes(doc: str, report: Report) -> None:
+    uids, origin = uid_constants()
+    problems: list[str] = []
+    lists = {
+        "FIND_SOP_CLASSES": sop_class_list(C_FIND_RS, "FIND_SOP_CLASSES", uids, origin, problems),
+        "MOVE_SOP_CLASSES": sop_class_list(RETRIEVE_RS, "MOVE_SOP_CLASSES", uids, origin, problems),
+        "GET_SOP_CLASSES": sop_class_list(RETRIEVE_RS, "GET_SOP_CLASSES", uids, origin, problems),
+    }
+    served = {uid: (const, name) for const, classes in lists.items() for uid, name in classes.items()}
     scp_yes = {}
     for cells in table_rows(gen.block(doc, SOP_CLASS_TABLE)):
         if len(cells) == 4 and re.fullmatch(UID_RE, cells[1]):
             scp_yes[cells[1]] = cells[3].startswith("Yes")
-    for uid, name in sorted(find_uids.items()):
+    for uid, (const, name) in sorted(served.items()):
         if uid not in scp_yes:
-            problems.append(f"{uid} ({name}) is in FIND_SOP_CLASSES but not in the SOP class table")
+            problems.append(f"{uid} ({name}) is in {const} but not in the SOP class table")
         elif not scp_yes[uid]:
-            problems.append(f"{uid} ({name}) is in FIND_SOP_CLASSES but the SOP class table does not say SCP Yes")
+            problems.append(f"{uid} ({name}) is in {const} but the SOP class table does not say SCP Yes")
     for uid, yes in sorted(scp_yes.items()):
-        if yes and uid.startswith(QR_UID_PREFIX) and uid not in find_uids:
-            problems.append(f"the SOP class table claims SCP support for {uid}, which is not in FIND_SOP_CLASSES")
+        if yes and uid.startswith(QR_UID_PREFIX) and uid not in served:
+            problems.append(f"the SOP class table claims SCP support for {uid}, which is in none of "
+                            "FIND_SOP_CLASSES, MOVE_SOP_CLASSES, GET_SOP_CLASSES")
     if problems:
-        report.fail("Query/Retrieve SOP classes differ from src/dimse/c_find.rs", problems)
+        report.fail("Query/Retrieve SOP classes differ from src/dimse/c_find.rs / src/dimse/retrieve.rs", problems)
     else:
-        report.ok(f"SOP class table: SCP for exactly the {len(find_uids)} FIND SOP classes of c_find.rs "
-                  f"({', '.join(sorted(find_uids))}; UIDs from {origin})")
+        counts = ", ".join(f"{len(v)} {k.split('_')[0]}" for k, v in lists.items())
+        report.ok(f"SOP class table: SCP for exactly the Query/Retrieve SOP classes of c_find.rs and retrieve.rs "
+                  f"({counts}; UIDs from {origin})")
+
+
+# 11 ---------------------------------------------------------------------------------------------
+
+def without_rust_tests(source: str) -> str:
+    """`source` up to its `#[cfg(test)]` module."""
+    return source.split("#[cfg(test)]", 1)[0]
+
+
+def check_retrieve_statuses(doc: str, report: Report) -> None:
+    problems = []
+    constants = {code: f"retrieve::{name}" for code, name in status_constants(RETRIEVE_RS).items()}
+    if not constants:
+        problems.append("no `Status(0x....)` constants found in src/dimse/retrieve.rs")
+    general = {name: code for code, name in status_constants(STATUS_RS).items()}
+    association = ASSOCIATION_RS.read_text(encoding="utf-8")
+    sources = {"src/dimse/retrieve.rs": without_rust_tests(RETRIEVE_RS.read_text(encoding="utf-8"))}
+    for signature in RETRIEVE_HANDLERS:
+        try:
+            sources[f"{signature[3:-1]} (association.rs)"] = rust_fn_body(association, signature)
+        except ValueError as e:
+            problems.append(f"src/dimse/association.rs: {e}")
+    for where, text in sources.items():
+        for name in sorted(set(re.findall(r"\bStatus::([A-Z][A-Z0-9_]+)\b", text))):
+            if name not in general:
+                problems.append(f"{where} uses Status::{name}, which is not a constant of src/dimse/status.rs")
+            else:
+                constants.setdefault(general[name], f"Status::{name}")
+    documented = []
+    for cells in table_rows(gen.block(doc, RETRIEVE_STATUS_TABLE)):
+        m = re.fullmatch(r"0x([0-9A-Fa-f]{4})", cells[0])
+        if not m:
+            problems.append(f"C-MOVE/C-GET status table row without a 0xNNNN code: {' | '.join(cells)}")
+            continue
+        documented.append(int(m.group(1), 16))
+    problems += [
+        f"0x{c:04X} ({constants[c]}) is returned by C-MOVE/C-GET but not in the C-MOVE/C-GET status table"
+        for c in sorted(constants.keys() - set(documented))
+    ]
+    problems += [
+        f"0x{c:04X} is in the C-MOVE/C-GET status table but neither a constant of src/dimse/retrieve.rs "
+        "nor a Status:: constant the retrieve code uses"
+        for c in sorted(set(documented) - constants.keys())
+    ]
+    problems += [f"0x{c:04X} appears twice in the C-MOVE/C-GET status table"
+                 for c in sorted({c for c in documented if documented.count(c) > 1})]
+    if problems:
+        report.fail("C-MOVE/C-GET status table differs from src/dimse/retrieve.rs and the retrieve handlers", problems)
+    else:
+        codes = ", ".join(f"0x{c:04X}" for c in documented)
+        report.ok(f"C-MOVE/C-GET status table = the {len(constants)} statuses of retrieve.rs and the retrieve handlers ({codes})")
 
 
 def main() -> int:
@@ -681,7 +809,8 @@ def main() -> int:
         lambda: check_matching_rules(report),
         lambda: check_statuses(doc, report),
         lambda: check_find_statuses(doc, report),
-        lambda: check_find_sop_classes(doc, report),
+        lambda: check_qr_sop_classes(doc, report),
+        lambda: check_retrieve_statuses(doc, report),
         lambda: check_defaults(doc, report),
         lambda: check_mifas_identifiers(doc, report),
         lambda: check_docker_config(report),

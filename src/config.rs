@@ -27,6 +27,9 @@ pub struct Config {
     pub storage: StorageConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub retrieve: RetrieveConfig,
+    /// Remote AEs we send to (C-MOVE destinations).
+    pub remote_ae: Vec<RemoteAe>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +55,41 @@ pub struct AllowedCaller {
     pub aet: String,
     #[serde(default)]
     pub hosts: Vec<IpAddr>,
+}
+
+/// A remote Application Entity MIFAS may open associations to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteAe {
+    pub aet: String,
+    pub host: String,
+    pub port: u16,
+    /// Whether a C-MOVE may name it as Move Destination.
+    #[serde(default = "default_true")]
+    pub move_destination: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrieveConfig {
+    /// C-STORE sub-operation associations open at once, over all C-MOVEs.
+    pub max_outgoing_associations: usize,
+    pub connect_timeout_secs: u64,
+    pub response_timeout_secs: u64,
+}
+
+impl Default for RetrieveConfig {
+    fn default() -> Self {
+        RetrieveConfig {
+            max_outgoing_associations: 8,
+            connect_timeout_secs: 10,
+            response_timeout_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +256,38 @@ impl Config {
                 );
             }
         }
+        for (i, remote) in self.remote_ae.iter().enumerate() {
+            if !is_valid_ae_title(&remote.aet) {
+                return invalid(
+                    &format!("remote_ae[{i}].aet"),
+                    "must be 1-16 printable ASCII characters without backslash",
+                );
+            }
+            if remote.host.trim().is_empty() {
+                return invalid(&format!("remote_ae[{i}].host"), "must not be empty");
+            }
+            if remote.port == 0 {
+                return invalid(&format!("remote_ae[{i}].port"), "must be 1-65535");
+            }
+            if self.remote_ae[..i]
+                .iter()
+                .any(|r| r.aet.trim() == remote.aet.trim())
+            {
+                return invalid(
+                    &format!("remote_ae[{i}].aet"),
+                    "the same AE title is listed twice",
+                );
+            }
+        }
+        if self.retrieve.max_outgoing_associations == 0 {
+            return invalid("retrieve.max_outgoing_associations", "must be at least 1");
+        }
+        if self.retrieve.connect_timeout_secs == 0 {
+            return invalid("retrieve.connect_timeout_secs", "must be at least 1");
+        }
+        if self.retrieve.response_timeout_secs == 0 {
+            return invalid("retrieve.response_timeout_secs", "must be at least 1");
+        }
         if self.dicom.max_associations == 0 {
             return invalid("dicom.max_associations", "must be at least 1");
         }
@@ -256,6 +326,11 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.dicom.shutdown_grace_secs)
+    }
+
+    /// The remote AE with this title (AE titles compare without padding spaces).
+    pub fn remote_ae(&self, aet: &str) -> Option<&RemoteAe> {
+        self.remote_ae.iter().find(|r| r.aet.trim() == aet.trim())
     }
 }
 

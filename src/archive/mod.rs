@@ -7,6 +7,7 @@ mod error;
 mod ingest;
 mod query;
 mod reconcile;
+mod retrieve;
 mod spool;
 #[cfg(test)]
 mod tests;
@@ -15,6 +16,7 @@ mod uid_lock;
 pub use error::IngestError;
 pub use ingest::IngestOutcome;
 pub use reconcile::{MissingObjects, ReconcileReport};
+pub use retrieve::{DatasetStream, RetrieveError, RetrieveItem};
 pub use spool::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, IngestRequest, Spool};
 
 use std::path::{Path, PathBuf};

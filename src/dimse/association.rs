@@ -4,20 +4,26 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use dicom_ul::Pdu;
 use dicom_ul::association::Association as _;
 use dicom_ul::association::server::AsyncServerAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::c_store::StoreSink;
 use super::message::{Command, MAX_COMMAND_SIZE, Response, command_field};
+use super::retrieve::Progress;
 use super::status::Status;
-use super::{DimseContext, c_echo, c_find, c_store, negotiation};
+use super::store_scu::{StoreContext, StoreOutcome, StoreRequestInfo};
+use super::{DimseContext, c_echo, c_find, c_move, c_store, negotiation, retrieve, store_scu};
+use crate::archive::RetrieveItem;
 use crate::index::query::identifier::{self as query_identifier, ParseOptions};
-use crate::index::query::{Match, QueryError};
+use crate::index::query::{Match, Model, Query, QueryError};
 use dicom_dictionary_std::tags;
 
 /// An accepted presentation context.
@@ -27,6 +33,8 @@ struct Context {
     transfer_syntax: String,
     /// Combined date-time matching accepted by extended negotiation (C-FIND contexts).
     combined_datetime: bool,
+    /// The requestor took the SCP role for this SOP class (it receives C-GET sub-operations).
+    requestor_is_scp: bool,
 }
 
 /// What the association expects next.
@@ -42,8 +50,8 @@ enum State {
         command: Command,
         sink: StoreSink,
     },
-    /// The identifier of a C-FIND.
-    FindData {
+    /// The identifier of a C-FIND, C-MOVE or C-GET.
+    IdentifierData {
         context_id: u8,
         command: Command,
         buf: Vec<u8>,
@@ -76,6 +84,8 @@ struct Association {
     contexts: HashMap<u8, Context>,
     state: State,
     calling_aet: String,
+    /// Message ID of our last C-STORE-RQ (C-GET sub-operations).
+    sub_message_id: u16,
 }
 
 pub(crate) async fn run(
@@ -106,6 +116,9 @@ pub(crate) async fn run(
                                 pc.abstract_syntax.trim_end_matches('\0'),
                             ),
                         ),
+                        requestor_is_scp: assoc
+                            .requestor_roles_for(pc.abstract_syntax.trim_end_matches('\0'))
+                            .scp,
                     },
                 )
             })
@@ -126,6 +139,7 @@ pub(crate) async fn run(
             contexts,
             state: State::idle(),
             calling_aet,
+            sub_message_id: 0,
         };
         association.serve().await;
     }
@@ -288,7 +302,7 @@ impl Association {
                 Ok(())
             }
             (
-                State::FindData {
+                State::IdentifierData {
                     context_id: cid,
                     buf,
                     ..
@@ -302,20 +316,28 @@ impl Association {
                 }
                 if buf.len() + pdv.data.len() > c_find::MAX_IDENTIFIER_SIZE {
                     return Err(Exit::Abort(format!(
-                        "C-FIND identifier larger than {} bytes",
+                        "identifier larger than {} bytes",
                         c_find::MAX_IDENTIFIER_SIZE
                     )));
                 }
                 buf.extend_from_slice(&pdv.data);
                 if pdv.is_last {
                     let state = self.take_state();
-                    if let State::FindData {
+                    if let State::IdentifierData {
                         context_id,
                         command,
                         buf,
                     } = state
                     {
-                        self.run_find(context_id, command, buf).await?;
+                        match command.command_field {
+                            command_field::C_MOVE_RQ => {
+                                self.run_move(context_id, command, buf).await?
+                            }
+                            command_field::C_GET_RQ => {
+                                self.run_get(context_id, command, buf).await?
+                            }
+                            _ => self.run_find(context_id, command, buf).await?,
+                        }
                     }
                 }
                 Ok(())
@@ -360,7 +382,29 @@ impl Association {
             command_field::C_FIND_RQ
                 if command.has_dataset && c_find::model_of(&context.abstract_syntax).is_some() =>
             {
-                self.state = State::FindData {
+                self.state = State::IdentifierData {
+                    context_id,
+                    command,
+                    buf: Vec::new(),
+                };
+                Ok(())
+            }
+            command_field::C_MOVE_RQ
+                if command.has_dataset
+                    && retrieve::move_model_of(&context.abstract_syntax).is_some() =>
+            {
+                self.state = State::IdentifierData {
+                    context_id,
+                    command,
+                    buf: Vec::new(),
+                };
+                Ok(())
+            }
+            command_field::C_GET_RQ
+                if command.has_dataset
+                    && retrieve::get_model_of(&context.abstract_syntax).is_some() =>
+            {
+                self.state = State::IdentifierData {
                     context_id,
                     command,
                     buf: Vec::new(),
@@ -399,25 +443,9 @@ impl Association {
         value_type: PDataValueType,
         bytes: &[u8],
     ) -> Result<(), Exit> {
-        // PDU header (6) + PDV item header (6); fragments stay even-length (PS3.8 E.2).
-        let max = ((self.assoc.requestor_max_pdu_length() as usize).saturating_sub(12) & !1).max(2);
-        let chunks: Vec<&[u8]> = bytes.chunks(max).collect();
-        let last = chunks.len().saturating_sub(1);
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let pdu = Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: context_id,
-                    value_type: value_type.clone(),
-                    is_last: i == last,
-                    data: chunk.to_vec(),
-                }],
-            };
-            self.assoc
-                .send(&pdu)
-                .await
-                .map_err(|e| Exit::Abort(format!("cannot send: {e}")))?;
-        }
-        Ok(())
+        super::pdata::send_pdvs(&mut self.assoc, context_id, value_type, bytes, true)
+            .await
+            .map_err(|e| Exit::Abort(format!("cannot send: {e}")))
     }
 
     /// Run a C-FIND: stream matches as pending responses while watching for C-CANCEL.
@@ -525,45 +553,11 @@ impl Association {
                         .await?;
                     sent += 1;
                 }
-                Event::Peer(Err(e)) => {
-                    return Err(Exit::Abort(format!("network error during C-FIND: {e}")));
-                }
-                Event::Peer(Ok(Pdu::AbortRQ { .. })) => {
-                    tracing::info!("association aborted by the peer during C-FIND");
-                    return Err(Exit::Closed);
-                }
-                Event::Peer(Ok(Pdu::PData { data })) => {
-                    let mut cancelled = false;
-                    for pdv in data {
-                        if pdv.value_type != PDataValueType::Command
-                            || cancel_buf.len() + pdv.data.len() > MAX_COMMAND_SIZE
-                        {
-                            return Err(Exit::Abort(
-                                "only C-CANCEL may arrive during a C-FIND".into(),
-                            ));
-                        }
-                        cancel_buf.extend_from_slice(&pdv.data);
-                        if pdv.is_last {
-                            let cmd = Command::decode(&std::mem::take(&mut cancel_buf))
-                                .map_err(|e| Exit::Abort(e.to_string()))?;
-                            if cmd.command_field != command_field::C_CANCEL_RQ {
-                                return Err(Exit::Abort(
-                                    "only C-CANCEL may arrive during a C-FIND".into(),
-                                ));
-                            }
-                            cancelled |= cmd.message_id == command.message_id;
-                        }
-                    }
-                    if cancelled {
+                Event::Peer(pdu) => {
+                    if cancel_requested(pdu, &mut cancel_buf, command.message_id, "C-FIND")? {
                         tracing::info!(sent, "C-FIND cancelled by the peer");
                         break Response::for_request(&command, c_find::CANCELLED);
                     }
-                }
-                Event::Peer(Ok(other)) => {
-                    return Err(Exit::Abort(format!(
-                        "unexpected {} during C-FIND",
-                        other.short_description()
-                    )));
                 }
             }
         };
@@ -571,6 +565,370 @@ impl Association {
         tracing::info!(matches = sent, elapsed_ms = started.elapsed().as_millis() as u64, status = %final_response.status, "C-FIND done");
         self.respond(context_id, &final_response).await
     }
+
+    /// What C-MOVE and C-GET check first: SOP class, identifier (through the shared query
+    /// engine), then the instances it selects. `Err` is the response that ends the request.
+    async fn retrieve_items(
+        &mut self,
+        context: &Context,
+        command: &Command,
+        model: Model,
+        identifier_bytes: &[u8],
+    ) -> Result<(Vec<RetrieveItem>, Query), Response> {
+        let fail = |status: Status, comment: String| {
+            tracing::warn!(%status, reason = %comment, "retrieve refused");
+            Response::for_request(command, status).with_comment(comment)
+        };
+        if command.affected_sop_class_uid != context.abstract_syntax {
+            return Err(fail(
+                Status::SOP_CLASS_NOT_SUPPORTED,
+                "SOP class differs from the presentation context".into(),
+            ));
+        }
+        let identifier = c_find::decode_identifier(identifier_bytes, &context.transfer_syntax)
+            .map_err(|msg| fail(retrieve::UNABLE_TO_PROCESS, msg))?;
+        let options = ParseOptions {
+            case_insensitive_names: self.ctx.config.query.case_insensitive_names,
+            combined_datetime: false,
+        };
+        let query = retrieve::parse_identifier(&identifier, model, options)
+            .map_err(|(status, msg)| fail(status, msg))?;
+        let items = self
+            .ctx
+            .archive
+            .instances_to_retrieve(query.clone())
+            .await
+            .map_err(|e| fail(retrieve::CANNOT_COUNT_MATCHES, e.to_string()))?;
+        Ok((items, query))
+    }
+
+    /// The last response of a C-MOVE/C-GET: counts, and the Failed SOP Instance UID List.
+    async fn respond_retrieve_final(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+        progress: &Progress,
+        cancelled: bool,
+        reason: Option<String>,
+    ) -> Result<(), Exit> {
+        let (status, counts) = if cancelled && progress.remaining() > 0 {
+            (retrieve::CANCELLED, progress.pending_counts())
+        } else {
+            (progress.final_status(), progress.final_counts())
+        };
+        tracing::info!(
+            %status,
+            completed = progress.completed,
+            failed = progress.failed,
+            warning = progress.warning,
+            remaining = progress.remaining(),
+            "retrieve done"
+        );
+        let mut response = Response::for_request(command, status).with_counts(counts);
+        if status == retrieve::CANNOT_PERFORM_SUB_OPERATIONS
+            && let Some(reason) = reason.or_else(|| progress.first_failure.clone())
+        {
+            response = response.with_comment(reason);
+        }
+        let transfer_syntax = self
+            .contexts
+            .get(&context_id)
+            .map(|c| c.transfer_syntax.clone())
+            .unwrap_or_default();
+        let identifier = progress
+            .failed_list()
+            .map(|obj| c_find::encode_identifier(obj, &transfer_syntax, ""))
+            .transpose()
+            .unwrap_or_else(|msg| {
+                tracing::warn!(reason = %msg, "cannot encode the Failed SOP Instance UID List");
+                None
+            });
+        match identifier {
+            Some(bytes) => {
+                self.respond(context_id, &response.with_dataset()).await?;
+                self.send_pdvs(context_id, PDataValueType::Data, &bytes)
+                    .await
+            }
+            None => self.respond(context_id, &response).await,
+        }
+    }
+
+    /// C-MOVE: sub-operations on an association to the Move Destination, run by a task of their
+    /// own; here, pending responses and C-CANCEL.
+    async fn run_move(
+        &mut self,
+        context_id: u8,
+        command: Command,
+        identifier_bytes: Vec<u8>,
+    ) -> Result<(), Exit> {
+        let Some(context) = self.contexts.get(&context_id).cloned() else {
+            return Err(Exit::Abort("unknown presentation context".into()));
+        };
+        let Some(model) = retrieve::move_model_of(&context.abstract_syntax) else {
+            return self.respond(context_id, &unsupported(&command)).await;
+        };
+        let span = tracing::info_span!(
+            "c_move",
+            message_id = command.message_id,
+            destination = %command.move_destination
+        );
+        self.run_move_in(context_id, context, model, command, identifier_bytes)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_move_in(
+        &mut self,
+        context_id: u8,
+        context: Context,
+        model: Model,
+        command: Command,
+        identifier_bytes: Vec<u8>,
+    ) -> Result<(), Exit> {
+        let (items, query) = match self
+            .retrieve_items(&context, &command, model, &identifier_bytes)
+            .await
+        {
+            Ok(found) => found,
+            Err(response) => return self.respond(context_id, &response).await,
+        };
+        let destination = match self.ctx.config.remote_ae(&command.move_destination) {
+            Some(remote) if remote.move_destination => remote.clone(),
+            known => {
+                let comment = if known.is_some() {
+                    format!("{} may not be a move destination", command.move_destination)
+                } else {
+                    format!("unknown move destination {:?}", command.move_destination)
+                };
+                tracing::warn!(reason = %comment, "C-MOVE refused");
+                let response = Response::for_request(&command, retrieve::MOVE_DESTINATION_UNKNOWN)
+                    .with_comment(comment);
+                return self.respond(context_id, &response).await;
+            }
+        };
+        tracing::info!(
+            level = query.level.as_str(),
+            instances = items.len(),
+            host = %destination.host,
+            port = destination.port,
+            "C-MOVE"
+        );
+        let mut progress = Progress::new(items.len());
+        if items.is_empty() {
+            return self
+                .respond_retrieve_final(context_id, &command, &progress, false, None)
+                .await;
+        }
+        let items = Arc::new(items);
+        let cancel = CancellationToken::new();
+        let config = &self.ctx.config;
+        let mut events = c_move::spawn(c_move::MoveJob {
+            archive: self.ctx.archive.clone(),
+            items: items.clone(),
+            destination,
+            calling_aet: config.dicom.aet.clone(),
+            max_pdu: config.dicom.max_pdu,
+            connect_timeout: Duration::from_secs(config.retrieve.connect_timeout_secs),
+            response_timeout: Duration::from_secs(config.retrieve.response_timeout_secs),
+            originator_aet: self.calling_aet.clone(),
+            originator_message_id: command.message_id,
+            priority: command.priority,
+            outgoing: self.ctx.outgoing.clone(),
+            cancel: cancel.clone(),
+        });
+        // Dropping the receiver (any early return) stops the task after its current store.
+        let _stop_on_exit = cancel.clone().drop_guard();
+        let mut next = 0usize;
+        let mut cancelled = false;
+        let mut cancel_buf = Vec::new();
+        let mut link_error = None;
+        enum Event {
+            Task(Option<c_move::MoveEvent>),
+            Peer(Result<Pdu, dicom_ul::association::Error>),
+        }
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => Event::Task(e),
+                pdu = self.assoc.receive() => Event::Peer(pdu),
+            };
+            match event {
+                Event::Task(None) => break,
+                Event::Task(Some(c_move::MoveEvent::Stored { index, outcome })) => {
+                    if let Some(item) = items.get(index) {
+                        progress.record(&item.sop_instance_uid, &outcome);
+                    }
+                    next = index + 1;
+                    if progress.remaining() > 0 && !cancelled {
+                        let pending = Response::for_request(&command, retrieve::PENDING)
+                            .with_counts(progress.pending_counts());
+                        self.respond(context_id, &pending).await?;
+                    }
+                }
+                Event::Task(Some(c_move::MoveEvent::LinkLost(reason))) => {
+                    for item in items.iter().skip(next) {
+                        progress.record(
+                            &item.sop_instance_uid,
+                            &StoreOutcome::Failed(reason.clone()),
+                        );
+                    }
+                    next = items.len();
+                    link_error = Some(reason);
+                }
+                Event::Peer(pdu) => {
+                    if cancel_requested(pdu, &mut cancel_buf, command.message_id, "C-MOVE")? {
+                        tracing::info!(done = progress.done(), "C-MOVE cancelled by the peer");
+                        cancelled = true;
+                        cancel.cancel();
+                    }
+                }
+            }
+        }
+        self.respond_retrieve_final(context_id, &command, &progress, cancelled, link_error)
+            .await
+    }
+
+    /// C-GET: sub-operations on this same association, to the requestor in its SCP role.
+    async fn run_get(
+        &mut self,
+        context_id: u8,
+        command: Command,
+        identifier_bytes: Vec<u8>,
+    ) -> Result<(), Exit> {
+        let Some(context) = self.contexts.get(&context_id).cloned() else {
+            return Err(Exit::Abort("unknown presentation context".into()));
+        };
+        let Some(model) = retrieve::get_model_of(&context.abstract_syntax) else {
+            return self.respond(context_id, &unsupported(&command)).await;
+        };
+        let span = tracing::info_span!("c_get", message_id = command.message_id);
+        self.run_get_in(context_id, context, model, command, identifier_bytes)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_get_in(
+        &mut self,
+        context_id: u8,
+        context: Context,
+        model: Model,
+        command: Command,
+        identifier_bytes: Vec<u8>,
+    ) -> Result<(), Exit> {
+        let (items, query) = match self
+            .retrieve_items(&context, &command, model, &identifier_bytes)
+            .await
+        {
+            Ok(found) => found,
+            Err(response) => return self.respond(context_id, &response).await,
+        };
+        let mut store_contexts: Vec<StoreContext> = self
+            .contexts
+            .iter()
+            .filter(|(_, c)| c.requestor_is_scp)
+            .map(|(id, c)| StoreContext {
+                id: *id,
+                abstract_syntax: c.abstract_syntax.clone(),
+                transfer_syntax: c.transfer_syntax.clone(),
+            })
+            .collect();
+        store_contexts.sort_by_key(|c| c.id);
+        tracing::info!(
+            level = query.level.as_str(),
+            instances = items.len(),
+            storage_contexts = store_contexts.len(),
+            "C-GET"
+        );
+        let response_timeout = Duration::from_secs(self.ctx.config.retrieve.response_timeout_secs);
+        let archive = self.ctx.archive.clone();
+        let mut progress = Progress::new(items.len());
+        let mut cancelled = false;
+        let mut sub_operations = store_scu::SubOperations::new(&archive, &store_contexts, &items);
+        while !cancelled {
+            let Some(item) = sub_operations.peek() else {
+                break;
+            };
+            self.sub_message_id = self.sub_message_id.wrapping_add(1).max(1);
+            let info = StoreRequestInfo {
+                message_id: self.sub_message_id,
+                priority: command.priority,
+                move_originator: None,
+                response_timeout,
+                cancellable: Some(command.message_id),
+            };
+            let Some(result) = sub_operations
+                .step(&mut self.assoc, info, &mut cancelled)
+                .await
+            else {
+                break;
+            };
+            let (_, outcome) =
+                result.map_err(|link| Exit::Abort(format!("C-GET sub-operation: {link}")))?;
+            if let StoreOutcome::Failed(reason) = &outcome {
+                tracing::warn!(sop_instance_uid = %item.sop_instance_uid, %reason, "sub-operation failed");
+            }
+            progress.record(&item.sop_instance_uid, &outcome);
+            if progress.remaining() > 0 && !cancelled {
+                let pending = Response::for_request(&command, retrieve::PENDING)
+                    .with_counts(progress.pending_counts());
+                self.respond(context_id, &pending).await?;
+            }
+        }
+        if cancelled {
+            tracing::info!(done = progress.done(), "C-GET cancelled by the peer");
+        }
+        self.respond_retrieve_final(context_id, &command, &progress, cancelled, None)
+            .await
+    }
+}
+
+/// A PDU that arrived while a C-FIND/C-MOVE runs: only C-CANCEL may come (PS3.7 9.3.2.3).
+/// Returns whether it cancelled the operation `message_id`.
+fn cancel_requested(
+    pdu: Result<Pdu, dicom_ul::association::Error>,
+    cancel_buf: &mut Vec<u8>,
+    message_id: u16,
+    operation: &str,
+) -> Result<bool, Exit> {
+    let data = match pdu {
+        Err(e) => {
+            return Err(Exit::Abort(format!(
+                "network error during {operation}: {e}"
+            )));
+        }
+        Ok(Pdu::AbortRQ { .. }) => {
+            tracing::info!("association aborted by the peer during {operation}");
+            return Err(Exit::Closed);
+        }
+        Ok(Pdu::PData { data }) => data,
+        Ok(other) => {
+            return Err(Exit::Abort(format!(
+                "unexpected {} during {operation}",
+                other.short_description()
+            )));
+        }
+    };
+    let mut cancelled = false;
+    for pdv in data {
+        if pdv.value_type != PDataValueType::Command
+            || cancel_buf.len() + pdv.data.len() > MAX_COMMAND_SIZE
+        {
+            return Err(Exit::Abort(format!(
+                "only C-CANCEL may arrive during {operation}"
+            )));
+        }
+        cancel_buf.extend_from_slice(&pdv.data);
+        if pdv.is_last {
+            let cmd = Command::decode(&std::mem::take(cancel_buf))
+                .map_err(|e| Exit::Abort(e.to_string()))?;
+            if cmd.command_field != command_field::C_CANCEL_RQ {
+                return Err(Exit::Abort(format!(
+                    "only C-CANCEL may arrive during {operation}"
+                )));
+            }
+            cancelled |= cmd.message_id == message_id;
+        }
+    }
+    Ok(cancelled)
 }
 
 fn unsupported(command: &Command) -> Response {

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::access::AePolicy;
 use super::c_find::FIND_SOP_CLASSES;
 use super::negotiation::QrNegotiation;
+use super::retrieve::{GET_SOP_CLASSES, MOVE_SOP_CLASSES};
 use super::{DimseContext, association};
 use crate::dictionary::storage_sop_classes;
 
@@ -111,8 +112,12 @@ async fn handle(socket: TcpStream, peer: SocketAddr, ctx: DimseContext) {
         .promiscuous(config.dicom.accept_unknown_storage)
         .with_negotiation(QrNegotiation)
         .with_abstract_syntax(dicom_dictionary_std::uids::VERIFICATION);
-    for find in FIND_SOP_CLASSES {
-        options = options.with_abstract_syntax(find);
+    for qr in FIND_SOP_CLASSES
+        .into_iter()
+        .chain(MOVE_SOP_CLASSES)
+        .chain(GET_SOP_CLASSES)
+    {
+        options = options.with_abstract_syntax(qr);
     }
     for class in storage_sop_classes() {
         options = options.with_abstract_syntax(class.uid);

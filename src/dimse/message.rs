@@ -47,6 +47,12 @@ pub struct Command {
     pub affected_sop_instance_uid: String,
     pub has_dataset: bool,
     pub move_originator_aet: String,
+    /// (0000,0600) Move Destination of a C-MOVE-RQ.
+    pub move_destination: String,
+    /// (0000,0900) Status, in a response (e.g. the C-STORE-RSP of a sub-operation).
+    pub status: Option<u16>,
+    /// (0000,0700) Priority of a request (0 medium, 1 high, 2 low).
+    pub priority: u16,
 }
 
 fn string(obj: &InMemDicomObject, tag: Tag) -> String {
@@ -77,6 +83,9 @@ impl Command {
             affected_sop_instance_uid: string(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
             has_dataset: dataset_type != NO_DATASET,
             move_originator_aet: string(&obj, tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE),
+            move_destination: string(&obj, tags::MOVE_DESTINATION),
+            status: us(tags::STATUS),
+            priority: us(tags::PRIORITY).unwrap_or(0),
         })
     }
 }
@@ -92,6 +101,83 @@ pub struct Response {
     pub error_comment: Option<String>,
     /// A data set (identifier) follows this response (C-FIND pending).
     pub has_dataset: bool,
+    /// Sub-operation counts of C-MOVE/C-GET responses.
+    pub sub_operations: Option<SubOperationCounts>,
+}
+
+/// (0000,1020)-(0000,1023): Number of Remaining/Completed/Failed/Warning Sub-operations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubOperationCounts {
+    /// `None` in a final response, where Remaining is not sent.
+    pub remaining: Option<u16>,
+    pub completed: u16,
+    pub failed: u16,
+    pub warning: u16,
+}
+
+/// A C-STORE-RQ we send as a sub-operation of C-MOVE/C-GET (PS3.7 9.3.1.1).
+#[derive(Debug, Clone)]
+pub struct StoreRequest<'a> {
+    pub message_id: u16,
+    pub sop_class_uid: &'a str,
+    pub sop_instance_uid: &'a str,
+    pub priority: u16,
+    /// Move Originator AE Title and Message ID, for C-MOVE sub-operations.
+    pub move_originator: Option<(&'a str, u16)>,
+}
+
+impl StoreRequest<'_> {
+    pub fn encode(&self) -> Result<Vec<u8>, MessageError> {
+        let mut elements = vec![
+            DataElement::new(
+                tags::AFFECTED_SOP_CLASS_UID,
+                VR::UI,
+                PrimitiveValue::from(padded(self.sop_class_uid, '\0')),
+            ),
+            DataElement::new(
+                tags::COMMAND_FIELD,
+                VR::US,
+                PrimitiveValue::from(command_field::C_STORE_RQ),
+            ),
+            DataElement::new(
+                tags::MESSAGE_ID,
+                VR::US,
+                PrimitiveValue::from(self.message_id),
+            ),
+            DataElement::new(tags::PRIORITY, VR::US, PrimitiveValue::from(self.priority)),
+            DataElement::new(
+                tags::COMMAND_DATA_SET_TYPE,
+                VR::US,
+                PrimitiveValue::from(DATASET_PRESENT),
+            ),
+            DataElement::new(
+                tags::AFFECTED_SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(padded(self.sop_instance_uid, '\0')),
+            ),
+        ];
+        if let Some((aet, message_id)) = self.move_originator {
+            elements.push(DataElement::new(
+                tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE,
+                VR::AE,
+                PrimitiveValue::from(padded(aet, ' ')),
+            ));
+            elements.push(DataElement::new(
+                tags::MOVE_ORIGINATOR_MESSAGE_ID,
+                VR::US,
+                PrimitiveValue::from(message_id),
+            ));
+        }
+        encode_command(elements)
+    }
+}
+
+fn encode_command(elements: Vec<DataElement<InMemDicomObject>>) -> Result<Vec<u8>, MessageError> {
+    let obj = InMemDicomObject::command_from_element_iter(elements);
+    let mut out = Vec::with_capacity(256);
+    obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| MessageError::Encode(e.to_string()))?;
+    Ok(out)
 }
 
 /// PS3.5: UI values are padded to even length with NUL, text values with a space.
@@ -114,7 +200,13 @@ impl Response {
             status,
             error_comment: None,
             has_dataset: false,
+            sub_operations: None,
         }
+    }
+
+    pub fn with_counts(mut self, counts: SubOperationCounts) -> Response {
+        self.sub_operations = Some(counts);
+        self
     }
 
     /// A pending response followed by an identifier.
@@ -188,11 +280,18 @@ impl Response {
                 PrimitiveValue::from(padded(uid, '\0')),
             ));
         }
-        let obj = InMemDicomObject::command_from_element_iter(elements);
-        let mut out = Vec::with_capacity(256);
-        obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-            .map_err(|e| MessageError::Encode(e.to_string()))?;
-        Ok(out)
+        if let Some(counts) = self.sub_operations {
+            let mut push = |tag, value: u16| {
+                elements.push(DataElement::new(tag, VR::US, PrimitiveValue::from(value)))
+            };
+            if let Some(remaining) = counts.remaining {
+                push(tags::NUMBER_OF_REMAINING_SUBOPERATIONS, remaining);
+            }
+            push(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS, counts.completed);
+            push(tags::NUMBER_OF_FAILED_SUBOPERATIONS, counts.failed);
+            push(tags::NUMBER_OF_WARNING_SUBOPERATIONS, counts.warning);
+        }
+        encode_command(elements)
     }
 }
 

@@ -5,11 +5,15 @@ mod access;
 mod association;
 mod c_echo;
 mod c_find;
+mod c_move;
 mod c_store;
 mod listener;
 pub mod message;
 mod negotiation;
+mod pdata;
+mod retrieve;
 pub mod status;
+mod store_scu;
 
 pub use listener::serve;
 
@@ -24,15 +28,21 @@ pub struct DimseContext {
     pub archive: Archive,
     pub config: Arc<Config>,
     allowed_calling: Arc<Vec<AllowedCaller>>,
+    /// Outgoing associations for C-MOVE sub-operations (retrieve.max_outgoing_associations).
+    outgoing: Arc<tokio::sync::Semaphore>,
 }
 
 impl DimseContext {
     pub fn new(archive: Archive, config: Arc<Config>) -> DimseContext {
         let allowed_calling = Arc::new(config.dicom.allowed_calling.clone());
+        let outgoing = Arc::new(tokio::sync::Semaphore::new(
+            config.retrieve.max_outgoing_associations,
+        ));
         DimseContext {
             archive,
             config,
             allowed_calling,
+            outgoing,
         }
     }
 }

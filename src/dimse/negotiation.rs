@@ -1,8 +1,12 @@
 //! Extended negotiation for the Query/Retrieve FIND SOP classes (PS3.4 C.5.1): relational
 //! queries are declined, combined date-time matching is accepted when asked, fuzzy semantic
-//! matching and timezone adjustment are declined.
+//! matching and timezone adjustment are declined. Relational retrieval (C.5.2/C.5.3) is
+//! declined by not answering. SCP/SCU role selection (PS3.7 D.3.3.4): a C-GET requestor may
+//! take the SCP role for storage SOP classes, so it can receive the sub-operations.
 
+use dicom_dictionary_std::uids;
 use dicom_ul::association::server::Negotiation;
+use dicom_ul::pdu::RequestorRoles;
 
 use super::c_find::FIND_SOP_CLASSES;
 
@@ -28,6 +32,21 @@ impl Negotiation for QrNegotiation {
             };
         }
         Some(out)
+    }
+
+    fn negotiate_roles(
+        &self,
+        sop_class_uid: &str,
+        scu_role: bool,
+        scp_role: bool,
+    ) -> Option<RequestorRoles> {
+        let uid = sop_class_uid.trim_end_matches('\0');
+        // Query/retrieve and verification are services we provide, never receive.
+        let ours = uid == uids::VERIFICATION || uid.starts_with("1.2.840.10008.5.1.4.1.2.");
+        (!ours).then_some(RequestorRoles {
+            scu: scu_role,
+            scp: scp_role,
+        })
     }
 }
 
@@ -55,6 +74,15 @@ mod tests {
             None
         );
         assert!(combined_datetime_accepted(Some(&[0, 1])));
+        let ct = "1.2.840.10008.5.1.4.1.1.2";
+        assert_eq!(
+            n.negotiate_roles(ct, false, true),
+            Some(RequestorRoles {
+                scu: false,
+                scp: true
+            })
+        );
+        assert_eq!(n.negotiate_roles(study_find, false, true), None);
         assert!(!combined_datetime_accepted(Some(&[0])));
     }
 }

@@ -1,0 +1,210 @@
+//! What C-MOVE and C-GET share (PS3.4 C.4.2, C.4.3): their SOP classes, the identifier check,
+//! sub-operation bookkeeping and the final status.
+
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::InMemDicomObject;
+
+use super::message::SubOperationCounts;
+use super::status::Status;
+use super::store_scu::StoreOutcome;
+use crate::index::query::identifier::{self as query_identifier, ParseOptions};
+use crate::index::query::{Level, Model, Query};
+
+/// C-MOVE/C-GET statuses (PS3.4 C.4.2.1.5, C.4.3.1.4).
+pub const PENDING: Status = Status(0xFF00);
+pub const CANCELLED: Status = Status(0xFE00);
+/// Sub-operations complete, one or more failures or warnings.
+pub const COMPLETED_WITH_FAILURES: Status = Status(0xB000);
+/// Refused: out of resources, unable to calculate the number of matches.
+pub const CANNOT_COUNT_MATCHES: Status = Status(0xA701);
+/// Refused: out of resources, unable to perform sub-operations.
+pub const CANNOT_PERFORM_SUB_OPERATIONS: Status = Status(0xA702);
+/// Refused: Move Destination unknown.
+pub const MOVE_DESTINATION_UNKNOWN: Status = Status(0xA801);
+/// Identifier does not match SOP Class.
+pub const IDENTIFIER_MISMATCH: Status = Status(0xA900);
+/// Unable to process.
+pub const UNABLE_TO_PROCESS: Status = Status(0xC000);
+
+pub const MOVE_SOP_CLASSES: [&str; 2] = [
+    uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
+    uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
+];
+
+pub const GET_SOP_CLASSES: [&str; 2] = [
+    uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
+    uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
+];
+
+pub fn move_model_of(sop_class: &str) -> Option<Model> {
+    match sop_class {
+        uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE => Some(Model::PatientRoot),
+        uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE => Some(Model::StudyRoot),
+        _ => None,
+    }
+}
+
+pub fn get_model_of(sop_class: &str) -> Option<Model> {
+    match sop_class {
+        uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET => Some(Model::PatientRoot),
+        uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET => Some(Model::StudyRoot),
+        _ => None,
+    }
+}
+
+/// The unique key of a level (PS3.4 C.6.1.1 / C.6.2.1).
+fn unique_key(level: Level) -> (Tag, &'static str) {
+    match level {
+        Level::Patient => (tags::PATIENT_ID, "PatientID"),
+        Level::Study => (tags::STUDY_INSTANCE_UID, "StudyInstanceUID"),
+        Level::Series => (tags::SERIES_INSTANCE_UID, "SeriesInstanceUID"),
+        Level::Image => (tags::SOP_INSTANCE_UID, "SOPInstanceUID"),
+    }
+}
+
+/// The identifier of a C-MOVE/C-GET as a query of the shared engine. Besides the C-FIND rules,
+/// the unique key of the retrieve level must be given (C.4.2.2.1): a retrieve never means
+/// "everything".
+pub fn parse_identifier(
+    identifier: &InMemDicomObject,
+    model: Model,
+    options: ParseOptions,
+) -> Result<Query, (Status, String)> {
+    let query = query_identifier::parse(identifier, model, options)
+        .map_err(|e| (super::c_find::status_for(&e), e.to_string()))?;
+    let (tag, keyword) = unique_key(query.level);
+    if query.condition(tag).is_none() {
+        return Err((
+            IDENTIFIER_MISMATCH,
+            format!(
+                "{keyword} is required for a {} level retrieve",
+                query.level.as_str()
+            ),
+        ));
+    }
+    Ok(query)
+}
+
+/// Sub-operation bookkeeping of one C-MOVE/C-GET.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub total: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub warning: usize,
+    pub failed_uids: Vec<String>,
+    /// Why the first failed sub-operation failed (the ErrorComment of 0xA702).
+    pub first_failure: Option<String>,
+}
+
+fn clamp(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+impl Progress {
+    pub fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            ..Progress::default()
+        }
+    }
+
+    pub fn done(&self) -> usize {
+        self.completed + self.failed + self.warning
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.total.saturating_sub(self.done())
+    }
+
+    pub fn record(&mut self, sop_instance_uid: &str, outcome: &StoreOutcome) {
+        match outcome {
+            StoreOutcome::Completed => self.completed += 1,
+            StoreOutcome::Warning(_) => self.warning += 1,
+            StoreOutcome::Failed(reason) => {
+                self.failed += 1;
+                self.failed_uids.push(sop_instance_uid.to_string());
+                if self.first_failure.is_none() {
+                    self.first_failure = Some(reason.clone());
+                }
+            }
+        }
+    }
+
+    /// Counts for a pending (or cancel) response, with Remaining.
+    pub fn pending_counts(&self) -> SubOperationCounts {
+        SubOperationCounts {
+            remaining: Some(clamp(self.remaining())),
+            completed: clamp(self.completed),
+            failed: clamp(self.failed),
+            warning: clamp(self.warning),
+        }
+    }
+
+    /// Counts for a final response (no Remaining).
+    pub fn final_counts(&self) -> SubOperationCounts {
+        SubOperationCounts {
+            remaining: None,
+            ..self.pending_counts()
+        }
+    }
+
+    /// The final status once every sub-operation ran (or could not run).
+    pub fn final_status(&self) -> Status {
+        if self.failed == 0 && self.warning == 0 {
+            Status::SUCCESS
+        } else if self.completed == 0 && self.warning == 0 {
+            CANNOT_PERFORM_SUB_OPERATIONS
+        } else {
+            COMPLETED_WITH_FAILURES
+        }
+    }
+
+    /// The response identifier: the Failed SOP Instance UID List, when there is one.
+    pub fn failed_list(&self) -> Option<InMemDicomObject> {
+        if self.failed_uids.is_empty() {
+            return None;
+        }
+        let mut obj = InMemDicomObject::new_empty();
+        obj.put(DataElement::new(
+            tags::FAILED_SOP_INSTANCE_UID_LIST,
+            VR::UI,
+            PrimitiveValue::Strs(self.failed_uids.iter().cloned().collect()),
+        ));
+        Some(obj)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_status_follows_the_counts() {
+        let mut p = Progress::new(3);
+        assert_eq!(p.remaining(), 3);
+        p.record("1", &StoreOutcome::Completed);
+        p.record("2", &StoreOutcome::Completed);
+        p.record("3", &StoreOutcome::Completed);
+        assert_eq!(p.final_status(), Status::SUCCESS);
+        assert!(p.failed_list().is_none());
+
+        let mut p = Progress::new(2);
+        p.record("1", &StoreOutcome::Completed);
+        p.record("2", &StoreOutcome::Failed("x".into()));
+        assert_eq!(p.final_status(), COMPLETED_WITH_FAILURES);
+        assert_eq!(p.failed_uids, vec!["2".to_string()]);
+        assert_eq!(p.pending_counts().remaining, Some(0));
+
+        let mut p = Progress::new(2);
+        p.record("1", &StoreOutcome::Failed("x".into()));
+        p.record("2", &StoreOutcome::Failed("x".into()));
+        assert_eq!(p.final_status(), CANNOT_PERFORM_SUB_OPERATIONS);
+
+        let mut p = Progress::new(1);
+        p.record("1", &StoreOutcome::Warning(Status(0xB007)));
+        assert_eq!(p.final_status(), COMPLETED_WITH_FAILURES);
+        assert_eq!(Progress::new(0).final_status(), Status::SUCCESS);
+    }
+}

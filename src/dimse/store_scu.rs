@@ -1,0 +1,483 @@
+//! The C-STORE SCU of C-MOVE/C-GET sub-operations: which presentation context carries an
+//! instance (its stored transfer syntax when accepted, else an uncompressed one it is converted
+//! to), sending the request with the data set streamed from the archive, and awaiting the
+//! C-STORE-RSP. Works on any association: one opened to a move destination, or the C-GET one.
+
+use std::time::Duration;
+
+use dicom_dictionary_std::uids;
+use dicom_ul::Pdu;
+use dicom_ul::association::AsyncAssociation;
+use dicom_ul::association::client::AsyncClientAssociation;
+use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::message::{Command, MAX_COMMAND_SIZE, StoreRequest, command_field};
+use super::pdata::send_pdvs;
+use super::status::{Category, Status};
+use crate::archive::{Archive, DatasetStream, RetrieveItem};
+use crate::config::RemoteAe;
+
+/// Uncompressed syntaxes every storage SCP accepts, in our order of preference.
+pub const UNCOMPRESSED: [&str; 2] = [
+    uids::EXPLICIT_VR_LITTLE_ENDIAN,
+    uids::IMPLICIT_VR_LITTLE_ENDIAN,
+];
+
+/// Presentation context IDs are odd numbers 1..=255: at most 128 per association.
+const MAX_CONTEXTS: usize = 128;
+
+/// An accepted presentation context on which we may send C-STORE-RQ.
+#[derive(Debug, Clone)]
+pub struct StoreContext {
+    pub id: u8,
+    pub abstract_syntax: String,
+    pub transfer_syntax: String,
+}
+
+/// How an instance goes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub context_id: u8,
+    /// `None`: the stored data set as it is; `Some(ts)`: converted to `ts` first.
+    pub convert_to: Option<String>,
+}
+
+/// The context for `item`: one with its stored transfer syntax, else an uncompressed one.
+pub fn route(contexts: &[StoreContext], item: &RetrieveItem) -> Result<Route, String> {
+    let of_class = || {
+        contexts
+            .iter()
+            .filter(|c| c.abstract_syntax == item.sop_class_uid)
+    };
+    if let Some(c) = of_class().find(|c| c.transfer_syntax == item.transfer_syntax) {
+        return Ok(Route {
+            context_id: c.id,
+            convert_to: None,
+        });
+    }
+    for ts in UNCOMPRESSED {
+        if let Some(c) = of_class().find(|c| c.transfer_syntax == ts) {
+            return Ok(Route {
+                context_id: c.id,
+                convert_to: Some(ts.to_string()),
+            });
+        }
+    }
+    if of_class().next().is_none() {
+        Err(format!(
+            "the receiver accepted no presentation context for SOP class {}",
+            item.sop_class_uid
+        ))
+    } else {
+        Err(format!(
+            "the receiver accepted SOP class {} only in transfer syntaxes we cannot convert {} to",
+            item.sop_class_uid, item.transfer_syntax
+        ))
+    }
+}
+
+/// The contexts we propose to a move destination for these instances: per SOP class, one with
+/// each stored syntax that is not uncompressed little endian, and one with both uncompressed
+/// little endian syntaxes (the fallback that always works after conversion).
+pub fn proposed_contexts(items: &[RetrieveItem]) -> (Vec<(String, Vec<String>)>, usize) {
+    let mut contexts: Vec<(String, Vec<String>)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for item in items {
+        if seen.insert((item.sop_class_uid.as_str(), "")) {
+            contexts.push((
+                item.sop_class_uid.clone(),
+                UNCOMPRESSED.iter().map(|s| s.to_string()).collect(),
+            ));
+        }
+        if !UNCOMPRESSED.contains(&item.transfer_syntax.as_str())
+            && seen.insert((item.sop_class_uid.as_str(), item.transfer_syntax.as_str()))
+        {
+            contexts.push((
+                item.sop_class_uid.clone(),
+                vec![item.transfer_syntax.clone()],
+            ));
+        }
+    }
+    // Uncompressed contexts first, so every class keeps its fallback if we must cut.
+    contexts.sort_by_key(|(_, ts)| ts.len() != UNCOMPRESSED.len());
+    let dropped = contexts.len().saturating_sub(MAX_CONTEXTS);
+    contexts.truncate(MAX_CONTEXTS);
+    (contexts, dropped)
+}
+
+/// Open an association to a move destination, proposing `contexts`.
+pub async fn connect(
+    destination: &RemoteAe,
+    calling_aet: &str,
+    max_pdu: u32,
+    contexts: Vec<(String, Vec<String>)>,
+    timeout: Duration,
+) -> Result<(AsyncClientAssociation<TcpStream>, Vec<StoreContext>), String> {
+    let mut options = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title(calling_aet.to_string())
+        .called_ae_title(destination.aet.trim().to_string())
+        .max_pdu_length(max_pdu)
+        .connection_timeout(timeout);
+    for (abstract_syntax, transfer_syntaxes) in contexts {
+        options = options.with_presentation_context(abstract_syntax, transfer_syntaxes);
+    }
+    let address = format!("{}:{}", destination.host.trim(), destination.port);
+    let mut assoc = match tokio::time::timeout(timeout, options.establish_async(address)).await {
+        Err(_) => return Err(format!("no association within {} s", timeout.as_secs())),
+        Ok(Err(e)) => return Err(format!("association failed: {e}")),
+        Ok(Ok(a)) => a,
+    };
+    if let Err(e) = assoc.inner_stream().set_nodelay(true) {
+        tracing::warn!(error = %e, "cannot set TCP_NODELAY towards the move destination");
+    }
+    let accepted: Vec<StoreContext> = assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| StoreContext {
+            id: pc.id,
+            abstract_syntax: pc.abstract_syntax.trim_end_matches('\0').to_string(),
+            transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_string(),
+        })
+        .collect();
+    Ok((assoc, accepted))
+}
+
+/// The result of one sub-operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOutcome {
+    Completed,
+    Warning(Status),
+    Failed(String),
+}
+
+/// The association can no longer be used (network error, abort, timeout, protocol error).
+#[derive(Debug, Clone)]
+pub struct LinkError(pub String);
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who we send for: the C-MOVE's originator, so the destination can tell moves apart.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreRequestInfo<'a> {
+    pub message_id: u16,
+    pub priority: u16,
+    pub move_originator: Option<(&'a str, u16)>,
+    pub response_timeout: Duration,
+    /// On the C-GET association: the C-GET's message ID, whose C-CANCEL may arrive meanwhile.
+    pub cancellable: Option<u16>,
+}
+
+/// An instance ready to go: its context, and its data set opened (first range read) or
+/// converted. Everything that can fail for this instance alone happens while preparing.
+struct Prepared {
+    context_id: u8,
+    payload: Payload,
+}
+
+enum Payload {
+    Stream(DatasetStream),
+    Converted(Vec<u8>),
+}
+
+async fn prepare(
+    archive: &Archive,
+    contexts: &[StoreContext],
+    item: &RetrieveItem,
+) -> Result<Prepared, String> {
+    let route = route(contexts, item)?;
+    let payload = match &route.convert_to {
+        None => Payload::Stream(
+            archive
+                .open_dataset(item)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        Some(ts) => {
+            let bytes = archive
+                .converted_dataset(item, ts)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::debug!(sop_instance_uid = %item.sop_instance_uid, from = %item.transfer_syntax, to = %ts, "converted for the receiver");
+            Payload::Converted(bytes)
+        }
+    };
+    Ok(Prepared {
+        context_id: route.context_id,
+        payload,
+    })
+}
+
+/// The sub-operations of one C-MOVE/C-GET, one instance per [`SubOperations::step`]. While the
+/// receiver works on one instance, the next one is read (pipelining the store's latency away);
+/// instances that need conversion are not read ahead, so at most one converted object is held.
+pub struct SubOperations<'a> {
+    archive: &'a Archive,
+    contexts: &'a [StoreContext],
+    items: &'a [RetrieveItem],
+    next: usize,
+    ahead: Option<Result<Prepared, String>>,
+}
+
+impl<'a> SubOperations<'a> {
+    pub fn new(
+        archive: &'a Archive,
+        contexts: &'a [StoreContext],
+        items: &'a [RetrieveItem],
+    ) -> SubOperations<'a> {
+        SubOperations {
+            archive,
+            contexts,
+            items,
+            next: 0,
+            ahead: None,
+        }
+    }
+
+    /// The instance the next step stores, if any.
+    pub fn peek(&self) -> Option<&'a RetrieveItem> {
+        self.items.get(self.next)
+    }
+
+    /// Store the next instance on `assoc`: `None` when all are done; `Some(Ok)` with its index
+    /// and outcome (failures of this instance alone); `Some(Err)` when the association is
+    /// unusable. `cancelled` is set when a C-CANCEL for `info.cancellable` arrives while we
+    /// wait for the response.
+    pub async fn step<A, S>(
+        &mut self,
+        assoc: &mut A,
+        info: StoreRequestInfo<'_>,
+        cancelled: &mut bool,
+    ) -> Option<Result<(usize, StoreOutcome), LinkError>>
+    where
+        A: AsyncAssociation<S> + Send,
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let index = self.next;
+        let item = self.items.get(index)?;
+        self.next += 1;
+        let prepared = match self.ahead.take() {
+            Some(p) => p,
+            None => prepare(self.archive, self.contexts, item).await,
+        };
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(reason) => return Some(Ok((index, StoreOutcome::Failed(reason)))),
+        };
+        // A receiver that stops reading must not hold the association (and its slot) forever.
+        match tokio::time::timeout(info.response_timeout, send(assoc, item, prepared, &info)).await
+        {
+            Err(_) => {
+                return Some(Err(LinkError(format!(
+                    "the receiver took no data for {} s",
+                    info.response_timeout.as_secs()
+                ))));
+            }
+            Ok(Err(e)) => return Some(Err(e)),
+            Ok(Ok(())) => {}
+        }
+        let read_ahead = async {
+            let next = self.items.get(self.next)?;
+            let streamable = route(self.contexts, next).is_ok_and(|r| r.convert_to.is_none());
+            if streamable {
+                Some(prepare(self.archive, self.contexts, next).await)
+            } else {
+                None
+            }
+        };
+        let (status, ahead) = tokio::join!(await_response(assoc, info, cancelled), read_ahead);
+        self.ahead = ahead;
+        Some(status.map(|status| {
+            let outcome = match status.category() {
+                Category::Success => StoreOutcome::Completed,
+                Category::Warning => StoreOutcome::Warning(status),
+                _ => StoreOutcome::Failed(format!("the receiver answered status {status}")),
+            };
+            (index, outcome)
+        }))
+    }
+}
+
+/// Send the C-STORE-RQ and its data set.
+async fn send<A, S>(
+    assoc: &mut A,
+    item: &RetrieveItem,
+    prepared: Prepared,
+    info: &StoreRequestInfo<'_>,
+) -> Result<(), LinkError>
+where
+    A: AsyncAssociation<S> + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let command = StoreRequest {
+        message_id: info.message_id,
+        sop_class_uid: &item.sop_class_uid,
+        sop_instance_uid: &item.sop_instance_uid,
+        priority: info.priority,
+        move_originator: info.move_originator,
+    }
+    .encode()
+    .map_err(|e| LinkError(e.to_string()))?;
+    let net = |e: dicom_ul::association::Error| LinkError(format!("cannot send: {e}"));
+    let context_id = prepared.context_id;
+    send_pdvs(assoc, context_id, PDataValueType::Command, &command, true)
+        .await
+        .map_err(net)?;
+    match prepared.payload {
+        Payload::Converted(bytes) => {
+            send_pdvs(assoc, context_id, PDataValueType::Data, &bytes, true)
+                .await
+                .map_err(net)?;
+        }
+        Payload::Stream(mut stream) => loop {
+            // A read error now leaves a half-sent data set: the association must go.
+            let chunk = stream.next_chunk().await.map_err(|e| {
+                LinkError(format!("reading the stored object failed mid-send: {e}"))
+            })?;
+            let Some(chunk) = chunk else {
+                return Err(LinkError("stored data set is empty".into()));
+            };
+            let last = stream.is_done();
+            send_pdvs(assoc, context_id, PDataValueType::Data, &chunk, last)
+                .await
+                .map_err(net)?;
+            if last {
+                break;
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Wait for the C-STORE-RSP to `info.message_id`.
+async fn await_response<A, S>(
+    assoc: &mut A,
+    info: StoreRequestInfo<'_>,
+    cancelled: &mut bool,
+) -> Result<Status, LinkError>
+where
+    A: AsyncAssociation<S> + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let deadline = tokio::time::Instant::now() + info.response_timeout;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let pdu = match tokio::time::timeout_at(deadline, AsyncAssociation::receive(assoc)).await {
+            Err(_) => {
+                return Err(LinkError(format!(
+                    "no C-STORE response within {} s",
+                    info.response_timeout.as_secs()
+                )));
+            }
+            Ok(Err(e)) => return Err(LinkError(format!("connection lost: {e}"))),
+            Ok(Ok(pdu)) => pdu,
+        };
+        let data = match pdu {
+            Pdu::PData { data } => data,
+            Pdu::AbortRQ { .. } => return Err(LinkError("the receiver aborted".into())),
+            Pdu::ReleaseRQ => {
+                return Err(LinkError(
+                    "the receiver asked to release while a store was pending".into(),
+                ));
+            }
+            other => {
+                return Err(LinkError(format!(
+                    "unexpected {} while waiting for a C-STORE response",
+                    other.short_description()
+                )));
+            }
+        };
+        for pdv in data {
+            if pdv.value_type != PDataValueType::Command
+                || buf.len() + pdv.data.len() > MAX_COMMAND_SIZE
+            {
+                return Err(LinkError(
+                    "unexpected data while waiting for a C-STORE response".into(),
+                ));
+            }
+            buf.extend_from_slice(&pdv.data);
+            if !pdv.is_last {
+                continue;
+            }
+            let cmd = Command::decode(&std::mem::take(&mut buf))
+                .map_err(|e| LinkError(format!("bad C-STORE response: {e}")))?;
+            let store_rsp = command_field::C_STORE_RQ | command_field::RESPONSE_BIT;
+            if cmd.command_field == store_rsp && cmd.message_id == info.message_id {
+                return Ok(Status(cmd.status.unwrap_or(0xC000)));
+            }
+            if cmd.command_field == command_field::C_CANCEL_RQ && info.cancellable.is_some() {
+                // A C-CANCEL for another message ID cancels nothing (PS3.7 9.3.2.3).
+                *cancelled |= info.cancellable == Some(cmd.message_id);
+                continue;
+            }
+            return Err(LinkError(format!(
+                "unexpected command 0x{:04X} while waiting for a C-STORE response",
+                cmd.command_field
+            )));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(class: &str, ts: &str) -> RetrieveItem {
+        RetrieveItem::for_test("1.2.3", class, ts)
+    }
+
+    fn ctx(id: u8, class: &str, ts: &str) -> StoreContext {
+        StoreContext {
+            id,
+            abstract_syntax: class.into(),
+            transfer_syntax: ts.into(),
+        }
+    }
+
+    const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+    const JPEG: &str = "1.2.840.10008.1.2.4.70";
+
+    #[test]
+    fn stored_syntax_first_then_uncompressed() {
+        let contexts = [
+            ctx(1, CT, uids::IMPLICIT_VR_LITTLE_ENDIAN),
+            ctx(3, CT, JPEG),
+        ];
+        assert_eq!(
+            route(&contexts, &item(CT, JPEG)),
+            Ok(Route {
+                context_id: 3,
+                convert_to: None
+            })
+        );
+        assert_eq!(
+            route(&contexts[..1], &item(CT, JPEG)),
+            Ok(Route {
+                context_id: 1,
+                convert_to: Some(uids::IMPLICIT_VR_LITTLE_ENDIAN.into())
+            })
+        );
+        assert!(route(&contexts[1..], &item(CT, "1.2.840.10008.1.2.5")).is_err());
+        assert!(route(&contexts, &item("1.2.840.10008.5.1.4.1.1.4", JPEG)).is_err());
+    }
+
+    #[test]
+    fn proposes_stored_syntax_and_fallback_per_class() {
+        let items = [
+            item(CT, JPEG),
+            item(CT, uids::EXPLICIT_VR_LITTLE_ENDIAN),
+            item(CT, JPEG),
+        ];
+        let (contexts, dropped) = proposed_contexts(&items);
+        assert_eq!(dropped, 0);
+        assert_eq!(contexts.len(), 2);
+        assert_eq!(contexts[0].1.len(), 2);
+        assert_eq!(contexts[1].1, vec![JPEG.to_string()]);
+    }
+}
