@@ -9,7 +9,7 @@ use super::message::SubOperationCounts;
 use super::status::Status;
 use super::store_scu::StoreOutcome;
 use crate::index::query::identifier::{self as query_identifier, ParseOptions};
-use crate::index::query::{Level, Model, Query};
+use crate::index::query::{Condition, Level, Model, Query};
 
 /// C-MOVE/C-GET statuses (PS3.4 C.4.2.1.5, C.4.3.1.4).
 pub const PENDING: Status = Status(0xFF00);
@@ -74,16 +74,23 @@ pub fn parse_identifier(
     let query = query_identifier::parse(identifier, model, options)
         .map_err(|e| (super::c_find::status_for(&e), e.to_string()))?;
     let (tag, keyword) = unique_key(query.level);
-    if query.condition(tag).is_none() {
-        return Err((
+    let level = query.level.as_str();
+    match query.condition(tag) {
+        None => Err((
             IDENTIFIER_MISMATCH,
-            format!(
-                "{keyword} is required for a {} level retrieve",
-                query.level.as_str()
-            ),
-        ));
+            format!("{keyword} is required for a {level} level retrieve"),
+        )),
+        Some(Condition::Single(_) | Condition::UidList(_)) => Ok(query),
+        Some(Condition::AnyOf(values))
+            if values.iter().all(|v| matches!(v, Condition::Single(_))) =>
+        {
+            Ok(query)
+        }
+        Some(_) => Err((
+            IDENTIFIER_MISMATCH,
+            format!("{keyword} must be exact values in a retrieve (no wildcard or range)"),
+        )),
     }
-    Ok(query)
 }
 
 /// Sub-operation bookkeeping of one C-MOVE/C-GET.
@@ -179,6 +186,50 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn identifier(level: &str, keys: &[(Tag, VR, &str)]) -> InMemDicomObject {
+        let mut obj = InMemDicomObject::new_empty();
+        obj.put(DataElement::new(
+            tags::QUERY_RETRIEVE_LEVEL,
+            VR::CS,
+            PrimitiveValue::from(level),
+        ));
+        for (tag, vr, value) in keys {
+            obj.put(DataElement::new(*tag, *vr, PrimitiveValue::from(*value)));
+        }
+        obj
+    }
+
+    fn parse(obj: &InMemDicomObject, model: Model) -> Result<Query, (Status, String)> {
+        let options = ParseOptions {
+            case_insensitive_names: true,
+            combined_datetime: false,
+        };
+        parse_identifier(obj, model, options)
+    }
+
+    #[test]
+    fn the_unique_key_of_the_level_must_be_exact() {
+        let study = |v| identifier("STUDY", &[(tags::STUDY_INSTANCE_UID, VR::UI, v)]);
+        assert!(parse(&study("1.2.3"), Model::StudyRoot).is_ok());
+        assert!(parse(&study("1.2.3\\1.2.4"), Model::StudyRoot).is_ok());
+        let missing = parse(&study(""), Model::StudyRoot).unwrap_err();
+        assert_eq!(missing.0, IDENTIFIER_MISMATCH);
+        assert!(missing.1.contains("StudyInstanceUID"), "{}", missing.1);
+        assert_eq!(
+            parse(&study("*"), Model::StudyRoot).unwrap_err().0,
+            IDENTIFIER_MISMATCH
+        );
+        let patient = |v| identifier("PATIENT", &[(tags::PATIENT_ID, VR::LO, v)]);
+        assert!(parse(&patient("PID1"), Model::PatientRoot).is_ok());
+        assert!(parse(&patient("PID1\\PID2"), Model::PatientRoot).is_ok());
+        assert_eq!(
+            parse(&patient("PID*"), Model::PatientRoot).unwrap_err().0,
+            IDENTIFIER_MISMATCH
+        );
+        let no_level = InMemDicomObject::new_empty();
+        assert!(parse(&no_level, Model::StudyRoot).is_err());
+    }
 
     #[test]
     fn final_status_follows_the_counts() {
