@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # MIFAS test suite: the single test command (README). Run as root on Debian/Ubuntu:
 #   bash tests/run.sh
-# Installs what is missing (Debian: dcmtk, a C toolchain; Rust via rustup if there is no cargo;
-# pip: pydicom, pynetdicom, pytest, numpy), builds the release binary, runs the Rust unit tests,
-# then the integration tests (tests/integration) against the real binary with DCMTK and pynetdicom.
+# Installs what is missing (Debian: dcmtk, orthanc, a C toolchain; Rust via rustup if there is no
+# cargo; pip: pydicom, pynetdicom, pytest, numpy, pylibjpeg + pylibjpeg-libjpeg/-openjpeg), builds
+# the release binary, runs the Rust unit tests, then the integration tests (tests/integration)
+# against the real binary with DCMTK, Orthanc and pynetdicom.
 # Extra arguments go to pytest, e.g. `bash tests/run.sh -k hostile -x`.
 # Exit status: non-zero if the build, the unit tests or any integration test failed.
 set -euo pipefail
@@ -27,9 +28,10 @@ apt_install() {
 
 step "system packages"
 missing=()
-for tool in /usr/bin/storescu /usr/bin/echoscu /usr/bin/dcmdump; do
+for tool in /usr/bin/storescu /usr/bin/echoscu /usr/bin/dcmdump /usr/bin/storescp /usr/bin/movescu /usr/bin/getscu; do
     [ -x "$tool" ] || { missing+=(dcmtk); break; }
 done
+[ -x /usr/sbin/Orthanc ] || missing+=(orthanc)   # retrieve tests: Orthanc as Move Destination / requestor
 command -v "$PYTHON" >/dev/null || missing+=(python3 python3-pip)
 command -v cc >/dev/null || missing+=(build-essential)
 command -v mount >/dev/null || missing+=(mount)   # the disk-full test mounts a small tmpfs
@@ -45,6 +47,7 @@ if ! command -v cargo >/dev/null; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 echo "dcmtk: $(/usr/bin/storescu --version 2>&1 | head -1)"
+echo "orthanc: $(/usr/sbin/Orthanc --version 2>&1 | head -1)"
 echo "cargo: $(cargo --version)"
 
 step "python packages"
@@ -52,13 +55,17 @@ pip_missing=()
 for mod in pydicom pynetdicom pytest numpy; do
     "$PYTHON" -c "import $mod" 2>/dev/null || pip_missing+=("$mod")
 done
+# JPEG / JPEG-LS / JPEG 2000 decoders for pydicom (retrieve tests compare decompressed pixels)
+for pair in pylibjpeg:pylibjpeg libjpeg:pylibjpeg-libjpeg openjpeg:pylibjpeg-openjpeg; do
+    "$PYTHON" -c "import ${pair%%:*}" 2>/dev/null || pip_missing+=("${pair#*:}")
+done
 if [ ${#pip_missing[@]} -gt 0 ]; then
     echo "pip install: ${pip_missing[*]}"
     "$PYTHON" -m pip --version >/dev/null 2>&1 || apt_install python3-pip
     "$PYTHON" -m pip install -q "${pip_missing[@]}" \
         || "$PYTHON" -m pip install -q --break-system-packages "${pip_missing[@]}"
 fi
-"$PYTHON" -c 'import pydicom, pynetdicom, pytest, numpy; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__, "pytest", pytest.__version__)'
+"$PYTHON" -c 'import pydicom, pynetdicom, pytest, numpy, pylibjpeg, libjpeg, openjpeg; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__, "pytest", pytest.__version__)'
 
 step "cargo build --release"
 cargo build --release

@@ -79,8 +79,9 @@ pub fn route(contexts: &[StoreContext], item: &RetrieveItem) -> Result<Route, St
 }
 
 /// The contexts we propose to a move destination for these instances: per SOP class, one with
-/// each stored syntax that is not uncompressed little endian, and one with both uncompressed
-/// little endian syntaxes (the fallback that always works after conversion).
+/// each stored syntax other than Explicit VR Little Endian (so it can go out unchanged whatever
+/// the destination prefers), and one with both uncompressed little endian syntaxes (the fallback
+/// that always works after conversion).
 pub fn proposed_contexts(items: &[RetrieveItem]) -> (Vec<(String, Vec<String>)>, usize) {
     let mut contexts: Vec<(String, Vec<String>)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -91,7 +92,7 @@ pub fn proposed_contexts(items: &[RetrieveItem]) -> (Vec<(String, Vec<String>)>,
                 UNCOMPRESSED.iter().map(|s| s.to_string()).collect(),
             ));
         }
-        if !UNCOMPRESSED.contains(&item.transfer_syntax.as_str())
+        if item.transfer_syntax != uids::EXPLICIT_VR_LITTLE_ENDIAN
             && seen.insert((item.sop_class_uid.as_str(), item.transfer_syntax.as_str()))
         {
             contexts.push((

@@ -17,7 +17,7 @@ from pathlib import Path
 from pynetdicom import AE
 
 REPO = Path(__file__).resolve().parents[2]
-MIFAS_BIN = Path(os.environ.get("MIFAS_BIN", REPO / "target" / "release" / "mifas"))
+MIFAS_BIN = Path(os.environ.get("MIFAS_BIN", REPO / "target" / "release" / "mifas")).absolute()
 
 ECHOSCU = "/usr/bin/echoscu"
 STORESCU = "/usr/bin/storescu"
@@ -50,9 +50,19 @@ def _toml_value(v) -> str:
 
 
 def to_toml(cfg: dict) -> str:
-    """Tiny TOML writer: {table: {key: scalar|list|[{...}] (array of tables)}}."""
+    """Tiny TOML writer: {table: {key: scalar|list|[{...}] (array of tables)}}; a top-level
+    list of dicts is a top-level array of tables: {"remote_ae": [{...}, ...]} -> [[remote_ae]]."""
     out = []
     for table, body in cfg.items():
+        if isinstance(body, (list, tuple)):
+            for entry in body:
+                if not isinstance(entry, dict):
+                    raise TypeError(f"top-level {table!r} must be a table or a list of tables")
+                out.append(f"[[{table}]]")
+                for ek, ev in entry.items():
+                    out.append(f"{ek} = {_toml_value(ev)}")
+                out.append("")
+            continue
         scalars = {k: v for k, v in body.items() if not (isinstance(v, list) and v and isinstance(v[0], dict))}
         arrays = {k: v for k, v in body.items() if k not in scalars}
         out.append(f"[{table}]")
