@@ -325,7 +325,7 @@ where
     }
     .encode()
     .map_err(|e| LinkError(e.to_string()))?;
-    let net = |e: dicom_ul::association::Error| LinkError(format!("cannot send: {e}"));
+    let net = |e: std::io::Error| LinkError(format!("cannot send: {e}"));
     let context_id = prepared.context_id;
     send_pdvs(assoc, context_id, PDataValueType::Command, &command, true)
         .await
