@@ -443,9 +443,18 @@ impl Association {
         value_type: PDataValueType,
         bytes: &[u8],
     ) -> Result<(), Exit> {
-        super::pdata::send_pdvs(&mut self.assoc, context_id, value_type, bytes, true)
-            .await
-            .map_err(|e| Exit::Abort(format!("cannot send: {e}")))
+        // A peer that stops reading (full TCP window) would otherwise hold this task forever:
+        // it gets as long as a silent peer does.
+        let idle = self.ctx.config.idle_timeout();
+        let send = super::pdata::send_pdvs(&mut self.assoc, context_id, value_type, bytes, true);
+        match tokio::time::timeout(idle, send).await {
+            Err(_) => Err(Exit::Abort(format!(
+                "the peer took no data for {} s",
+                idle.as_secs()
+            ))),
+            Ok(Err(e)) => Err(Exit::Abort(format!("cannot send: {e}"))),
+            Ok(Ok(())) => Ok(()),
+        }
     }
 
     /// Run a C-FIND: stream matches as pending responses while watching for C-CANCEL.
