@@ -330,11 +330,8 @@ impl Association {
                     } = state
                     {
                         match command.command_field {
-                            command_field::C_MOVE_RQ => {
-                                self.run_move(context_id, command, buf).await?
-                            }
-                            command_field::C_GET_RQ => {
-                                self.run_get(context_id, command, buf).await?
+                            command_field::C_MOVE_RQ | command_field::C_GET_RQ => {
+                                self.run_retrieve(context_id, command, buf).await?
                             }
                             _ => self.run_find(context_id, command, buf).await?,
                         }
@@ -379,30 +376,9 @@ impl Association {
                 };
                 Ok(())
             }
-            command_field::C_FIND_RQ
-                if command.has_dataset && c_find::model_of(&context.abstract_syntax).is_some() =>
-            {
-                self.state = State::IdentifierData {
-                    context_id,
-                    command,
-                    buf: Vec::new(),
-                };
-                Ok(())
-            }
-            command_field::C_MOVE_RQ
+            command_field::C_FIND_RQ | command_field::C_MOVE_RQ | command_field::C_GET_RQ
                 if command.has_dataset
-                    && retrieve::move_model_of(&context.abstract_syntax).is_some() =>
-            {
-                self.state = State::IdentifierData {
-                    context_id,
-                    command,
-                    buf: Vec::new(),
-                };
-                Ok(())
-            }
-            command_field::C_GET_RQ
-                if command.has_dataset
-                    && retrieve::get_model_of(&context.abstract_syntax).is_some() =>
+                    && takes_identifier(command.command_field, &context.abstract_syntax) =>
             {
                 self.state = State::IdentifierData {
                     context_id,
@@ -662,9 +638,8 @@ impl Association {
         }
     }
 
-    /// C-MOVE: sub-operations on an association to the Move Destination, run by a task of their
-    /// own; here, pending responses and C-CANCEL.
-    async fn run_move(
+    /// C-MOVE or C-GET: the checks they share, then the sub-operations of each.
+    async fn run_retrieve(
         &mut self,
         context_id: u8,
         command: Command,
@@ -673,34 +648,45 @@ impl Association {
         let Some(context) = self.contexts.get(&context_id).cloned() else {
             return Err(Exit::Abort("unknown presentation context".into()));
         };
-        let Some(model) = retrieve::move_model_of(&context.abstract_syntax) else {
+        let is_move = command.command_field == command_field::C_MOVE_RQ;
+        let model = if is_move {
+            retrieve::move_model_of(&context.abstract_syntax)
+        } else {
+            retrieve::get_model_of(&context.abstract_syntax)
+        };
+        let Some(model) = model else {
             return self.respond(context_id, &unsupported(&command)).await;
         };
-        let span = tracing::info_span!(
-            "c_move",
-            message_id = command.message_id,
-            destination = %command.move_destination
-        );
-        self.run_move_in(context_id, context, model, command, identifier_bytes)
-            .instrument(span)
-            .await
+        let span = if is_move {
+            tracing::info_span!("c_move", message_id = command.message_id, destination = %command.move_destination)
+        } else {
+            tracing::info_span!("c_get", message_id = command.message_id)
+        };
+        async {
+            match self
+                .retrieve_items(&context, &command, model, &identifier_bytes)
+                .await
+            {
+                Err(response) => self.respond(context_id, &response).await,
+                Ok((items, query)) if is_move => {
+                    self.move_items(context_id, command, items, query).await
+                }
+                Ok((items, query)) => self.get_items(context_id, command, items, query).await,
+            }
+        }
+        .instrument(span)
+        .await
     }
 
-    async fn run_move_in(
+    /// C-MOVE: sub-operations on an association to the Move Destination, run by a task of their
+    /// own; here, pending responses and C-CANCEL.
+    async fn move_items(
         &mut self,
         context_id: u8,
-        context: Context,
-        model: Model,
         command: Command,
-        identifier_bytes: Vec<u8>,
+        items: Vec<RetrieveItem>,
+        query: Query,
     ) -> Result<(), Exit> {
-        let (items, query) = match self
-            .retrieve_items(&context, &command, model, &identifier_bytes)
-            .await
-        {
-            Ok(found) => found,
-            Err(response) => return self.respond(context_id, &response).await,
-        };
         let destination = match self.ctx.config.remote_ae(&command.move_destination) {
             Some(remote) if remote.move_destination => remote.clone(),
             known => {
@@ -797,39 +783,13 @@ impl Association {
     }
 
     /// C-GET: sub-operations on this same association, to the requestor in its SCP role.
-    async fn run_get(
+    async fn get_items(
         &mut self,
         context_id: u8,
         command: Command,
-        identifier_bytes: Vec<u8>,
+        items: Vec<RetrieveItem>,
+        query: Query,
     ) -> Result<(), Exit> {
-        let Some(context) = self.contexts.get(&context_id).cloned() else {
-            return Err(Exit::Abort("unknown presentation context".into()));
-        };
-        let Some(model) = retrieve::get_model_of(&context.abstract_syntax) else {
-            return self.respond(context_id, &unsupported(&command)).await;
-        };
-        let span = tracing::info_span!("c_get", message_id = command.message_id);
-        self.run_get_in(context_id, context, model, command, identifier_bytes)
-            .instrument(span)
-            .await
-    }
-
-    async fn run_get_in(
-        &mut self,
-        context_id: u8,
-        context: Context,
-        model: Model,
-        command: Command,
-        identifier_bytes: Vec<u8>,
-    ) -> Result<(), Exit> {
-        let (items, query) = match self
-            .retrieve_items(&context, &command, model, &identifier_bytes)
-            .await
-        {
-            Ok(found) => found,
-            Err(response) => return self.respond(context_id, &response).await,
-        };
         let mut store_contexts: Vec<StoreContext> = self
             .contexts
             .iter()
@@ -938,6 +898,16 @@ fn cancel_requested(
         }
     }
     Ok(cancelled)
+}
+
+/// Whether a C-FIND/C-MOVE/C-GET request fits the SOP class of its presentation context.
+fn takes_identifier(command_field: u16, abstract_syntax: &str) -> bool {
+    match command_field {
+        command_field::C_FIND_RQ => c_find::model_of(abstract_syntax).is_some(),
+        command_field::C_MOVE_RQ => retrieve::move_model_of(abstract_syntax).is_some(),
+        command_field::C_GET_RQ => retrieve::get_model_of(abstract_syntax).is_some(),
+        _ => false,
+    }
 }
 
 fn unsupported(command: &Command) -> Response {
