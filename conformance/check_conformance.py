@@ -37,8 +37,8 @@ Checks:
  11. The C-MOVE/C-GET status table holds exactly the `Status(0x....)` constants of
      src/dimse/retrieve.rs plus the `Status::NAME` constants of src/dimse/status.rs that the retrieve
      code uses: src/dimse/retrieve.rs outside its tests (Success) and the C-MOVE/C-GET handlers of
-     src/dimse/association.rs (`retrieve_items`, `respond_retrieve_final`, `run_move`, `run_move_in`,
-     `run_get`, `run_get_in`; SOP Class not supported).
+     src/dimse/association.rs (`retrieve_items`, `respond_retrieve_final`, `run_retrieve`,
+     `move_items`, `get_items`; SOP Class not supported).
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ FIND_STATUS_TABLE = ("<!-- BEGIN C-FIND STATUS TABLE (checked against src/dimse/
 RETRIEVE_STATUS_TABLE = ("<!-- BEGIN C-MOVE/C-GET STATUS TABLE (checked against src/dimse/retrieve.rs) -->", "<!-- END C-MOVE/C-GET STATUS TABLE -->")
 SOP_CLASS_TABLE = ("<!-- BEGIN SOP CLASS TABLE (Query/Retrieve rows checked against src/dimse/c_find.rs and src/dimse/retrieve.rs) -->", "<!-- END SOP CLASS TABLE -->")
 # The functions of src/dimse/association.rs that answer C-MOVE and C-GET requests.
-RETRIEVE_HANDLERS = ("fn retrieve_items(", "fn respond_retrieve_final(", "fn run_move(", "fn run_move_in(",
-                     "fn run_get(", "fn run_get_in(")
+RETRIEVE_HANDLERS = ("fn retrieve_items(", "fn respond_retrieve_final(", "fn run_retrieve(",
+                     "fn move_items(", "fn get_items(")
 QR_UID_PREFIX = "1.2.840.10008.5.1.4.1.2."
 
 # Used only when cargo (and so dicom-dictionary-std's uids.rs) is not available.
