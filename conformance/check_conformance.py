@@ -628,33 +628,45 @@ def check_matching_rules(report: Report) -> None:
 
 # 9 ----------------------------------------------------------------------------------------------
 
-def check_find_statuses(doc: str, report: Report) -> None:
-    constants = {code: f"c_find::{name}" for code, name in status_constants(C_FIND_RS).items()}
-    general = {name: code for code, name in status_constants(STATUS_RS).items()}
-    association = ASSOCIATION_RS.read_text(encoding="utf-8")
-    run_find = rust_fn_body(association, "async fn run_find(")
+def compare_status_table(doc: str, table: str, service: str, constants: dict[int, str],
+                         sources: dict[str, str], origin: str) -> tuple[list[str], list[int]]:
+    """Compare a status table of the statement with the codes a service returns: `constants`
+    (code -> name) plus every `Status::NAME` of src/dimse/status.rs used in `sources` (where ->
+    code text). Returns the problems and the documented codes."""
     problems = []
-    for name in sorted(set(re.findall(r"\bStatus::([A-Z][A-Z0-9_]+)\b", run_find))):
-        if name not in general:
-            problems.append(f"run_find uses Status::{name}, which is not a constant of src/dimse/status.rs")
-        else:
-            constants.setdefault(general[name], f"Status::{name}")
+    general = {name: code for code, name in status_constants(STATUS_RS).items()}
+    for where, text in sources.items():
+        for name in sorted(set(re.findall(r"\bStatus::([A-Z][A-Z0-9_]+)\b", text))):
+            if name not in general:
+                problems.append(f"{where} uses Status::{name}, which is not a constant of src/dimse/status.rs")
+            else:
+                constants.setdefault(general[name], f"Status::{name}")
     documented = []
-    for cells in table_rows(gen.block(doc, FIND_STATUS_TABLE)):
+    for cells in table_rows(gen.block(doc, table)):
         m = re.fullmatch(r"0x([0-9A-Fa-f]{4})", cells[0])
         if not m:
-            problems.append(f"C-FIND status table row without a 0xNNNN code: {' | '.join(cells)}")
+            problems.append(f"{service} status table row without a 0xNNNN code: {' | '.join(cells)}")
             continue
         documented.append(int(m.group(1), 16))
     problems += [
-        f"0x{c:04X} ({constants[c]}) is returned by C-FIND but not in the C-FIND status table"
+        f"0x{c:04X} ({constants[c]}) is returned by {service} but not in the {service} status table"
         for c in sorted(constants.keys() - set(documented))
     ]
     problems += [
-        f"0x{c:04X} is in the C-FIND status table but neither a constant of src/dimse/c_find.rs nor used by run_find"
+        f"0x{c:04X} is in the {service} status table but neither {origin}"
         for c in sorted(set(documented) - constants.keys())
     ]
-    problems += [f"0x{c:04X} appears twice in the C-FIND status table" for c in sorted({c for c in documented if documented.count(c) > 1})]
+    problems += [f"0x{c:04X} appears twice in the {service} status table"
+                 for c in sorted({c for c in documented if documented.count(c) > 1})]
+    return problems, documented
+
+def check_find_statuses(doc: str, report: Report) -> None:
+    constants = {code: f"c_find::{name}" for code, name in status_constants(C_FIND_RS).items()}
+    association = ASSOCIATION_RS.read_text(encoding="utf-8")
+    run_find = rust_fn_body(association, "async fn run_find(")
+    problems, documented = compare_status_table(
+        doc, FIND_STATUS_TABLE, "C-FIND", constants, {"run_find": run_find},
+        "a constant of src/dimse/c_find.rs nor used by run_find")
     if not status_constants(C_FIND_RS):
         problems.append("no `Status(0x....)` constants found in src/dimse/c_find.rs")
 
@@ -750,7 +762,6 @@ def check_retrieve_statuses(doc: str, report: Report) -> None:
     constants = {code: f"retrieve::{name}" for code, name in status_constants(RETRIEVE_RS).items()}
     if not constants:
         problems.append("no `Status(0x....)` constants found in src/dimse/retrieve.rs")
-    general = {name: code for code, name in status_constants(STATUS_RS).items()}
     association = ASSOCIATION_RS.read_text(encoding="utf-8")
     sources = {"src/dimse/retrieve.rs": without_rust_tests(RETRIEVE_RS.read_text(encoding="utf-8"))}
     for signature in RETRIEVE_HANDLERS:
@@ -758,30 +769,10 @@ def check_retrieve_statuses(doc: str, report: Report) -> None:
             sources[f"{signature[3:-1]} (association.rs)"] = rust_fn_body(association, signature)
         except ValueError as e:
             problems.append(f"src/dimse/association.rs: {e}")
-    for where, text in sources.items():
-        for name in sorted(set(re.findall(r"\bStatus::([A-Z][A-Z0-9_]+)\b", text))):
-            if name not in general:
-                problems.append(f"{where} uses Status::{name}, which is not a constant of src/dimse/status.rs")
-            else:
-                constants.setdefault(general[name], f"Status::{name}")
-    documented = []
-    for cells in table_rows(gen.block(doc, RETRIEVE_STATUS_TABLE)):
-        m = re.fullmatch(r"0x([0-9A-Fa-f]{4})", cells[0])
-        if not m:
-            problems.append(f"C-MOVE/C-GET status table row without a 0xNNNN code: {' | '.join(cells)}")
-            continue
-        documented.append(int(m.group(1), 16))
-    problems += [
-        f"0x{c:04X} ({constants[c]}) is returned by C-MOVE/C-GET but not in the C-MOVE/C-GET status table"
-        for c in sorted(constants.keys() - set(documented))
-    ]
-    problems += [
-        f"0x{c:04X} is in the C-MOVE/C-GET status table but neither a constant of src/dimse/retrieve.rs "
-        "nor a Status:: constant the retrieve code uses"
-        for c in sorted(set(documented) - constants.keys())
-    ]
-    problems += [f"0x{c:04X} appears twice in the C-MOVE/C-GET status table"
-                 for c in sorted({c for c in documented if documented.count(c) > 1})]
+    table_problems, documented = compare_status_table(
+        doc, RETRIEVE_STATUS_TABLE, "C-MOVE/C-GET", constants, sources,
+        "a constant of src/dimse/retrieve.rs nor a Status:: constant the retrieve code uses")
+    problems += table_problems
     if problems:
         report.fail("C-MOVE/C-GET status table differs from src/dimse/retrieve.rs and the retrieve handlers", problems)
     else:

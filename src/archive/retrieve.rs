@@ -44,7 +44,6 @@ pub struct RetrieveItem {
     pub sop_class_uid: String,
     /// Transfer syntax of the stored data set.
     pub transfer_syntax: String,
-    pub size: u64,
     key: ObjectKey,
 }
 
@@ -55,7 +54,6 @@ impl RetrieveItem {
             sop_instance_uid: uid.into(),
             sop_class_uid: sop_class_uid.into(),
             transfer_syntax: transfer_syntax.into(),
-            size: 0,
             key: ObjectKey::for_instance(uid),
         }
     }
@@ -77,7 +75,6 @@ impl Archive {
                     sop_instance_uid: record.sop_instance_uid,
                     sop_class_uid: record.sop_class_uid,
                     transfer_syntax: record.transfer_syntax,
-                    size: record.size,
                     key,
                 });
                 true
@@ -94,7 +91,12 @@ impl Archive {
         let first = store.get_range(&item.key, 0, RETRIEVE_CHUNK).await?;
         let start = dataset_offset(&first)
             .ok_or_else(|| RetrieveError::NotDicom(item.key.to_string(), "no file meta".into()))?;
-        let size = store.size(&item.key).await?;
+        // A first read shorter than asked is the whole object; only larger ones need their size.
+        let size = if (first.len() as u64) < RETRIEVE_CHUNK {
+            first.len() as u64
+        } else {
+            store.size(&item.key).await?
+        };
         let buffered = first.get(start..).map(<[u8]>::to_vec).unwrap_or_default();
         let next = start as u64 + buffered.len() as u64;
         Ok(DatasetStream {
@@ -114,8 +116,8 @@ impl Archive {
         item: &RetrieveItem,
         ts_uid: &str,
     ) -> Result<Vec<u8>, RetrieveError> {
-        let size = self.inner.store.size(&item.key).await?;
-        let bytes = self.inner.store.get_range(&item.key, 0, size).await?;
+        // get_range clamps to the object's end.
+        let bytes = self.inner.store.get_range(&item.key, 0, u64::MAX).await?;
         let (uid, ts_uid) = (item.sop_instance_uid.clone(), ts_uid.to_string());
         tokio::task::spawn_blocking(move || convert(&bytes, &uid, &ts_uid))
             .await

@@ -61,6 +61,16 @@ enum State {
 }
 
 impl State {
+    /// The presentation context a data set is expected on, if one is.
+    fn data_context(&self) -> Option<u8> {
+        match self {
+            State::Command { .. } => None,
+            State::StoreData { context_id, .. }
+            | State::IdentifierData { context_id, .. }
+            | State::DiscardData { context_id, .. } => Some(*context_id),
+        }
+    }
+
     /// Waiting for the first command fragment of a new message.
     fn idle() -> State {
         State::Command {
@@ -220,6 +230,16 @@ impl Association {
                 "PDV on presentation context {context_id}, which was not accepted"
             )));
         }
+        if pdv.value_type == PDataValueType::Data
+            && self
+                .state
+                .data_context()
+                .is_some_and(|cid| cid != context_id)
+        {
+            return Err(Exit::Abort(
+                "data set fragment on another presentation context".into(),
+            ));
+        }
         match (&mut self.state, pdv.value_type) {
             (
                 State::Command {
@@ -249,19 +269,7 @@ impl Association {
                 }
                 Ok(())
             }
-            (
-                State::StoreData {
-                    context_id: cid,
-                    sink,
-                    ..
-                },
-                PDataValueType::Data,
-            ) => {
-                if *cid != context_id {
-                    return Err(Exit::Abort(
-                        "data set fragment on another presentation context".into(),
-                    ));
-                }
+            (State::StoreData { sink, .. }, PDataValueType::Data) => {
                 sink.write(&pdv.data).await;
                 if pdv.is_last {
                     let state = self.take_state();
@@ -277,17 +285,7 @@ impl Association {
                 }
                 Ok(())
             }
-            (
-                State::DiscardData {
-                    context_id: cid, ..
-                },
-                PDataValueType::Data,
-            ) => {
-                if *cid != context_id {
-                    return Err(Exit::Abort(
-                        "data set fragment on another presentation context".into(),
-                    ));
-                }
+            (State::DiscardData { .. }, PDataValueType::Data) => {
                 if pdv.is_last {
                     let state = self.take_state();
                     if let State::DiscardData {
@@ -301,19 +299,7 @@ impl Association {
                 }
                 Ok(())
             }
-            (
-                State::IdentifierData {
-                    context_id: cid,
-                    buf,
-                    ..
-                },
-                PDataValueType::Data,
-            ) => {
-                if *cid != context_id {
-                    return Err(Exit::Abort(
-                        "identifier fragment on another presentation context".into(),
-                    ));
-                }
+            (State::IdentifierData { buf, .. }, PDataValueType::Data) => {
                 if buf.len() + pdv.data.len() > c_find::MAX_IDENTIFIER_SIZE {
                     return Err(Exit::Abort(format!(
                         "identifier larger than {} bytes",
