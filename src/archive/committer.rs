@@ -1,6 +1,6 @@
 //! Group commit: objects that became ready while the previous commit ran are made durable
-//! together — one directory-fsync pass and one index write + flush for the whole group — so
-//! concurrent associations share the cost of durability.
+//! together — one fsync pass and one index write + flush for the whole group — so concurrent
+//! associations share the cost of durability.
 
 use std::sync::{Arc, Weak};
 
@@ -53,25 +53,79 @@ impl CommitterHandle {
     }
 }
 
+/// A group whose objects are durable, waiting for its index write.
+struct SyncedGroup {
+    keys: Vec<ObjectKey>,
+    entries: Vec<InstanceEntry>,
+    replies: Vec<oneshot::Sender<Result<Applied, String>>>,
+}
+
+/// Two stages: the objects of one group are fsynced while the previous group is being indexed,
+/// so index cost (which grows with the archive) hides behind the disk instead of adding to it.
+/// The index stage only ever sees groups whose objects are already durable.
 async fn run(
     mut rx: mpsc::Receiver<CommitRequest>,
     index: Weak<Index>,
     store: Arc<dyn ObjectStore>,
     max_group: usize,
 ) {
+    let (synced_tx, synced_rx) = mpsc::channel::<SyncedGroup>(1);
+    let indexer = tokio::spawn(index_stage(synced_rx, index, store.clone()));
     let mut group = Vec::with_capacity(max_group);
     while rx.recv_many(&mut group, max_group).await > 0 {
-        let Some(index) = index.upgrade() else { break };
         let keys: Vec<ObjectKey> = group.iter().map(|r| r.key.clone()).collect();
         let (entries, replies): (Vec<_>, Vec<_>) =
             group.drain(..).map(|r| (r.entry, r.reply)).unzip();
+        let started = std::time::Instant::now();
+        let synced = store.sync(&keys).await;
+        tracing::trace!(
+            size = keys.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "group durable"
+        );
+        if let Err(e) = synced {
+            fail_group(store.as_ref(), &keys, replies, e.to_string()).await;
+            continue;
+        }
+        let group = SyncedGroup {
+            keys,
+            entries,
+            replies,
+        };
+        if synced_tx.send(group).await.is_err() {
+            break;
+        }
+    }
+    drop(synced_tx);
+    let _ = indexer.await;
+}
+
+async fn index_stage(
+    mut rx: mpsc::Receiver<SyncedGroup>,
+    index: Weak<Index>,
+    store: Arc<dyn ObjectStore>,
+) {
+    while let Some(group) = rx.recv().await {
+        let Some(index) = index.upgrade() else { break };
+        let SyncedGroup {
+            keys,
+            entries,
+            replies,
+        } = group;
         let size = entries.len();
         let started = std::time::Instant::now();
-        let result = commit_group(&index, store.as_ref(), &keys, entries).await;
+        let result = tokio::task::spawn_blocking(move || {
+            let applied = index.apply(entries)?;
+            index.flush_blocking()?;
+            Ok::<_, crate::index::IndexError>(applied)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
         tracing::trace!(
             size,
             elapsed_us = started.elapsed().as_micros() as u64,
-            "group commit"
+            "group indexed"
         );
         match result {
             Ok(applied) => {
@@ -79,35 +133,23 @@ async fn run(
                     let _ = reply.send(Ok(a));
                 }
             }
-            Err(message) => {
-                tracing::error!(size, error = %message, "group commit failed; objects of the group are refused");
-                for key in &keys {
-                    let _ = store.delete(key).await;
-                }
-                for reply in replies {
-                    let _ = reply.send(Err(message.clone()));
-                }
-            }
+            Err(message) => fail_group(store.as_ref(), &keys, replies, message).await,
         }
     }
 }
 
-async fn commit_group(
-    index: &Arc<Index>,
+/// Refuse every object of a group and remove what was moved into the store.
+async fn fail_group(
     store: &dyn ObjectStore,
     keys: &[ObjectKey],
-    entries: Vec<InstanceEntry>,
-) -> Result<Vec<Applied>, String> {
-    // Objects first (file and directory fsync), then the index: an index entry never points at
-    // an object a crash could still lose.
-    store.sync(keys).await.map_err(|e| e.to_string())?;
-    let index = index.clone();
-    tokio::task::spawn_blocking(move || {
-        let applied = index.apply(entries)?;
-        index.flush_blocking()?;
-        Ok::<_, crate::index::IndexError>(applied)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    replies: Vec<oneshot::Sender<Result<Applied, String>>>,
+    message: String,
+) {
+    tracing::error!(size = keys.len(), error = %message, "group commit failed; objects of the group are refused");
+    for key in keys {
+        let _ = store.delete(key).await;
+    }
+    for reply in replies {
+        let _ = reply.send(Err(message.clone()));
+    }
 }

@@ -1,5 +1,5 @@
-//! `mifas import PATH...`: bulk import through the same ingest pipeline as C-STORE, a few files
-//! at a time so group commit amortises fsyncs.
+//! `mifas import PATH...`: bulk import through the same ingest pipeline as C-STORE, `--jobs`
+//! files at a time so group commit amortises fsyncs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,9 +11,7 @@ use super::{CliError, init_logging};
 use crate::archive::{Archive, IngestOutcome};
 use crate::config::Config;
 
-const PARALLEL_IMPORTS: usize = 4;
-
-pub async fn run(config: Config, paths: Vec<PathBuf>) -> Result<ExitCode, CliError> {
+pub async fn run(config: Config, paths: Vec<PathBuf>, jobs: usize) -> Result<ExitCode, CliError> {
     init_logging(&config);
     let (archive, _report) = Archive::open(&config).await?;
     let files: Vec<PathBuf> = paths
@@ -39,8 +37,9 @@ pub async fn run(config: Config, paths: Vec<PathBuf>) -> Result<ExitCode, CliErr
     let mut rejected: Vec<(PathBuf, String)> = Vec::new();
     let mut tasks = JoinSet::new();
     let mut pending = files.into_iter();
+    let started = std::time::Instant::now();
     loop {
-        while tasks.len() < PARALLEL_IMPORTS {
+        while tasks.len() < jobs {
             let Some(path) = pending.next() else { break };
             let archive = archive.clone();
             tasks.spawn(async move {
@@ -64,9 +63,16 @@ pub async fn run(config: Config, paths: Vec<PathBuf>) -> Result<ExitCode, CliErr
         .close()
         .await
         .map_err(|e| CliError::Other(format!("final index flush failed: {e}")))?;
+    let seconds = started.elapsed().as_secs_f64();
     println!("imported: {imported}");
     println!("duplicates: {duplicates}");
     println!("rejected: {}", rejected.len());
+    // Import phase only (after start-up reconciliation), final flush included.
+    println!("seconds: {seconds:.3}");
+    println!(
+        "files_per_second: {:.1}",
+        (imported + duplicates + rejected.len() as u64) as f64 / seconds.max(1e-9)
+    );
     for (path, reason) in &rejected {
         println!("rejected {}: {reason}", path.display());
     }

@@ -30,6 +30,9 @@ pub enum Command {
         /// Files or folders (searched recursively).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Files imported at once; their objects are made durable together (group commit).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        jobs: u16,
     },
     /// Print archive counts (server stopped; reconciles first, like a start).
     Stats(CommonArgs),
@@ -105,7 +108,11 @@ pub fn init_logging(config: &Config) {
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(args.load()?).await,
-        Command::Import { common, paths } => import::run(common.load()?, paths).await,
+        Command::Import {
+            common,
+            paths,
+            jobs,
+        } => import::run(common.load()?, paths, usize::from(jobs)).await,
         Command::Stats(args) => stats::run(args.load()?).await,
     }
 }

@@ -259,10 +259,12 @@ impl Overlay {
         Ok(())
     }
 
-    /// One sled batch per tree, holding the final state of everything touched.
-    fn into_batches(self) -> Result<Vec<sled::Batch>> {
-        let mut batches: Vec<sled::Batch> =
-            TreeId::ALL.iter().map(|_| sled::Batch::default()).collect();
+    /// One sled batch per tree written, holding the final state of everything touched.
+    fn into_batches(self) -> Result<Vec<(TreeId, sled::Batch)>> {
+        let mut batches: Vec<Option<sled::Batch>> = TreeId::ALL.iter().map(|_| None).collect();
+        fn batch(batches: &mut [Option<sled::Batch>], tree: TreeId) -> &mut sled::Batch {
+            batches[tree as usize].get_or_insert_with(sled::Batch::default)
+        }
         fn put<T: serde::Serialize>(
             batch: &mut sled::Batch,
             records: HashMap<String, Option<T>>,
@@ -275,27 +277,30 @@ impl Overlay {
             }
             Ok(())
         }
-        put(&mut batches[TreeId::Instances as usize], self.instances)?;
-        put(&mut batches[TreeId::Series as usize], self.series)?;
-        put(&mut batches[TreeId::Studies as usize], self.studies)?;
-        put(&mut batches[TreeId::Patients as usize], self.patients)?;
+        put(batch(&mut batches, TreeId::Instances), self.instances)?;
+        put(batch(&mut batches, TreeId::Series), self.series)?;
+        put(batch(&mut batches, TreeId::Studies), self.studies)?;
+        put(batch(&mut batches, TreeId::Patients), self.patients)?;
         for (tree, key, insert) in self.secondary {
-            let batch = &mut batches[tree as usize];
             if insert {
-                batch.insert(key, &[][..]);
+                batch(&mut batches, tree).insert(key, &[][..]);
             } else {
-                batch.remove(key);
+                batch(&mut batches, tree).remove(key);
             }
         }
         for (id, header) in self.headers {
-            let batch = &mut batches[TreeId::Headers as usize];
+            let headers = batch(&mut batches, TreeId::Headers);
             match header {
-                Some(bytes) => batch.insert(&id.to_be_bytes()[..], bytes),
-                None => batch.remove(&id.to_be_bytes()[..]),
+                Some(bytes) => headers.insert(&id.to_be_bytes()[..], bytes),
+                None => headers.remove(&id.to_be_bytes()[..]),
             }
         }
-        batches[TreeId::Meta as usize].insert(TOTALS_KEY, encode(&self.totals)?);
-        Ok(batches)
+        batch(&mut batches, TreeId::Meta).insert(TOTALS_KEY, encode(&self.totals)?);
+        Ok(TreeId::ALL
+            .iter()
+            .zip(batches)
+            .filter_map(|(tree, b)| b.map(|b| (*tree, b)))
+            .collect())
     }
 }
 
@@ -341,10 +346,12 @@ impl Index {
             overlay.add(self, entry)?;
         }
         let batches = overlay.into_batches()?;
-        self.trees
+        // Only the trees written take part: a sled transaction costs per tree it spans.
+        let trees: Vec<&sled::Tree> = batches.iter().map(|(id, _)| self.tree(*id)).collect();
+        trees
             .as_slice()
             .transaction(|trees| {
-                for (tree, batch) in trees.iter().zip(batches.iter()) {
+                for (tree, (_, batch)) in trees.iter().zip(batches.iter()) {
                     tree.apply_batch(batch)?;
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
