@@ -1,7 +1,7 @@
 //! The C-STORE order (DESIGN.md §3): validate, store durably, index, and only then report
 //! success.
 
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,10 +9,11 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
-use dicom_parser::dataset::lazy_read::LazyDataSetReader;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
 use super::spool::Spooled;
+use super::structure::{Encoding, StructureCheck};
 use super::{Archive, IngestError, IngestRequest, Spool};
 use crate::config::DuplicatePolicy;
 use crate::index::{Applied, InstanceEntry, ObjectFacts, text};
@@ -144,16 +145,59 @@ impl Archive {
     }
 }
 
-/// Parse the header, walk the whole data set structurally (truncation shows here), check it
-/// against the announcement and build the index entry.
+/// How the data set of a transfer syntax is encoded, for the structure walk; `None` for
+/// deflated data sets, which the header parse inflates and checks instead.
+pub(crate) fn dataset_encoding(ts_uid: &str) -> Result<Option<Encoding>, IngestError> {
+    let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
+        return Err(IngestError::Unreadable(format!(
+            "unknown transfer syntax {ts_uid}"
+        )));
+    };
+    if matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
+        return Ok(None);
+    }
+    // dicom-encoding does not expose the VR mode; Implicit VR Little Endian is the registry's
+    // only implicit-VR syntax.
+    Ok(Some(Encoding {
+        explicit_vr: ts.uid() != IMPLICIT_VR_LITTLE_ENDIAN.uid(),
+        big_endian: ts.endianness() == dicom_encoding::transfer_syntax::Endianness::Big,
+    }))
+}
+
+/// Check the data set's structure (truncation shows here), parse its header, check it against
+/// the announcement and build the index entry.
 pub(crate) fn parse_and_validate(spooled: &Spooled) -> Result<InstanceEntry, IngestError> {
     let request = &spooled.request;
-    let path = &spooled.guard.path;
-    let object = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| IngestError::Unreadable(error_chain(&e)))?;
-    check_structure(spooled)?;
+    let walked;
+    let structure = match &spooled.structure {
+        Some(check) => Some(check),
+        None => {
+            walked = walk_file(spooled)?;
+            walked.as_ref()
+        }
+    };
+    if let Some(check) = structure {
+        check.result().map_err(IngestError::Unreadable)?;
+    }
+    let object = match structure.and_then(StructureCheck::header) {
+        Some(bytes) => {
+            let ts = TransferSyntaxRegistry
+                .get(&request.transfer_syntax)
+                .ok_or_else(|| {
+                    IngestError::Unreadable(format!(
+                        "unknown transfer syntax {}",
+                        request.transfer_syntax
+                    ))
+                })?;
+            InMemDicomObject::read_dataset_with_ts(bytes, ts)
+                .map_err(|e| IngestError::Unreadable(error_chain(&e)))?
+        }
+        None => OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .open_file(&spooled.guard.path)
+            .map_err(|e| IngestError::Unreadable(error_chain(&e)))?
+            .into_inner(),
+    };
     let header: &InMemDicomObject = &object;
     let required = |tag: Tag, name: &'static str| -> Result<String, IngestError> {
         let value = text(header, tag);
@@ -195,45 +239,17 @@ pub(crate) fn parse_and_validate(spooled: &Spooled) -> Result<InstanceEntry, Ing
     InstanceEntry::from_header(header, facts).map_err(|e| IngestError::Unreadable(e.to_string()))
 }
 
-/// Walk every element of the data set without loading values, so an object truncated inside
-/// its pixel data (which the header parse never reaches) is refused too.
-fn check_structure(spooled: &Spooled) -> Result<(), IngestError> {
-    let ts_uid = spooled.request.transfer_syntax.as_str();
-    let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
-        return Err(IngestError::Unreadable(format!(
-            "unknown transfer syntax {ts_uid}"
-        )));
+/// The structure walk for an object that did not arrive through a spool (read from its file).
+fn walk_file(spooled: &Spooled) -> Result<Option<StructureCheck>, IngestError> {
+    let Some(encoding) = dataset_encoding(&spooled.request.transfer_syntax)? else {
+        return Ok(None);
     };
-    if matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
-        // Deflated data sets are checked by inflating them in the header parse only.
-        return Ok(());
-    }
     let mut file = spooled.file.try_clone().map_err(IngestError::spool)?;
     file.seek(SeekFrom::Start(spooled.dataset_offset))
         .map_err(IngestError::spool)?;
-    let total = spooled.size;
-    let mut reader = LazyDataSetReader::new_with_ts(BufReader::with_capacity(256 * 1024, file), ts)
-        .map_err(|e| IngestError::Unreadable(error_chain(&e)))?;
-    while let Some(token) = reader.advance() {
-        let token = token.map_err(|e| IngestError::Unreadable(error_chain(&e)))?;
-        token.skip().map_err(|e| {
-            IngestError::Unreadable(format!(
-                "malformed data set ({total} bytes): {}",
-                error_chain(&e)
-            ))
-        })?;
-    }
-    // Skipping a value does not notice a short read, so compare where the walk ended (the sum
-    // of the declared lengths) with the bytes actually received.
-    let declared_end = dicom_parser::StatefulDecode::position(&reader.into_decoder());
-    if declared_end != total {
-        return Err(IngestError::Unreadable(format!(
-            "truncated data set: its elements declare {} bytes, {} were received",
-            declared_end.saturating_sub(spooled.dataset_offset),
-            total.saturating_sub(spooled.dataset_offset)
-        )));
-    }
-    Ok(())
+    StructureCheck::read_from(encoding, file)
+        .map(Some)
+        .map_err(IngestError::spool)
 }
 
 /// An error with its sources, on one line.

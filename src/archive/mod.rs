@@ -9,6 +9,7 @@ mod query;
 mod reconcile;
 mod retrieve;
 mod spool;
+mod structure;
 #[cfg(test)]
 mod tests;
 mod uid_lock;

@@ -226,6 +226,7 @@ impl Archive {
                 sha256: hasher.finalize().into(),
                 size,
                 dataset_offset,
+                structure: None,
             };
             parse_and_validate(&spooled)
         })

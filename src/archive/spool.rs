@@ -9,6 +9,7 @@ use dicom_object::meta::FileMetaTableBuilder;
 use sha2::{Digest, Sha256};
 
 use super::IngestError;
+use super::structure::StructureCheck;
 
 /// Our Implementation Class UID (PS3.7 D.3.3.2), a UUID-derived UID (PS3.5 B.2).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.152222047896201545135955840025211326814";
@@ -73,6 +74,8 @@ pub struct Spool {
     guard: SpoolFileGuard,
     file: Option<std::fs::File>,
     hasher: Option<Sha256>,
+    /// Element structure checked as the data arrives (`None` for deflated data sets).
+    structure: Option<StructureCheck>,
     buf: Vec<u8>,
     /// Bytes before the data set (preamble, magic, meta group).
     pub(crate) dataset_offset: u64,
@@ -89,6 +92,8 @@ pub(crate) struct Spooled {
     pub(crate) sha256: [u8; 32],
     pub(crate) size: u64,
     pub(crate) dataset_offset: u64,
+    /// The structure walk done while spooling; `None` when it must be done from the file.
+    pub(crate) structure: Option<StructureCheck>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -120,6 +125,8 @@ pub(crate) fn part10_header(request: &IngestRequest) -> Result<Vec<u8>, IngestEr
 impl Spool {
     pub(crate) async fn create(dir: &Path, request: IngestRequest) -> Result<Spool, IngestError> {
         let header = part10_header(&request)?;
+        let structure =
+            super::ingest::dataset_encoding(&request.transfer_syntax)?.map(StructureCheck::new);
         let path = dir.join(format!("{:016x}.part", rand::random::<u64>()));
         let p = path.clone();
         let file = blocking(move || std::fs::File::create_new(&p))
@@ -133,6 +140,7 @@ impl Spool {
             guard: SpoolFileGuard { path, armed: true },
             file: Some(file),
             hasher: Some(Sha256::new()),
+            structure,
             buf,
             dataset_offset,
             size: 0,
@@ -162,17 +170,26 @@ impl Spool {
         };
         let buf = std::mem::take(&mut self.buf);
         let offset = self.size;
+        let mut structure = self.structure.take();
+        // The first chunk starts with our preamble and meta group: not part of the data set.
+        let dataset_start = usize::try_from(self.dataset_offset.saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let result = blocking(move || {
             hasher.update(&buf);
+            if let Some(check) = structure.as_mut() {
+                check.feed(&buf[dataset_start..]);
+            }
             let res = file.write_all(&buf);
             if res.is_ok() {
                 start_writeback(&file, offset, buf.len() as u64);
             }
-            (file, hasher, buf, res)
+            (file, hasher, structure, buf, res)
         })
         .await;
         match result {
-            Ok((file, hasher, mut buf, res)) => {
+            Ok((file, hasher, structure, mut buf, res)) => {
+                self.structure = structure;
                 self.size += buf.len() as u64;
                 buf.clear();
                 self.buf = buf;
@@ -214,6 +231,7 @@ impl Spool {
             sha256: hasher.finalize().into(),
             size: self.size,
             dataset_offset: self.dataset_offset,
+            structure: self.structure.take(),
         })
         .inspect(|_| self.guard.disarm())
     }
