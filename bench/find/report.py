@@ -194,8 +194,8 @@ def main():
                         extra.append((a - b) / m)
         extra.sort()
         ex = f"{extra[len(extra) // 2]:.1f} ms" if extra else "?"
-        p("- **pynetdicom** 3.0.4 (`send_c_find`, identifiers decoded as they arrive) — the client the "
-          "issue names. Its DUL thread polls the socket (idle sleep set to "
+        p("- **pynetdicom** 3.0.4 (`send_c_find`, identifiers decoded as they arrive) — the Python client the "
+          "issue's tests name (its benchmark names no client). Its DUL thread polls the socket (idle sleep set to "
           f"{drv.get('pynetdicom_run_loop_delay_s')} s instead of 1 ms) and it spends about {ex} of Python "
           "per pending response (median over all queries with ≥ 5 matches of (pynetdicom − raw) / matches, "
           "the same for every server), so it dominates whenever MIFAS returns more than a few matches. "
