@@ -32,6 +32,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 REPO="$(cd "$HERE/.." && pwd)"
 WORKDIR="${BENCH_WORKDIR:-/tmp/mifas-bench}"
 REPEATS="${BENCH_REPEATS:-5}"
@@ -80,22 +82,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
-now() { date +%s.%N; }
 
 # other CPU-heavy work (a cargo build) spoils the figures: report it
-busy() { grep -qsxE 'rustc|cargo|cc|cc1|cc1plus|c\+\+|ld|ld\.lld|rust-lld' /proc/[0-9]*/comm; }
 BUSY=0
 busy_check() { if busy; then BUSY=1; fi; }
 # percentage of CPU time idle over 2 s
-cpu_idle() {
-  local a b
-  a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
-  local tot=0 i
-  for ((i = 1; i < ${#a[@]}; i++)); do tot=$((tot + b[i] - a[i])); done
-  echo $(( (b[4] - a[4] + b[5] - a[5]) * 100 / (tot > 0 ? tot : 1) ))
-}
 wait_quiet() {
   local max=${BENCH_QUIET_WAIT:-900} t=0 idle="?"
   while ((t < max)); do

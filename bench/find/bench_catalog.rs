@@ -50,6 +50,22 @@ pub struct Series {
     pub sop_class: String,
 }
 
+/// Command-line arguments: the positional ones, and `--key value` options.
+pub fn parse_args() -> (Vec<String>, HashMap<String, String>) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut positional = Vec::new();
+    let mut opts: HashMap<String, String> = HashMap::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if let Some(k) = a.strip_prefix("--") {
+            opts.insert(k.to_string(), it.next().expect("option value"));
+        } else {
+            positional.push(a);
+        }
+    }
+    (positional, opts)
+}
+
 pub fn read_tsv(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));

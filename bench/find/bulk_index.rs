@@ -14,7 +14,6 @@
 //! (header build + entry + apply + flush) and index rate (apply + flush only). Output: one
 //! `key: value` per line on stdout; per-window rates as TSV in `--rates`.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,20 +23,10 @@ use sha2::{Digest, Sha256};
 
 #[path = "bench_catalog.rs"]
 mod bench_catalog;
-use bench_catalog::{Catalog, PER_SERIES, dims, header, instance_uid};
+use bench_catalog::{Catalog, PER_SERIES, dims, header, instance_uid, parse_args};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut positional = Vec::new();
-    let mut opts: HashMap<String, String> = HashMap::new();
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        if let Some(k) = a.strip_prefix("--") {
-            opts.insert(k.to_string(), it.next().expect("option value"));
-        } else {
-            positional.push(a);
-        }
-    }
+    let (positional, opts) = parse_args();
     if positional.len() != 2 {
         eprintln!(
             "usage: bulk_index CATALOG_DIR DATA_DIR [--batch 1000] [--window 10000] [--flush-every 1] [--rates FILE]"

@@ -17,7 +17,6 @@
 //! is fsynced (source data). `--jobs` threads (default: available parallelism) take series in
 //! turn. Output: one `key: value` per line on stdout.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -28,7 +27,7 @@ use dicom_object::meta::FileMetaTableBuilder;
 
 #[path = "bench_catalog.rs"]
 mod bench_catalog;
-use bench_catalog::{Catalog, PER_SERIES, header, instance_uid};
+use bench_catalog::{Catalog, PER_SERIES, header, instance_uid, parse_args};
 
 const ROWS: u16 = 8;
 const COLS: u16 = 8;
@@ -45,17 +44,7 @@ fn folder_name(k: usize) -> String {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut positional = Vec::new();
-    let mut opts: HashMap<String, String> = HashMap::new();
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        if let Some(k) = a.strip_prefix("--") {
-            opts.insert(k.to_string(), it.next().expect("option value"));
-        } else {
-            positional.push(a);
-        }
-    }
+    let (positional, opts) = parse_args();
     if positional.len() != 2 {
         eprintln!(
             "usage: gen_part10 CATALOG_DIR OUT_DIR [--limit N] [--folder-size 10000] [--jobs N]"

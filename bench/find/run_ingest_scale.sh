@@ -45,6 +45,10 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+QUIET_WAIT="${SCALE_QUIET_WAIT:-900}"
+wait_quiet() { wait_quiet_for "$@"; }
 REPO="$(cd "$HERE/../.." && pwd)"
 PATIENTS="${SCALE_PATIENTS:-10000}"
 FS="${SCALE_FOLDER_SIZE:-10000}"
@@ -102,46 +106,6 @@ trap 'exit 130' INT TERM
 
 # ---- quiet machine (as in run_find.sh) ---------------------------------------------------------
 # other CPU-heavy work (a cargo build, another benchmark) spoils the figures: wait, then report it
-busy() { grep -qsxE 'rustc|cargo|cc|cc1|cc1plus|c\+\+|ld|ld\.lld|rust-lld' /proc/[0-9]*/comm; }
-cpu_idle() {
-  local a b
-  a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
-  local tot=0 i
-  for ((i = 1; i < ${#a[@]}; i++)); do tot=$((tot + b[i] - a[i])); done
-  echo $(( (b[4] - a[4] + b[5] - a[5]) * 100 / (tot > 0 ? tot : 1) ))
-}
-heavy_procs() {  # processes above 20 % CPU over the next second (instantaneous, not lifetime)
-  python3 - <<'PY'
-import os, time
-def snap():
-    d = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                f = open(f"/proc/{p}/stat").read()
-                name = f[f.index("(") + 1:f.rindex(")")]
-                rest = f[f.rindex(")") + 2:].split()
-                d[p] = (name, int(rest[11]) + int(rest[12]))
-            except (OSError, ValueError, IndexError):
-                pass
-    return d
-a = snap(); time.sleep(1); b = snap()
-hz = os.sysconf("SC_CLK_TCK")
-out = sorted(((b[p][1] - a[p][1]) * 100 / hz, b[p][0]) for p in b if p in a)
-print(" ".join(f"{n}({c:.0f}%)" for c, n in reversed(out) if c > 20)[:200])
-PY
-}
-wait_quiet() {  # $1 = what is about to be measured
-  local max=${SCALE_QUIET_WAIT:-900} t=0 idle="?"
-  ((max == 0)) && return 0
-  while ((t < max)); do
-    idle=$(cpu_idle); t=$((t + 2))
-    if ! busy && ((idle >= 85)); then return 0; fi
-    ((t % 60 < 5)) && log "machine busy (compiler running or CPU idle ${idle}% < 85%), waiting ($t s) before: $1"
-    sleep 3; t=$((t + 3))
-  done
-  note "$1: machine still busy after ${max} s (compiler or CPU idle ${idle}%: $(heavy_procs)); measured anyway"
-}
 # busy_check at the start and the end of a chunk, plus a watcher sampling every second in between
 BUSY_SEEN=""
 busy_check() { if busy; then BUSY_SEEN="${BUSY_SEEN:+$BUSY_SEEN, }$1"; fi; }

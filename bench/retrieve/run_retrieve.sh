@@ -48,6 +48,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
 REPO="$(cd "$HERE/../.." && pwd)"
 WORKDIR="${RETRIEVE_WORKDIR:-/tmp/mifas-retrieve}"
 COUNT="${RETRIEVE_COUNT:-500}"
@@ -115,10 +117,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-now() { date +%s.%N; }
-secs() { python3 -c "print(f'{$2 - $1:.3f}')"; }
-
 # CPU seconds (user+sys of all threads) of a live process, as an integer number of clock ticks
 cpu_ticks() {
   local st; st=$(cat "/proc/$1/stat" 2>/dev/null) || { echo ""; return; }
@@ -134,35 +132,6 @@ tick_secs() {  # t0 t1 -> seconds, or "?" when a process was gone
   python3 -c "print(f'{($2 - $1) / $HZ:.2f}')"
 }
 
-busy() { grep -qsxE 'rustc|cargo|cc|cc1|cc1plus|c\+\+|ld|ld\.lld|rust-lld|pytest' /proc/[0-9]*/comm; }
-cpu_idle() {
-  local a b
-  a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
-  local tot=0 i
-  for ((i = 1; i < ${#a[@]}; i++)); do tot=$((tot + b[i] - a[i])); done
-  echo $(( (b[4] - a[4] + b[5] - a[5]) * 100 / (tot > 0 ? tot : 1) ))
-}
-heavy_procs() {  # processes above 20 % CPU over the next second
-  python3 - <<'PY'
-import os, time
-def snap():
-    d = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                f = open(f"/proc/{p}/stat").read()
-                name = f[f.index("(") + 1:f.rindex(")")]
-                rest = f[f.rindex(")") + 2:].split()
-                d[p] = (name, int(rest[11]) + int(rest[12]))
-            except (OSError, ValueError, IndexError):
-                pass
-    return d
-a = snap(); time.sleep(1); b = snap()
-hz = os.sysconf("SC_CLK_TCK")
-out = sorted(((b[p][1] - a[p][1]) * 100 / hz, b[p][0]) for p in b if p in a)
-print(" ".join(f"{n}({c:.0f}%)" for c, n in reversed(out) if c > 20)[:200])
-PY
-}
 wait_quiet() {
   local max=${RETRIEVE_QUIET_WAIT:-120} t=0 idle="?"
   while ((t < max)); do
