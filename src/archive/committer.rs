@@ -153,3 +153,147 @@ async fn fail_group(
         let _ = reply.send(Err(message.clone()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The committer's ordering, with a store whose durability barrier the test controls.
+
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::{tags, uids};
+    use dicom_object::InMemDicomObject;
+    use tokio::sync::{Notify, Semaphore};
+
+    use super::*;
+    use crate::index::ObjectFacts;
+    use crate::storage::{Result as StoreResult, StorageError};
+
+    /// `sync` waits for a permit the test hands out, or fails when told to.
+    #[derive(Debug)]
+    struct GatedStore {
+        gate: Semaphore,
+        sync_started: Notify,
+        fail_sync: bool,
+        deleted: Mutex<Vec<ObjectKey>>,
+    }
+
+    impl GatedStore {
+        fn new(fail_sync: bool) -> GatedStore {
+            GatedStore {
+                gate: Semaphore::new(0),
+                sync_started: Notify::new(),
+                fail_sync,
+                deleted: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for GatedStore {
+        async fn put_file(&self, _: &ObjectKey, _: &Path) -> StoreResult<()> {
+            Ok(())
+        }
+        async fn sync(&self, _: &[ObjectKey]) -> StoreResult<()> {
+            self.sync_started.notify_one();
+            if self.fail_sync {
+                return Err(StorageError::Task("disk went away".into()));
+            }
+            let permit = self.gate.acquire().await;
+            permit
+                .map(|p| p.forget())
+                .map_err(|e| StorageError::Task(e.to_string()))
+        }
+        async fn get_range(&self, key: &ObjectKey, _: u64, _: u64) -> StoreResult<Vec<u8>> {
+            Err(StorageError::NotFound(key.to_string()))
+        }
+        async fn size(&self, key: &ObjectKey) -> StoreResult<u64> {
+            Err(StorageError::NotFound(key.to_string()))
+        }
+        async fn exists(&self, _: &ObjectKey) -> StoreResult<bool> {
+            Ok(true)
+        }
+        async fn delete(&self, key: &ObjectKey) -> StoreResult<()> {
+            self.deleted.lock().unwrap().push(key.clone());
+            Ok(())
+        }
+        async fn missing(&self, _: Vec<ObjectKey>) -> StoreResult<Vec<ObjectKey>> {
+            Ok(Vec::new())
+        }
+        async fn list(&self) -> StoreResult<Vec<ObjectKey>> {
+            Ok(Vec::new())
+        }
+        fn local_path(&self, _: &ObjectKey) -> Option<PathBuf> {
+            None
+        }
+    }
+
+    fn entry(sop: &str) -> InstanceEntry {
+        let mut obj = InMemDicomObject::new_empty();
+        let mut put =
+            |tag, vr, value: &str| obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+        put(tags::SOP_CLASS_UID, VR::UI, uids::CT_IMAGE_STORAGE);
+        put(tags::SOP_INSTANCE_UID, VR::UI, sop);
+        put(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.1");
+        put(tags::SERIES_INSTANCE_UID, VR::UI, "1.2.2");
+        put(tags::PATIENT_ID, VR::LO, "P1");
+        let facts = ObjectFacts {
+            sop_class_uid: uids::CT_IMAGE_STORAGE.into(),
+            sop_instance_uid: sop.into(),
+            transfer_syntax: uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
+            size: 10,
+            sha256: [0; 32],
+            object_key: ObjectKey::for_instance(sop).to_string(),
+            source_aet: "TEST".into(),
+            received_at: 0,
+        };
+        InstanceEntry::from_header(&obj, facts).unwrap()
+    }
+
+    fn setup(
+        store: GatedStore,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Index>,
+        Arc<GatedStore>,
+        CommitterHandle,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(&dir.path().join("index")).unwrap());
+        let store = Arc::new(store);
+        let committer = spawn(&index, store.clone(), 8);
+        (dir, index, store, committer)
+    }
+
+    #[tokio::test]
+    async fn nothing_is_indexed_before_its_object_is_durable() {
+        let (_dir, index, store, committer) = setup(GatedStore::new(false));
+        let key = ObjectKey::for_instance("1.2.3.1");
+        let task = tokio::spawn({
+            let committer = committer.clone();
+            async move { committer.commit(key, entry("1.2.3.1")).await }
+        });
+        store.sync_started.notified().await;
+        // The object's durability barrier has not returned, so its index entry must not appear.
+        // Nothing signals "not indexed": watch for a while, long enough for an index write.
+        for _ in 0..40 {
+            assert!(!index.contains_instance("1.2.3.1").unwrap());
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        store.gate.add_permits(1);
+        assert_eq!(task.await.unwrap().unwrap(), Applied::Inserted);
+        assert!(index.contains_instance("1.2.3.1").unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_refuses_the_group_and_removes_its_objects() {
+        let (_dir, index, store, committer) = setup(GatedStore::new(true));
+        let key = ObjectKey::for_instance("1.2.3.2");
+        let result = committer.commit(key.clone(), entry("1.2.3.2")).await;
+        assert!(result.is_err());
+        assert!(!index.contains_instance("1.2.3.2").unwrap());
+        assert_eq!(*store.deleted.lock().unwrap(), vec![key]);
+    }
+}
