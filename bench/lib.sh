@@ -1,5 +1,19 @@
-# Helpers shared by the benchmark scripts (sourced, not run). The sourcing script defines
-# log() and note(); wait_quiet reads QUIET_WAIT (seconds, 0 = do not wait).
+# Helpers shared by the benchmark scripts (sourced, not run). The sourcing script defines log()
+# and NOTES (the run's notes file); stop_all_pids stops the processes listed in ALL_PIDS;
+# wait_quiet_for reads QUIET_WAIT (seconds, 0 = do not wait).
+
+note() { log "NOTE: $*"; printf '%s\n' "$*" >>"$NOTES"; }
+
+stop_all_pids() {  # SIGTERM every process of ALL_PIDS, then SIGKILL those alive 10 s later
+  local p i
+  for p in "${ALL_PIDS[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then kill -TERM "$p" 2>/dev/null || true; fi
+  done
+  for p in "${ALL_PIDS[@]}"; do
+    for ((i = 0; i < 100; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; fi
+  done
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 now() { date +%s.%N; }

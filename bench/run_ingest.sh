@@ -60,17 +60,10 @@ SERVER_PID=""
 ALL_PIDS=()
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-note() { log "NOTE: $*"; printf '%s\n' "$*" >>"$NOTES"; }
 
 cleanup() {
   local rc=$?
-  for p in "${ALL_PIDS[@]}"; do
-    if kill -0 "$p" 2>/dev/null; then kill -TERM "$p" 2>/dev/null || true; fi
-  done
-  sleep 0.5
-  for p in "${ALL_PIDS[@]}"; do
-    if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; fi
-  done
+  stop_all_pids
   if [[ -n "${BENCH_KEEP_RUN:-}" ]]; then
     log "run data kept in $RUN"
   else

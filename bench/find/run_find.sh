@@ -73,7 +73,6 @@ SIZES="$RUN/sizes.txt"; : >"$SIZES"
 ALL_PIDS=()
 
 log() { printf '[find %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-note() { log "NOTE: $*"; printf '%s\n' "$*" >>"$NOTES"; }
 envset() { printf '%s: %s\n' "$1" "$2" >>"$ENV"; }
 
 stop_pid() {  # $1 pid, $2 name
@@ -92,13 +91,7 @@ stop_pid() {  # $1 pid, $2 name
 
 cleanup() {
   local rc=$?
-  for p in "${ALL_PIDS[@]}"; do
-    if kill -0 "$p" 2>/dev/null; then kill -TERM "$p" 2>/dev/null || true; fi
-  done
-  for p in "${ALL_PIDS[@]}"; do
-    for ((i = 0; i < 100; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; fi
-  done
+  stop_all_pids
   if [[ "${FIND_KEEP_RUN:-0}" == 1 ]]; then
     log "run data kept in $RUN"
   else

@@ -86,7 +86,6 @@ ENV="$RUN/env.txt"; : >"$ENV"
 CHUNKS="$RUN/chunks.tsv"
 WATCH_PID=""
 
-note() { log "NOTE: $*"; printf '%s\n' "$*" >>"$NOTES"; }
 envset() { printf '%s\t%s\n' "$1" "$2" >>"$ENV"; }
 
 cleanup() {

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
-use dicom_encoding::TransferSyntaxIndex;
+use dicom_encoding::{TransferSyntax, TransferSyntaxIndex};
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
@@ -145,14 +145,16 @@ impl Archive {
     }
 }
 
+fn transfer_syntax(uid: &str) -> Result<&'static TransferSyntax, IngestError> {
+    TransferSyntaxRegistry
+        .get(uid)
+        .ok_or_else(|| IngestError::Unreadable(format!("unknown transfer syntax {uid}")))
+}
+
 /// How the data set of a transfer syntax is encoded, for the structure walk; `None` for
 /// deflated data sets, which the header parse inflates and checks instead.
 pub(crate) fn dataset_encoding(ts_uid: &str) -> Result<Option<Encoding>, IngestError> {
-    let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
-        return Err(IngestError::Unreadable(format!(
-            "unknown transfer syntax {ts_uid}"
-        )));
-    };
+    let ts = transfer_syntax(ts_uid)?;
     if matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
         return Ok(None);
     }
@@ -180,18 +182,11 @@ pub(crate) fn parse_and_validate(spooled: &Spooled) -> Result<InstanceEntry, Ing
         check.result().map_err(IngestError::Unreadable)?;
     }
     let object = match structure.and_then(StructureCheck::header) {
-        Some(bytes) => {
-            let ts = TransferSyntaxRegistry
-                .get(&request.transfer_syntax)
-                .ok_or_else(|| {
-                    IngestError::Unreadable(format!(
-                        "unknown transfer syntax {}",
-                        request.transfer_syntax
-                    ))
-                })?;
-            InMemDicomObject::read_dataset_with_ts(bytes, ts)
-                .map_err(|e| IngestError::Unreadable(error_chain(&e)))?
-        }
+        Some(bytes) => InMemDicomObject::read_dataset_with_ts(
+            bytes,
+            transfer_syntax(&request.transfer_syntax)?,
+        )
+        .map_err(|e| IngestError::Unreadable(error_chain(&e)))?,
         None => OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
             .open_file(&spooled.guard.path)
