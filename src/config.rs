@@ -113,6 +113,9 @@ impl Default for QueryConfig {
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub quota_bytes: u64,
+    /// Largest object (stored Part-10 file) accepted, in bytes; 0 = no limit. Checked while the
+    /// data arrives: a larger object is refused with 0xA700 without being spooled whole.
+    pub max_object_bytes: u64,
     pub duplicate_policy: DuplicatePolicy,
     pub group_commit_max: usize,
 }
@@ -164,6 +167,7 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: PathBuf::from("./mifas-data"),
             quota_bytes: 0,
+            max_object_bytes: 0,
             duplicate_policy: DuplicatePolicy::Ignore,
             group_commit_max: 128,
         }

@@ -7,13 +7,64 @@ use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
 
 use super::IngestError;
-use crate::index::{Applied, Index, InstanceEntry};
+use crate::index::{Applied, Index, IndexError, InstanceEntry};
 use crate::storage::{ObjectKey, ObjectStore};
 
 struct CommitRequest {
     key: ObjectKey,
     entry: InstanceEntry,
-    reply: oneshot::Sender<Result<Applied, String>>,
+    reply: oneshot::Sender<Result<Applied, CommitFailure>>,
+}
+
+/// Why a group was refused; shared by every object of the group, so cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) enum CommitFailure {
+    /// ENOSPC/EDQUOT while making the objects or the index durable.
+    OutOfResources(String),
+    Storage(String),
+    Index(String),
+}
+
+impl CommitFailure {
+    fn from_storage(err: &crate::storage::StorageError) -> CommitFailure {
+        match err {
+            crate::storage::StorageError::Full { .. } => {
+                CommitFailure::OutOfResources(err.to_string())
+            }
+            other => CommitFailure::Storage(other.to_string()),
+        }
+    }
+
+    fn from_index(err: &IndexError) -> CommitFailure {
+        let full = matches!(err,
+            IndexError::Flush(sled::Error::Io(io)) | IndexError::Read(sled::Error::Io(io))
+                if crate::storage::is_disk_full(io));
+        if full {
+            CommitFailure::OutOfResources(err.to_string())
+        } else {
+            CommitFailure::Index(err.to_string())
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            CommitFailure::OutOfResources(m)
+            | CommitFailure::Storage(m)
+            | CommitFailure::Index(m) => m,
+        }
+    }
+}
+
+impl From<CommitFailure> for IngestError {
+    fn from(failure: CommitFailure) -> IngestError {
+        match failure {
+            CommitFailure::OutOfResources(m) => IngestError::OutOfResources(m),
+            CommitFailure::Storage(m) => {
+                IngestError::Storage(crate::storage::StorageError::Task(m))
+            }
+            CommitFailure::Index(m) => IngestError::Index(IndexError::Write(m)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -34,12 +85,14 @@ pub(crate) fn spawn(
 }
 
 impl CommitterHandle {
-    /// Make an object already moved into the store durable and indexed.
+    /// Make an object already moved into the store durable and indexed under `key` (the
+    /// record names this generation of the object).
     pub(crate) async fn commit(
         &self,
         key: ObjectKey,
-        entry: InstanceEntry,
+        mut entry: InstanceEntry,
     ) -> Result<Applied, IngestError> {
+        entry.instance.object_key = key.to_string();
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(CommitRequest { key, entry, reply })
@@ -47,7 +100,7 @@ impl CommitterHandle {
             .map_err(|_| IngestError::ShuttingDown)?;
         match rx.await {
             Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(message)) => Err(IngestError::Index(crate::index::IndexError::Write(message))),
+            Ok(Err(failure)) => Err(failure.into()),
             Err(_) => Err(IngestError::ShuttingDown),
         }
     }
@@ -57,7 +110,7 @@ impl CommitterHandle {
 struct SyncedGroup {
     keys: Vec<ObjectKey>,
     entries: Vec<InstanceEntry>,
-    replies: Vec<oneshot::Sender<Result<Applied, String>>>,
+    replies: Vec<oneshot::Sender<Result<Applied, CommitFailure>>>,
 }
 
 /// Two stages: the objects of one group are fsynced while the previous group is being indexed,
@@ -84,7 +137,13 @@ async fn run(
             "group durable"
         );
         if let Err(e) = synced {
-            fail_group(store.as_ref(), &keys, replies, e.to_string()).await;
+            fail_group(
+                store.as_ref(),
+                &keys,
+                replies,
+                CommitFailure::from_storage(&e),
+            )
+            .await;
             continue;
         }
         let group = SyncedGroup {
@@ -114,14 +173,10 @@ async fn index_stage(
         } = group;
         let size = entries.len();
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            let applied = index.apply(entries)?;
-            index.flush_blocking()?;
-            Ok::<_, crate::index::IndexError>(applied)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
+        let result = tokio::task::spawn_blocking(move || apply_durably(&index, entries))
+            .await
+            .map_err(|e| CommitFailure::Index(e.to_string()))
+            .and_then(|r| r);
         tracing::trace!(
             size,
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -133,24 +188,46 @@ async fn index_stage(
                     let _ = reply.send(Ok(a));
                 }
             }
-            Err(message) => fail_group(store.as_ref(), &keys, replies, message).await,
+            Err(failure) => fail_group(store.as_ref(), &keys, replies, failure).await,
         }
     }
+}
+
+/// Apply a group's entries and flush them. When the flush fails the applied writes are undone
+/// before the group is refused: otherwise C-FIND would show instances whose objects
+/// `fail_group` deletes, and sled's background flush would persist them later.
+fn apply_durably(
+    index: &Index,
+    entries: Vec<InstanceEntry>,
+) -> Result<Vec<Applied>, CommitFailure> {
+    let (applied, undo) = index
+        .apply(entries)
+        .map_err(|e| CommitFailure::from_index(&e))?;
+    if let Err(e) = index.flush_blocking() {
+        let failure = CommitFailure::from_index(&e);
+        if let Err(undo_err) = index.undo(undo) {
+            // Nothing more we can do in place: the entries stay visible until a restart's
+            // reconciliation (which never indexes over a live entry) sees them again.
+            tracing::error!(error = %undo_err, "cannot undo the index writes of a group whose flush failed");
+        }
+        return Err(failure);
+    }
+    Ok(applied)
 }
 
 /// Refuse every object of a group and remove what was moved into the store.
 async fn fail_group(
     store: &dyn ObjectStore,
     keys: &[ObjectKey],
-    replies: Vec<oneshot::Sender<Result<Applied, String>>>,
-    message: String,
+    replies: Vec<oneshot::Sender<Result<Applied, CommitFailure>>>,
+    failure: CommitFailure,
 ) {
-    tracing::error!(size = keys.len(), error = %message, "group commit failed; objects of the group are refused");
+    tracing::error!(size = keys.len(), error = %failure.message(), "group commit failed; objects of the group are refused");
     for key in keys {
         let _ = store.delete(key).await;
     }
     for reply in replies {
-        let _ = reply.send(Err(message.clone()));
+        let _ = reply.send(Err(failure.clone()));
     }
 }
 

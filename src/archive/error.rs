@@ -47,6 +47,23 @@ impl From<StorageError> for IngestError {
 }
 
 impl IngestError {
+    /// Disk full or quota reached, whichever layer noticed it (ENOSPC/EDQUOT at the spool, the
+    /// object fsync or the index flush): the peer is told "Refused: Out of Resources".
+    pub fn is_out_of_resources(&self) -> bool {
+        match self {
+            IngestError::OutOfResources(_) => true,
+            IngestError::Storage(StorageError::Full { .. }) => true,
+            IngestError::Spool(e) => crate::storage::is_disk_full(e),
+            IngestError::Index(IndexError::Flush(sled::Error::Io(e)))
+            | IngestError::Index(IndexError::Read(sled::Error::Io(e)))
+            | IngestError::Index(IndexError::Open {
+                source: sled::Error::Io(e),
+                ..
+            }) => crate::storage::is_disk_full(e),
+            _ => false,
+        }
+    }
+
     pub(crate) fn spool(err: std::io::Error) -> IngestError {
         if crate::storage::is_disk_full(&err) {
             IngestError::OutOfResources(format!("no space left on the spool device: {err}"))

@@ -2,7 +2,6 @@
 //! success.
 
 use std::io::{Seek, SeekFrom};
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dicom_core::Tag;
@@ -46,21 +45,6 @@ pub(crate) fn check_request(request: &IngestRequest) -> Result<(), IngestError> 
     Ok(())
 }
 
-/// Releases reserved quota bytes when the store attempt ends, whatever its outcome.
-struct Reservation<'a> {
-    archive: &'a Archive,
-    bytes: u64,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        self.archive
-            .inner
-            .reserved_bytes
-            .fetch_sub(self.bytes, Ordering::SeqCst);
-    }
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, IngestError> + Send + 'static,
 ) -> Result<T, IngestError> {
@@ -89,33 +73,57 @@ impl Archive {
         let t1 = std::time::Instant::now();
         let uid = spooled.request.sop_instance_uid.clone();
         let index = &self.inner.index;
+        let store = &self.inner.store;
         let _uid_lock = self.inner.uid_locks.lock(&uid).await;
-        let key = ObjectKey::for_instance(&uid);
-        // An index entry whose object is gone (lost after a failed commit) is no duplicate.
-        if index.contains_instance(&uid)? && self.inner.store.exists(&key).await? {
-            match self.inner.duplicate_policy {
-                DuplicatePolicy::Ignore => {
-                    tracing::info!(sop_instance_uid = %uid, "already stored; duplicate ignored");
-                    return Ok(IngestOutcome::DuplicateIgnored);
+        // The generation the index points at, if any; a replacement goes to the next one so the
+        // durable, indexed copy stays untouched until the new one is durable and indexed.
+        let live = index.instance(&uid)?.map(|record| {
+            ObjectKey::parse(&record.object_key).unwrap_or_else(|| ObjectKey::for_instance(&uid))
+        });
+        let key = match &live {
+            None => ObjectKey::for_instance(&uid),
+            Some(live) => {
+                // An index entry whose object is gone (lost after a failed commit) is no
+                // duplicate: the new copy takes its place whatever the policy.
+                if store.exists(live).await? {
+                    match self.inner.duplicate_policy {
+                        DuplicatePolicy::Ignore => {
+                            tracing::info!(sop_instance_uid = %uid, "already stored; duplicate ignored");
+                            return Ok(IngestOutcome::DuplicateIgnored);
+                        }
+                        DuplicatePolicy::Reject => return Err(IngestError::Duplicate(uid)),
+                        DuplicatePolicy::Replace => {}
+                    }
                 }
-                DuplicatePolicy::Reject => return Err(IngestError::Duplicate(uid)),
-                DuplicatePolicy::Replace => {}
+                live.next_generation()
             }
-        }
-        let _reservation = self.reserve(spooled.size)?;
-        // Rename first, fsync after (in the commit): one journal commit then covers the data,
-        // the new inode and the rename. A crash in between leaves an unacknowledged object that
-        // reconciliation indexes if complete or quarantines if not.
-        self.inner.store.put_file(&key, &spooled.guard.path).await?;
+        };
+        // Quota bytes stay reserved until the commit has counted them in the index totals.
+        let _reservation = spooled.reservation.take();
+        // The store fsyncs the data before the rename: a crash never leaves a torn object
+        // under a key. The group commit then makes the names durable (one directory fsync
+        // pass) and indexes them.
+        store.put_file(&key, &spooled.guard.path).await?;
         spooled.guard.disarm();
         drop(spooled.file);
         let t2 = std::time::Instant::now();
-        let applied = self.inner.committer.commit(key, entry).await?;
+        let applied = self.inner.committer.commit(key.clone(), entry).await?;
+        // Only now, with the new generation durable and indexed, the old one can go. Losing
+        // this delete to a crash leaves an un-indexed generation that reconciliation removes.
+        if let Some(old) = live.filter(|old| *old != key) {
+            match store.delete(&old).await {
+                Ok(()) | Err(crate::storage::StorageError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(object = %old, error = %e, "cannot remove the replaced generation; reconciliation will")
+                }
+            }
+        }
         tracing::debug!(
             sop_instance_uid = %uid,
+            object = %key,
             bytes = spooled.size,
             parse_us = (t1 - t0).as_micros() as u64,
-            rename_us = (t2 - t1).as_micros() as u64,
+            store_us = (t2 - t1).as_micros() as u64,
             commit_us = t2.elapsed().as_micros() as u64,
             "object durable and indexed"
         );
@@ -123,25 +131,6 @@ impl Archive {
             Applied::Inserted => Ok(IngestOutcome::Stored),
             Applied::Replaced => Ok(IngestOutcome::Replaced),
         }
-    }
-
-    fn reserve(&self, bytes: u64) -> Result<Reservation<'_>, IngestError> {
-        let reserved = &self.inner.reserved_bytes;
-        let before = reserved.fetch_add(bytes, Ordering::SeqCst);
-        let reservation = Reservation {
-            archive: self,
-            bytes,
-        };
-        let quota = self.inner.quota_bytes;
-        if quota > 0 {
-            let stored = self.inner.index.totals()?.bytes;
-            if stored + before + bytes > quota {
-                return Err(IngestError::OutOfResources(format!(
-                    "storage quota of {quota} bytes reached ({stored} bytes stored, object of {bytes} bytes)"
-                )));
-            }
-        }
-        Ok(reservation)
     }
 }
 

@@ -3,6 +3,8 @@
 //! (its input is an object plus the AE that sent it).
 
 mod committer;
+#[cfg(test)]
+mod durability_tests;
 mod error;
 mod ingest;
 mod query;
@@ -23,6 +25,8 @@ pub use spool::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, IngestReq
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+
+use crate::storage::fsync_dir;
 
 use crate::config::{Config, DuplicatePolicy};
 use crate::index::{Index, IndexError, Totals};
@@ -57,11 +61,9 @@ struct Inner {
     index: Arc<Index>,
     store: Arc<dyn ObjectStore>,
     spool_dir: PathBuf,
-    quota_bytes: u64,
+    /// Quota and object size limits, checked by each spool as its data arrives.
+    spool_limits: spool::SpoolLimits,
     duplicate_policy: DuplicatePolicy,
-    /// Bytes of objects accepted for storage but not yet committed, so concurrent stores
-    /// cannot together overrun the quota.
-    reserved_bytes: AtomicU64,
     committer: committer::CommitterHandle,
     /// Serialises stores of the same SOP Instance UID.
     uid_locks: uid_lock::UidLocks,
@@ -83,15 +85,26 @@ impl Archive {
         let index = Index::open(&index_dir).map_err(|e| OpenError::Index(index_dir.clone(), e))?;
         let index = Arc::new(index);
         let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(&data_dir.join("objects"))?);
+        // The names of index/, objects/ and spool/ (perhaps just created) must survive a power
+        // cut like everything below them.
+        fsync_dir(data_dir).map_err(|source| OpenError::CreateDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
         let committer = committer::spawn(&index, store.clone(), config.storage.group_commit_max);
+        let spool_limits = spool::SpoolLimits {
+            max_object_bytes: config.storage.max_object_bytes,
+            quota_bytes: config.storage.quota_bytes,
+            reserved: Arc::new(AtomicU64::new(0)),
+            index: index.clone(),
+        };
         let archive = Archive {
             inner: Arc::new(Inner {
                 index,
                 store,
                 spool_dir,
-                quota_bytes: config.storage.quota_bytes,
+                spool_limits,
                 duplicate_policy: config.storage.duplicate_policy,
-                reserved_bytes: AtomicU64::new(0),
                 committer,
                 uid_locks: uid_lock::UidLocks::default(),
             }),
@@ -103,7 +116,12 @@ impl Archive {
     /// Start receiving an object: checks what the sender announced, then opens a spool file.
     pub async fn begin(&self, request: IngestRequest) -> Result<Spool, IngestError> {
         ingest::check_request(&request)?;
-        Spool::create(&self.inner.spool_dir, request).await
+        Spool::create(
+            &self.inner.spool_dir,
+            request,
+            self.inner.spool_limits.clone(),
+        )
+        .await
     }
 
     /// Counts and bytes of everything indexed.

@@ -22,6 +22,8 @@ pub const REPORT_NAMED: usize = 100;
 pub struct ReconcileReport {
     pub spool_files_removed: usize,
     pub objects_indexed: usize,
+    /// Un-indexed generations of indexed instances (unacknowledged or replaced copies), removed.
+    pub stale_generations_removed: usize,
     /// Object files that cannot be indexed (left in place for an operator).
     pub unreadable_objects: Vec<String>,
 }
@@ -105,12 +107,31 @@ impl Archive {
 
         let index = &self.inner.index;
         let store = &self.inner.store;
-        for key in store.list().await? {
+        let reconcile_err = |e: crate::index::IndexError| OpenError::Reconcile(e.to_string());
+        // Listed in key order, every generation of one instance is adjacent; the newest is
+        // tried first so that, with no index entry at all, the latest complete copy is indexed.
+        let mut keys = store.list().await?;
+        keys.sort_by(|a, b| {
+            (a.sop_instance_uid(), std::cmp::Reverse(a.generation()))
+                .cmp(&(b.sop_instance_uid(), std::cmp::Reverse(b.generation())))
+        });
+        for key in keys {
             let uid = key.sop_instance_uid().to_string();
-            if index
-                .contains_instance(&uid)
-                .map_err(|e| OpenError::Reconcile(e.to_string()))?
-            {
+            if let Some(record) = index.instance(&uid).map_err(reconcile_err)? {
+                if record.object_key != key.as_str() {
+                    // Another generation of an indexed instance: a replacement that was never
+                    // acknowledged (crash before its index switch) or a replaced copy whose
+                    // removal was lost. Never indexed over the live one.
+                    match store.delete(&key).await {
+                        Ok(()) => {
+                            tracing::warn!(object = %key, live = %record.object_key, "removed an un-indexed generation of an indexed instance");
+                            report.stale_generations_removed += 1;
+                        }
+                        Err(e) => {
+                            tracing::error!(object = %key, error = %e, "cannot remove an un-indexed generation")
+                        }
+                    }
+                }
                 continue;
             }
             match self.index_stored_object(&key).await {
@@ -119,8 +140,9 @@ impl Archive {
                     report.objects_indexed += 1;
                 }
                 Err(e) => {
-                    // Never acknowledged (acknowledged objects are complete and indexed): most
-                    // likely cut short by a crash before its fsync. Kept aside for an operator.
+                    // Objects are fsynced before they are renamed into the store, so this is
+                    // not a torn write: a file put there by hand, or damaged since. Kept aside
+                    // for an operator.
                     let moved = self.quarantine(&key);
                     tracing::error!(object = %key, error = %e, quarantined = %moved, "stored object cannot be indexed");
                     report.unreadable_objects.push(key.to_string());
@@ -134,6 +156,7 @@ impl Archive {
         tracing::info!(
             spool_files_removed = report.spool_files_removed,
             objects_indexed = report.objects_indexed,
+            stale_generations_removed = report.stale_generations_removed,
             unreadable = report.unreadable_objects.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconciliation done"
@@ -150,15 +173,19 @@ impl Archive {
         let mut missing = MissingObjects::default();
         let mut checked = 0u64;
         let mut batch = Vec::with_capacity(BATCH);
-        let mut uids = self.inner.index.instance_uids();
+        let mut records = self.inner.index.instances();
         loop {
-            let next = uids
+            let next = records
                 .next()
                 .transpose()
                 .map_err(|e| OpenError::Reconcile(e.to_string()))?;
             let done = next.is_none();
-            if let Some(uid) = next {
-                batch.push(ObjectKey::for_instance(&uid));
+            if let Some(record) = next {
+                // The generation the record points at, not the UID's generation 0.
+                batch.push(
+                    ObjectKey::parse(&record.object_key)
+                        .unwrap_or_else(|| ObjectKey::for_instance(&record.sop_instance_uid)),
+                );
             }
             if batch.len() == BATCH || (done && !batch.is_empty()) {
                 checked += batch.len() as u64;
@@ -227,6 +254,7 @@ impl Archive {
                 size,
                 dataset_offset,
                 structure: None,
+                reservation: None,
             };
             parse_and_validate(&spooled)
         })

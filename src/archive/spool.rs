@@ -4,12 +4,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dicom_object::meta::FileMetaTableBuilder;
 use sha2::{Digest, Sha256};
 
 use super::IngestError;
 use super::structure::StructureCheck;
+use crate::index::Index;
 
 /// Our Implementation Class UID (PS3.7 D.3.3.2), a UUID-derived UID (PS3.5 B.2).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.152222047896201545135955840025211326814";
@@ -38,6 +41,43 @@ pub struct IngestRequest {
     pub sop_instance_uid: String,
     pub transfer_syntax: String,
     pub source_aet: String,
+}
+
+/// What an incoming object may take, checked as its bytes arrive (not after the whole object was
+/// spooled): past either limit the spool file is removed at once, further data is dropped, and
+/// the store is refused with "out of resources" when the data set ends.
+#[derive(Debug, Clone)]
+pub(crate) struct SpoolLimits {
+    /// Largest stored object (Part-10 file) in bytes; 0 = no limit (`storage.max_object_bytes`).
+    pub(crate) max_object_bytes: u64,
+    /// Bytes stored plus reserved may not exceed this; 0 = no quota (`storage.quota_bytes`).
+    pub(crate) quota_bytes: u64,
+    /// Bytes spooled by objects not yet counted in the index totals, shared by all spools so
+    /// concurrent stores cannot together overrun the quota.
+    pub(crate) reserved: Arc<AtomicU64>,
+    pub(crate) index: Arc<Index>,
+}
+
+/// Quota bytes held by one object from spooling until its commit counted them; released on drop
+/// whatever the outcome.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    reserved: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Reserve `more` bytes; returns the bytes reserved by everyone before this call.
+    fn grow(&mut self, more: u64) -> u64 {
+        self.bytes += more;
+        self.reserved.fetch_add(more, Ordering::SeqCst)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.reserved.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
 }
 
 /// Removes the file on drop unless disarmed: an aborted or rejected object never stays behind.
@@ -81,6 +121,8 @@ pub struct Spool {
     pub(crate) dataset_offset: u64,
     size: u64,
     failed: Option<IngestError>,
+    limits: SpoolLimits,
+    reservation: Reservation,
 }
 
 /// A complete spooled object, not yet durable.
@@ -94,6 +136,8 @@ pub(crate) struct Spooled {
     pub(crate) dataset_offset: u64,
     /// The structure walk done while spooling; `None` when it must be done from the file.
     pub(crate) structure: Option<StructureCheck>,
+    /// Quota bytes this object holds (`None` for objects found in the store).
+    pub(crate) reservation: Option<Reservation>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -123,7 +167,11 @@ pub(crate) fn part10_header(request: &IngestRequest) -> Result<Vec<u8>, IngestEr
 }
 
 impl Spool {
-    pub(crate) async fn create(dir: &Path, request: IngestRequest) -> Result<Spool, IngestError> {
+    pub(crate) async fn create(
+        dir: &Path,
+        request: IngestRequest,
+        limits: SpoolLimits,
+    ) -> Result<Spool, IngestError> {
         let header = part10_header(&request)?;
         let structure =
             super::ingest::dataset_encoding(&request.transfer_syntax)?.map(StructureCheck::new);
@@ -145,6 +193,11 @@ impl Spool {
             dataset_offset,
             size: 0,
             failed: None,
+            reservation: Reservation {
+                reserved: limits.reserved.clone(),
+                bytes: 0,
+            },
+            limits,
         })
     }
 
@@ -158,13 +211,49 @@ impl Spool {
         if self.failed.is_some() {
             return;
         }
+        let max = self.limits.max_object_bytes;
+        let total = self.size + (self.buf.len() + data.len()) as u64;
+        if max > 0 && total > max {
+            self.fail(IngestError::OutOfResources(format!(
+                "object larger than the {max} bytes allowed (storage.max_object_bytes)"
+            )));
+            return;
+        }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= WRITE_CHUNK {
             self.write_out().await;
         }
     }
 
+    /// Reserve quota for the bytes about to be written; fails the spool when they do not fit.
+    fn reserve_buffered(&mut self) -> bool {
+        let bytes = self.buf.len() as u64;
+        let before = self.reservation.grow(bytes);
+        let quota = self.limits.quota_bytes;
+        if quota == 0 {
+            return true;
+        }
+        let stored = match self.limits.index.totals() {
+            Ok(totals) => totals.bytes,
+            Err(e) => {
+                self.fail(IngestError::Index(e));
+                return false;
+            }
+        };
+        if stored + before + bytes > quota {
+            let so_far = self.size + bytes;
+            self.fail(IngestError::OutOfResources(format!(
+                "storage quota of {quota} bytes reached ({stored} bytes stored, {before} reserved by objects being received, this object {so_far} bytes so far)"
+            )));
+            return false;
+        }
+        true
+    }
+
     async fn write_out(&mut self) {
+        if !self.reserve_buffered() {
+            return;
+        }
         let (Some(mut file), Some(mut hasher)) = (self.file.take(), self.hasher.take()) else {
             return;
         };
@@ -232,6 +321,13 @@ impl Spool {
             size: self.size,
             dataset_offset: self.dataset_offset,
             structure: self.structure.take(),
+            reservation: Some(std::mem::replace(
+                &mut self.reservation,
+                Reservation {
+                    reserved: self.limits.reserved.clone(),
+                    bytes: 0,
+                },
+            )),
         })
         .inspect(|_| self.guard.disarm())
     }

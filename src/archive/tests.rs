@@ -10,22 +10,22 @@ use dicom_object::meta::FileMetaTableBuilder;
 use super::*;
 use crate::config::{Config, DuplicatePolicy};
 
-fn config(dir: &Path) -> Config {
+pub(super) fn config(dir: &Path) -> Config {
     let mut c = Config::default();
     c.storage.data_dir = dir.to_owned();
     c
 }
 
-struct Spec<'a> {
-    patient: &'a str,
-    study: &'a str,
-    series: &'a str,
-    sop: &'a str,
-    modality: &'a str,
-    pixels: usize,
+pub(super) struct Spec<'a> {
+    pub(super) patient: &'a str,
+    pub(super) study: &'a str,
+    pub(super) series: &'a str,
+    pub(super) sop: &'a str,
+    pub(super) modality: &'a str,
+    pub(super) pixels: usize,
 }
 
-fn write_part10(path: &Path, spec: &Spec) -> PathBuf {
+pub(super) fn write_part10(path: &Path, spec: &Spec) -> PathBuf {
     let mut obj = InMemDicomObject::new_empty();
     let mut put =
         |tag, vr, value: &str| obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
@@ -54,7 +54,7 @@ fn write_part10(path: &Path, spec: &Spec) -> PathBuf {
     path.to_owned()
 }
 
-fn spec<'a>(sop: &'a str, series: &'a str, study: &'a str) -> Spec<'a> {
+pub(super) fn spec<'a>(sop: &'a str, series: &'a str, study: &'a str) -> Spec<'a> {
     Spec {
         patient: "P1",
         study,
@@ -301,7 +301,8 @@ async fn reconciliation_quarantines_unreadable_objects() {
     {
         let (archive, _) = Archive::open(&config(&data)).await.unwrap();
         let key = crate::storage::ObjectKey::for_instance("1.4.4");
-        // What a crash between rename and fsync can leave: a named but empty object.
+        // A named but empty object: not something a crash leaves any more (objects are fsynced
+        // before their rename), but a damaged or hand-made file must not stop the start.
         std::fs::write(archive.inner.store.local_path(&key).unwrap(), b"").unwrap();
     }
     let (archive, report) = Archive::open(&config(&data)).await.unwrap();

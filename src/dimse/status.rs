@@ -57,6 +57,7 @@ impl std::fmt::Display for Status {
 /// The C-STORE status for an ingest failure.
 pub fn for_ingest_error(err: &IngestError) -> Status {
     match err {
+        err if err.is_out_of_resources() => Status::OUT_OF_RESOURCES,
         IngestError::OutOfResources(_) => Status::OUT_OF_RESOURCES,
         IngestError::DatasetMismatch(_) => Status::DATASET_MISMATCH,
         IngestError::Unreadable(_) => Status::CANNOT_UNDERSTAND,
@@ -87,6 +88,21 @@ mod tests {
     fn ingest_errors_map_to_their_statuses() {
         assert_eq!(
             for_ingest_error(&IngestError::OutOfResources("x".into())),
+            Status(0xA700)
+        );
+        // ENOSPC/EDQUOT from the index flush or the spool is out of resources, not a
+        // processing failure.
+        let full = || std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(
+            for_ingest_error(&IngestError::Index(crate::index::IndexError::Flush(
+                sled::Error::Io(full())
+            ))),
+            Status(0xA700)
+        );
+        assert_eq!(
+            for_ingest_error(&IngestError::Spool(std::io::Error::from(
+                std::io::ErrorKind::QuotaExceeded
+            ))),
             Status(0xA700)
         );
         assert_eq!(

@@ -14,6 +14,7 @@ pub use record::{
     InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, fold_case, name_index_keys,
     patient_key,
 };
+pub use writer::Undo;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -118,6 +119,9 @@ pub struct Index {
     trees: Vec<sled::Tree>,
     /// Serialises writers: counts are read-modify-write.
     writer: Mutex<()>,
+    /// Tests make flushes fail to exercise the committer's failure path.
+    #[cfg(test)]
+    pub(crate) fail_flushes: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Index {
@@ -153,10 +157,18 @@ impl Index {
                 path: path.display().to_string(),
                 source,
             })?;
+        // sled creates its files here; their names are durable only once the directory is
+        // fsynced (a power cut could otherwise lose the whole index, not just its tail).
+        crate::storage::fsync_dir(path).map_err(|source| IndexError::Open {
+            path: path.display().to_string(),
+            source: sled::Error::Io(source),
+        })?;
         Ok(Index {
             db,
             trees,
             writer: Mutex::new(()),
+            #[cfg(test)]
+            fail_flushes: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -257,6 +269,12 @@ impl Index {
     }
 
     pub fn flush_blocking(&self) -> Result<()> {
+        #[cfg(test)]
+        if self.fail_flushes.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(IndexError::Flush(sled::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::StorageFull,
+            ))));
+        }
         self.db.flush().map_err(IndexError::Flush)?;
         Ok(())
     }

@@ -259,49 +259,46 @@ impl Overlay {
         Ok(())
     }
 
-    /// One sled batch per tree written, holding the final state of everything touched.
-    fn into_batches(self) -> Result<Vec<(TreeId, sled::Batch)>> {
-        let mut batches: Vec<Option<sled::Batch>> = TreeId::ALL.iter().map(|_| None).collect();
-        fn batch(batches: &mut [Option<sled::Batch>], tree: TreeId) -> &mut sled::Batch {
-            batches[tree as usize].get_or_insert_with(sled::Batch::default)
-        }
+    /// The writes per tree, holding the final state of everything touched; `None` removes.
+    fn into_writes(self) -> Result<Vec<(TreeId, Vec<Write>)>> {
+        let mut writes: Vec<Vec<Write>> = TreeId::ALL.iter().map(|_| Vec::new()).collect();
         fn put<T: serde::Serialize>(
-            batch: &mut sled::Batch,
+            writes: &mut Vec<Write>,
             records: HashMap<String, Option<T>>,
         ) -> Result<()> {
             for (key, record) in records {
-                match record {
-                    Some(r) => batch.insert(key.as_bytes(), encode(&r)?),
-                    None => batch.remove(key.as_bytes()),
-                }
+                let value = record.as_ref().map(encode).transpose()?;
+                writes.push((key.into_bytes(), value));
             }
             Ok(())
         }
-        put(batch(&mut batches, TreeId::Instances), self.instances)?;
-        put(batch(&mut batches, TreeId::Series), self.series)?;
-        put(batch(&mut batches, TreeId::Studies), self.studies)?;
-        put(batch(&mut batches, TreeId::Patients), self.patients)?;
+        put(&mut writes[TreeId::Instances as usize], self.instances)?;
+        put(&mut writes[TreeId::Series as usize], self.series)?;
+        put(&mut writes[TreeId::Studies as usize], self.studies)?;
+        put(&mut writes[TreeId::Patients as usize], self.patients)?;
         for (tree, key, insert) in self.secondary {
-            if insert {
-                batch(&mut batches, tree).insert(key, &[][..]);
-            } else {
-                batch(&mut batches, tree).remove(key);
-            }
+            writes[tree as usize].push((key, insert.then(Vec::new)));
         }
         for (id, header) in self.headers {
-            let headers = batch(&mut batches, TreeId::Headers);
-            match header {
-                Some(bytes) => headers.insert(&id.to_be_bytes()[..], bytes),
-                None => headers.remove(&id.to_be_bytes()[..]),
-            }
+            writes[TreeId::Headers as usize].push((id.to_be_bytes().to_vec(), header));
         }
-        batch(&mut batches, TreeId::Meta).insert(TOTALS_KEY, encode(&self.totals)?);
+        writes[TreeId::Meta as usize].push((TOTALS_KEY.to_vec(), Some(encode(&self.totals)?)));
         Ok(TreeId::ALL
             .iter()
-            .zip(batches)
-            .filter_map(|(tree, b)| b.map(|b| (*tree, b)))
+            .zip(writes)
+            .filter(|(_, w)| !w.is_empty())
+            .map(|(tree, w)| (*tree, w))
             .collect())
     }
+}
+
+/// One key's new value (`None` removes it).
+type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// What an [`Index::apply`] overwrote, in write order, so [`Index::undo`] can put it back.
+#[derive(Debug, Default)]
+pub struct Undo {
+    previous: Vec<(TreeId, Vec<u8>, Option<sled::IVec>)>,
 }
 
 /// Distinct values with how many members have each (ModalitiesInStudy, SOPClassesInStudy).
@@ -324,7 +321,8 @@ fn count_down(counts: &mut Vec<(String, u64)>, value: &str) {
 impl Index {
     /// Add instances at every level in one atomic write (not yet flushed: call [`Index::flush`]).
     /// An instance whose SOP Instance UID is already indexed replaces the old record.
-    pub fn apply(&self, entries: Vec<InstanceEntry>) -> Result<Vec<Applied>> {
+    /// Returns what each entry did, and what the write overwrote (for [`Index::undo`]).
+    pub fn apply(&self, entries: Vec<InstanceEntry>) -> Result<(Vec<Applied>, Undo)> {
         let _writer = self
             .writer
             .lock()
@@ -345,18 +343,60 @@ impl Index {
             }
             overlay.add(self, entry)?;
         }
-        let batches = overlay.into_batches()?;
+        let writes = overlay.into_writes()?;
         // Only the trees written take part: a sled transaction costs per tree it spans.
-        let trees: Vec<&sled::Tree> = batches.iter().map(|(id, _)| self.tree(*id)).collect();
+        let trees: Vec<&sled::Tree> = writes.iter().map(|(id, _)| self.tree(*id)).collect();
+        // The closure may run again on a conflict: it starts from an empty undo log each time.
+        let undo = std::cell::RefCell::new(Undo::default());
         trees
             .as_slice()
             .transaction(|trees| {
-                for (tree, (_, batch)) in trees.iter().zip(batches.iter()) {
-                    tree.apply_batch(batch)?;
+                let mut undo = undo.borrow_mut();
+                undo.previous.clear();
+                for (tree, (id, writes)) in trees.iter().zip(writes.iter()) {
+                    for (key, value) in writes {
+                        let previous = match value {
+                            Some(v) => tree.insert(key.as_slice(), v.as_slice())?,
+                            None => tree.remove(key.as_slice())?,
+                        };
+                        undo.previous.push((*id, key.clone(), previous));
+                    }
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e: TransactionError<()>| IndexError::Write(format!("{e:?}")))?;
-        Ok(applied)
+        Ok((applied, undo.into_inner()))
+    }
+
+    /// Put back what an [`Index::apply`] overwrote (its flush failed), in one transaction.
+    /// Must run before the next `apply`: the committer's index stage is the only writer.
+    pub fn undo(&self, undo: Undo) -> Result<()> {
+        let _writer = self
+            .writer
+            .lock()
+            .map_err(|_| IndexError::Write("index writer lock poisoned".into()))?;
+        let mut ids: Vec<TreeId> = Vec::new();
+        for (id, _, _) in &undo.previous {
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        let trees: Vec<&sled::Tree> = ids.iter().map(|id| self.tree(*id)).collect();
+        trees
+            .as_slice()
+            .transaction(|trees| {
+                for (id, key, previous) in undo.previous.iter().rev() {
+                    let Some(pos) = ids.iter().position(|i| i == id) else {
+                        continue;
+                    };
+                    match previous {
+                        Some(v) => trees[pos].insert(key.as_slice(), v.clone())?,
+                        None => trees[pos].remove(key.as_slice())?,
+                    };
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| IndexError::Write(format!("{e:?}")))?;
+        Ok(())
     }
 }

@@ -1,5 +1,8 @@
-//! Objects as files under one directory, made durable by fsync of the file (done while spooling)
-//! and of its directory after the rename.
+//! Objects as files under one directory. A spooled file is fsynced before it is renamed in, so
+//! every file under the root is complete (a crash can lose a name, never leave a torn object
+//! under one); the names become durable with the fsync of their directories in [`sync`].
+//!
+//! [`sync`]: ObjectStore::sync
 
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -21,7 +24,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| StorageError::Task(e.to_string()))?
 }
 
-pub(crate) fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+/// Make the names in a directory durable.
+pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -62,26 +66,24 @@ impl ObjectStore for LocalStore {
         let target = self.path(key);
         let (from, k) = (spooled.to_owned(), key.to_string());
         blocking(move || {
+            // Data first: most of it was written back while it arrived (the spool starts
+            // writeback per chunk), so this waits for the tail and the inode only.
+            std::fs::File::open(&from)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| StorageError::io("fsync", &k, e))?;
             std::fs::rename(&from, &target).map_err(|e| StorageError::io("rename into", &k, e))
         })
         .await
     }
 
     async fn sync(&self, keys: &[ObjectKey]) -> Result<()> {
-        let files: Vec<(PathBuf, String)> =
-            keys.iter().map(|k| (self.path(k), k.to_string())).collect();
-        let dirs: BTreeSet<PathBuf> = files
+        // The files' data was made durable by put_file; what is left is their names. The first
+        // directory fsync commits the journal with every rename of the group.
+        let dirs: BTreeSet<PathBuf> = keys
             .iter()
-            .filter_map(|(p, _)| p.parent().map(Path::to_owned))
+            .filter_map(|k| self.path(k).parent().map(Path::to_owned))
             .collect();
         blocking(move || {
-            // The first fsync commits the journal with every rename of the group; the rest only
-            // wait for their own data, mostly written back already while it arrived.
-            for (path, key) in &files {
-                std::fs::File::open(path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| StorageError::io("fsync", key, e))?;
-            }
             for dir in dirs {
                 fsync_dir(&dir).map_err(|e| {
                     StorageError::io("fsync directory", &dir.display().to_string(), e)

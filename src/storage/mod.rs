@@ -3,7 +3,7 @@
 
 mod local;
 
-pub use local::LocalStore;
+pub use local::{LocalStore, fsync_dir};
 
 use std::path::Path;
 
@@ -58,27 +58,44 @@ pub fn is_disk_full(err: &std::io::Error) -> bool {
     )
 }
 
-/// The key of an object in every store: `<2 hex>/<SOP Instance UID>.dcm`, the prefix being the
-/// first byte of SHA-256 of the UID so objects spread over 256 directories.
+/// The key of an object in every store: `<2 hex>/<SOP Instance UID>.dcm` for generation 0 and
+/// `<2 hex>/<SOP Instance UID>.g<N>.dcm` for generation N, the prefix being the first byte of
+/// SHA-256 of the UID so objects spread over 256 directories. A replaced instance gets a new
+/// generation, so the durable, indexed copy is never overwritten in place: the index record
+/// names the generation it points at (`InstanceRecord::object_key`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey(String);
 
 impl ObjectKey {
+    /// Generation 0 (the key every object had before generations existed).
     /// The caller must have validated `sop_instance_uid` (digits and dots only).
     pub fn for_instance(sop_instance_uid: &str) -> ObjectKey {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(sop_instance_uid.as_bytes());
-        ObjectKey(format!("{:02x}/{sop_instance_uid}.dcm", digest[0]))
+        ObjectKey::for_generation(sop_instance_uid, 0)
     }
 
-    /// Parse a stored key back (e.g. from a directory listing); `None` if it is not one of ours.
+    /// The caller must have validated `sop_instance_uid` (digits and dots only).
+    pub fn for_generation(sop_instance_uid: &str, generation: u64) -> ObjectKey {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(sop_instance_uid.as_bytes());
+        if generation == 0 {
+            ObjectKey(format!("{:02x}/{sop_instance_uid}.dcm", digest[0]))
+        } else {
+            ObjectKey(format!(
+                "{:02x}/{sop_instance_uid}.g{generation}.dcm",
+                digest[0]
+            ))
+        }
+    }
+
+    /// Parse a stored key back (e.g. from a directory listing or an index record); `None` if
+    /// it is not one of ours.
     pub fn parse(key: &str) -> Option<ObjectKey> {
         let (dir, file) = key.split_once('/')?;
-        let uid = file.strip_suffix(".dcm")?;
+        let (uid, generation) = split_file_name(file)?;
         let ok = dir.len() == 2
             && dir.bytes().all(|b| b.is_ascii_hexdigit())
             && crate::uid::validate(uid).is_ok();
-        ok.then(|| ObjectKey::for_instance(uid))
+        ok.then(|| ObjectKey::for_generation(uid, generation))
             .filter(|k| k.0 == key)
     }
 
@@ -88,7 +105,32 @@ impl ObjectKey {
 
     pub fn sop_instance_uid(&self) -> &str {
         let file = self.0.split_once('/').map(|(_, f)| f).unwrap_or(&self.0);
-        file.strip_suffix(".dcm").unwrap_or(file)
+        split_file_name(file).map(|(uid, _)| uid).unwrap_or(file)
+    }
+
+    pub fn generation(&self) -> u64 {
+        let file = self.0.split_once('/').map(|(_, f)| f).unwrap_or(&self.0);
+        split_file_name(file).map(|(_, g)| g).unwrap_or(0)
+    }
+
+    /// The key of the next generation of the same instance.
+    pub fn next_generation(&self) -> ObjectKey {
+        ObjectKey::for_generation(self.sop_instance_uid(), self.generation() + 1)
+    }
+}
+
+/// `<uid>.dcm` → (uid, 0); `<uid>.g<N>.dcm` → (uid, N). A UID holds only digits and dots, so
+/// `.g` cannot be part of it.
+fn split_file_name(file: &str) -> Option<(&str, u64)> {
+    let stem = file.strip_suffix(".dcm")?;
+    match stem.rsplit_once(".g") {
+        Some((uid, n)) => {
+            let generation: u64 = n.parse().ok()?;
+            // one spelling per generation: no "g0", no leading zeros, no sign
+            (generation > 0 && n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0'))
+                .then_some((uid, generation))
+        }
+        None => Some((stem, 0)),
     }
 }
 
@@ -103,9 +145,11 @@ impl std::fmt::Display for ObjectKey {
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Move a spooled file into the store under `key`, replacing any object with that key.
-    /// Not durable (neither its data nor its name) until [`ObjectStore::sync`].
+    /// The object's bytes are durable before its name appears under `key`: whatever a crash
+    /// leaves in the store is complete. The name itself is durable only after
+    /// [`ObjectStore::sync`].
     async fn put_file(&self, key: &ObjectKey, spooled: &Path) -> Result<()>;
-    /// Durability barrier for earlier puts of these keys: their data and their names.
+    /// Durability barrier for the names of earlier puts of these keys.
     async fn sync(&self, keys: &[ObjectKey]) -> Result<()>;
     /// Bytes `[offset, offset + len)` of an object, clamped to its end.
     async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>>;
@@ -142,5 +186,30 @@ mod tests {
             }
         );
         assert_eq!(ObjectKey::parse(&wrong), None);
+    }
+
+    #[test]
+    fn generations_have_their_own_keys() {
+        let g0 = ObjectKey::for_instance("1.2.3.4");
+        assert_eq!(g0.generation(), 0);
+        let g1 = g0.next_generation();
+        assert_ne!(g1, g0);
+        assert_eq!((g1.sop_instance_uid(), g1.generation()), ("1.2.3.4", 1));
+        assert!(g1.as_str().ends_with("/1.2.3.4.g1.dcm"));
+        assert_eq!(ObjectKey::parse(g1.as_str()), Some(g1.clone()));
+        let g12 = ObjectKey::for_generation("1.2.3.4", 12);
+        assert_eq!(
+            ObjectKey::parse(g12.as_str()).map(|k| k.generation()),
+            Some(12)
+        );
+        let dir = &g0.as_str()[..2];
+        for bad in [
+            "1.2.3.4.g0.dcm",
+            "1.2.3.4.g01.dcm",
+            "1.2.3.4.g.dcm",
+            "1.2.3.4.g+1.dcm",
+        ] {
+            assert_eq!(ObjectKey::parse(&format!("{dir}/{bad}")), None, "{bad}");
+        }
     }
 }

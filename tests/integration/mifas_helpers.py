@@ -320,8 +320,12 @@ def storescu(host, port, files, called="MIFAS", calling="STORESCU", ts: str | No
 
 
 def object_path(data_dir: Path, sop_instance_uid: str) -> Path:
+    """The newest stored generation of an instance (`<uid>.dcm` is generation 0, a replacement
+    is `<uid>.g<N>.dcm`); the generation 0 path when none is stored."""
     h = hashlib.sha256(sop_instance_uid.encode("ascii")).hexdigest()
-    return Path(data_dir) / "objects" / h[:2] / f"{sop_instance_uid}.dcm"
+    d = Path(data_dir) / "objects" / h[:2]
+    newer = [(int(p.name[len(sop_instance_uid) + 2:-4]), p) for p in d.glob(f"{sop_instance_uid}.g*.dcm")]
+    return max(newer)[1] if newer else d / f"{sop_instance_uid}.dcm"
 
 
 def list_objects(data_dir: Path) -> list[Path]:
