@@ -75,6 +75,13 @@ impl Archive {
     pub async fn open(config: &Config) -> Result<(Archive, ReconcileReport), OpenError> {
         let data_dir = &config.storage.data_dir;
         let spool_dir = data_dir.join("spool");
+        // The directories this start creates, outermost first: their names must be made
+        // durable in their parents, or a power cut can take the whole data directory along.
+        let created: Vec<PathBuf> = data_dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_owned)
+            .collect();
         for dir in [data_dir.as_path(), spool_dir.as_path()] {
             std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
                 path: dir.to_owned(),
@@ -87,10 +94,13 @@ impl Archive {
         let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(&data_dir.join("objects"))?);
         // The names of index/, objects/ and spool/ (perhaps just created) must survive a power
         // cut like everything below them.
-        fsync_dir(data_dir).map_err(|source| OpenError::CreateDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        let parents = created.iter().rev().filter_map(|d| d.parent());
+        for dir in parents.chain([data_dir.as_path()]) {
+            fsync_dir(dir).map_err(|source| OpenError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
         let committer = committer::spawn(&index, store.clone(), config.storage.group_commit_max);
         let spool_limits = spool::SpoolLimits {
             max_object_bytes: config.storage.max_object_bytes,
