@@ -305,6 +305,14 @@ impl Config {
         if self.dicom.idle_timeout_secs == 0 {
             return invalid("dicom.idle_timeout_secs", "must be at least 1");
         }
+        if self.storage.max_object_bytes != 0 && self.storage.max_object_bytes < 1024 {
+            // The preamble and file meta group alone take about 300 bytes: such a limit would
+            // refuse every object, which is a typo rather than a policy.
+            return invalid(
+                "storage.max_object_bytes",
+                "must be 0 (no limit) or at least 1024",
+            );
+        }
         if self.storage.group_commit_max == 0 {
             return invalid("storage.group_commit_max", "must be at least 1");
         }
@@ -364,6 +372,22 @@ mod tests {
     fn bad_value_names_the_key() {
         let err = Config::parse("[dicom]\nmax_associations = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("dicom.max_associations"), "{err}");
+    }
+
+    #[test]
+    fn max_object_bytes_is_zero_or_sane() {
+        let err = Config::parse("[storage]\nmax_object_bytes = 10\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("storage.max_object_bytes"),
+            "{err}"
+        );
+        let config = Config::parse("[storage]\nmax_object_bytes = 1048576\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.storage.max_object_bytes, 1 << 20);
+        assert_eq!(Config::default().storage.max_object_bytes, 0);
     }
 
     #[test]

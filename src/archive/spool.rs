@@ -215,7 +215,8 @@ impl Spool {
         let total = self.size + (self.buf.len() + data.len()) as u64;
         if max > 0 && total > max {
             self.fail(IngestError::OutOfResources(format!(
-                "object larger than the {max} bytes allowed (storage.max_object_bytes)"
+                // The key first: the peer's ErrorComment keeps only 64 characters.
+                "object exceeds storage.max_object_bytes ({max} bytes)"
             )));
             return;
         }

@@ -12,7 +12,7 @@ from mifas_helpers import (check_stored_object, contexts_for_files, file_dataset
                            list_objects, object_path, pyn_associate, spool_files, wait_spool_empty,
                            wait_until)
 from raw_dul import (A_ABORT, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, EXPLICIT_LE, IMPLICIT_LE,
-                     VERIFICATION, PeerClosed, RawAssociation)
+                     VERIFICATION, PeerClosed, RawAssociation, c_store_rq)
 
 CT = F.CT_IMAGE_STORAGE
 
@@ -99,6 +99,55 @@ def test_tiny_quota_rejects_everything(mifas):
     assert not list_objects(s.data_dir) and not spool_files(s.data_dir)
 
 
+# --- limits checked while the data arrives (quota, storage.max_object_bytes) ----------------
+
+
+@pytest.fixture(scope="module")
+def big_ct(tmp_path_factory):
+    """One 2 MB CT (1024 x 1024, 16-bit)."""
+    d = tmp_path_factory.mktemp("big_ct")
+    return F.generate_corpus(d, patients=1, studies=1, series=1, instances=1, tag="limit",
+                             rows=1024, cols=1024)[0]
+
+
+@pytest.mark.parametrize("key,comment", [("max_object_bytes", "max_object_bytes"),
+                                         ("quota_bytes", "quota")])
+def test_limit_refuses_while_the_object_arrives(mifas, big_ct, key, comment):
+    """A 2 MB object against a 1 MB limit: once 1.3 MB have arrived, with the data set not yet
+    complete, its spool file is already gone (nothing more is written); the end of the data set
+    is answered 0xA700 with a comment naming the limit. The server then stores what fits."""
+    s = mifas({"storage": {key: 1_000_000}})
+    data = file_dataset_bytes(big_ct.path)
+    assert len(data) > 2_000_000
+    a, pdu = raw_assoc(s)
+    with a:
+        assert pdu.type == A_ASSOCIATE_AC
+        frag = a.default_frag()
+        a.send_fragments(3, c_store_rq(a.next_msg_id(), CT, big_ct.sop_instance), True, frag)
+        a.send_fragments(3, data[:200_000], False, frag, last=False)
+        wait_until(lambda: spool_files(s.data_dir), 10, what="the spool file of the arriving object")
+        a.send_fragments(3, data[200_000:1_300_000], False, frag, last=False)
+        wait_until(lambda: not spool_files(s.data_dir), 10,
+                   what=f"the spool file to be dropped once the object passed {key}")
+        a.send_fragments(3, data[1_300_000:], False, frag)
+        rsp = a.read_response()
+        assert rsp.status == 0xA700, f"0x{rsp.status:04X}"
+        assert comment in (rsp.error_comment or ""), rsp.error_comment
+        assert a.echo().status == 0  # the association goes on
+        a.release()
+    assert not list_objects(s.data_dir) and not spool_files(s.data_dir)
+    # the same object through pynetdicom, whole: refused the same way
+    assoc = pyn_associate(s, [(CT, [EXPLICIT_LE])])
+    st = assoc.send_c_store(big_ct.path)
+    assert st.Status == 0xA700 and st.get("ErrorComment"), st
+    # what fits is stored (DCMTK storescu)
+    small = F.pydicom_file("CT_small.dcm")
+    assert assoc.send_c_store(small).Status == 0
+    assoc.release()
+    s.stop_ok()
+    assert s.stats()["instances"] == 1
+
+
 # --- a really full disk (tmpfs) -----------------------------------------------------------
 
 
@@ -109,7 +158,10 @@ def tiny_fs(tmp_path):
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        # A skip would hide that the ENOSPC path went untested: fail with the reason instead.
+        pytest.fail(f"cannot mount the 6 MB tmpfs the disk-full test needs (run as root, or in a "
+                    f"container with CAP_SYS_ADMIN): mount exited {r.returncode}: {r.stderr.strip()}",
+                    pytrace=False)
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 

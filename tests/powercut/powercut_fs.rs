@@ -20,6 +20,7 @@
 //! - modes and times are not modelled (they survive as they are);
 //! - a file whose name is durable but whose data never was comes back with its last fsynced
 //!   contents, empty if none — the "zero-length file after a crash" of delayed allocation.
+//!
 //! Hard links, symbolic links, extended attributes and special files are not supported.
 
 use std::collections::{BTreeMap, HashMap};
