@@ -14,6 +14,9 @@ from mifas_helpers import (check_stored_object, contexts_for_files, file_dataset
 from raw_dul import (A_ABORT, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, EXPLICIT_LE, IMPLICIT_LE,
                      VERIFICATION, PeerClosed, RawAssociation, c_store_rq)
 
+# powercut_fs doubles as a disk that is full only at fsync (its fixture is used below)
+from test_powercut import indexed_uids, powercut_fs  # noqa: F401
+
 CT = F.CT_IMAGE_STORAGE
 
 
@@ -201,6 +204,34 @@ def test_disk_full_a700(mifas, tiny_fs, tmp_path):
     shutil.copytree(data_dir, copy_dir)
     from mifas_helpers import mifas_stats
     assert mifas_stats(copy_dir)["instances"] == ok
+
+
+@pytest.mark.parametrize("where", ["object fsync", "index flush"])
+def test_enospc_at_fsync_is_a700(powercut_fs, mifas, corpus, where):
+    """A disk that reports full only when asked to sync (thin provisioning, delayed allocation,
+    network file systems): ENOSPC from the object's fsync, or from the index flush, is answered
+    0xA700, not 0x0110. Nothing of the refused object stays — no file, no index entry C-FIND
+    could see — and the archive stores again once there is room."""
+    data_dir = powercut_fs.mountpoint / "data"
+    s = mifas(data_dir=data_dir)
+    items = corpus[:3]  # one series
+    assoc = pyn_associate(s, [(CT, [EXPLICIT_LE])])
+    assert assoc.send_c_store(items[0].path).Status == 0
+    # "index flush": only sled's log file fails, so the object is durable before the failure
+    powercut_fs.enospc("all" if where == "object fsync" else os.stat(data_dir / "index" / "db").st_ino)
+    st = assoc.send_c_store(items[1].path)
+    powercut_fs.enospc("off")
+    assert st.Status == 0xA700, f"ENOSPC at the {where}: 0x{st.Status:04X} {st.get('ErrorComment')}"
+    assert st.get("ErrorComment")
+    assert not object_path(data_dir, items[1].sop_instance).exists()
+    assert not spool_files(data_dir)
+    assert indexed_uids(s, items[0]) == {items[0].sop_instance}
+    # room again: the refused object and the next one are stored
+    assert [assoc.send_c_store(c.path).Status for c in items[1:]] == [0, 0]
+    assoc.release()
+    assert indexed_uids(s, items[0]) == {c.sop_instance for c in items}
+    s.stop_ok()
+    assert s.stats()["instances"] == 3
 
 
 # --- timeouts and shutdown ----------------------------------------------------------------

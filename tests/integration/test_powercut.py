@@ -72,6 +72,11 @@ class PowercutFs:
         self._command("cut")
         self._expect("READY", "the power cut")
 
+    def enospc(self, what: str | int):
+        """File fsyncs fail with ENOSPC: "all", one inode number (`st_ino`), or "off"."""
+        self._command(f"enospc {what}")
+        self._expect("OK", f"enospc {what}")
+
     def stats(self) -> dict[str, int]:
         self._command("stats")
         line = self._expect("STATS", "stats")

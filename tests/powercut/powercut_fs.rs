@@ -7,6 +7,10 @@
 //!   `cut`    power cut: unmount, throw away everything not durable, mount the durable state
 //!            again (fresh kernel caches), print `READY` again.
 //!   `stats`  print `STATS fsync=<n> fsyncdir=<n> files=<n> dirs=<n>`.
+//!   `enospc all` / `enospc <inode>` / `enospc off`: from now on fsync of every file (or of the
+//!            file with that inode number, as `stat` shows it) fails with ENOSPC and persists
+//!            nothing — the disk-full that thin provisioning or delayed allocation reports only
+//!            at fsync; `off` ends it. Answers `OK`.
 //!   `quit` or end of input: unmount and exit.
 //! Anything it cannot do (mount, unmount) is printed on stderr with a non-zero exit.
 //!
@@ -83,6 +87,15 @@ struct State {
     next_ino: u64,
     fsyncs: u64,
     fsyncdirs: u64,
+    enospc: Enospc,
+}
+
+/// Which file fsyncs fail with ENOSPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enospc {
+    Off,
+    All,
+    Inode(u64),
 }
 
 impl State {
@@ -94,6 +107,7 @@ impl State {
             next_ino: ROOT + 1,
             fsyncs: 0,
             fsyncdirs: 0,
+            enospc: Enospc::Off,
         }
     }
 
@@ -501,6 +515,9 @@ impl Filesystem for PowercutFs {
     ) {
         let mut state = self.state();
         state.fsyncs += 1;
+        if state.enospc == Enospc::All || state.enospc == Enospc::Inode(ino.0) {
+            return reply.error(Errno::ENOSPC);
+        }
         match state.file_mut(ino.0) {
             Ok(node) => {
                 node.durable_data = node.data.clone();
@@ -682,6 +699,24 @@ fn main() {
                     s.nodes.len() - dirs,
                     dirs
                 ));
+            }
+            cmd if cmd.starts_with("enospc ") => {
+                let arg = cmd["enospc ".len()..].trim();
+                let mode = match arg {
+                    "off" => Some(Enospc::Off),
+                    "all" => Some(Enospc::All),
+                    n => n.parse().ok().map(Enospc::Inode),
+                };
+                match mode {
+                    Some(mode) => {
+                        match state.lock() {
+                            Ok(mut s) => s.enospc = mode,
+                            Err(p) => p.into_inner().enospc = mode,
+                        }
+                        say("OK");
+                    }
+                    None => eprintln!("powercut_fs: enospc takes off, all or an inode number"),
+                }
             }
             "quit" => break,
             "" => {}
