@@ -252,3 +252,36 @@ def test_power_cut_during_replace(powercut_fs, mifas, cut_corpus, tmp_path):
     assert st["instances"] == len(items), st
     assert len(list_objects(data_dir)) == len(items), list_objects(data_dir)
     assert st["bytes"] == sum(p.stat().st_size for p in list_objects(data_dir))
+
+
+def test_failed_replace_keeps_the_old_copy(powercut_fs, mifas, cut_corpus, tmp_path):
+    """duplicate_policy = replace and the replacement's fsync fails (ENOSPC): the peer gets
+    0xA700, and the stored copy, its index entry and its bytes are the old ones — also after a
+    power cut and a restart."""
+    data_dir = powercut_fs.mountpoint / "data"
+    s = mifas({"storage": {"duplicate_policy": "replace"}}, data_dir=data_dir)
+    item = cut_corpus[0]
+    ds = dcmread(item.path)
+    ds.PatientComments = "second version"
+    second = F.write_part10(ds, tmp_path / "second.dcm")
+    old = {item.sop_instance: sha256(file_dataset_bytes(item.path))}
+    assoc = pyn_associate(s, [(CT, [EXPLICIT_LE])])
+    assert assoc.send_c_store(item.path).Status == 0
+    powercut_fs.enospc("all")
+    st = assoc.send_c_store(second)
+    powercut_fs.enospc("off")
+    assert st.Status == 0xA700, f"0x{st.Status:04X} {st.get('ErrorComment')}"
+    check_complete(data_dir, item.sop_instance, old)
+    assert len(list_objects(data_dir)) == 1
+    assert indexed_uids(s, item) == {item.sop_instance}
+    s.kill9()
+    assoc.abort()
+    powercut_fs.cut()
+
+    s.restart()
+    assert objects_indexed_at_start(s) == 0
+    check_complete(data_dir, item.sop_instance, old)
+    assert len(list_objects(data_dir)) == 1
+    s.stop_ok()
+    st = s.stats()
+    assert st["instances"] == 1 and st["bytes"] == object_path(data_dir, item.sop_instance).stat().st_size
