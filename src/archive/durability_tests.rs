@@ -230,3 +230,35 @@ async fn limits_are_checked_while_the_data_arrives() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_retrieve_selected_before_a_replace_reads_the_new_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let (archive, _) = Archive::open(&replace_config(&dir.path().join("d")))
+        .await
+        .unwrap();
+    let first = write_part10(&src.path().join("a"), &spec("1.6.51", "1.6.52", "1.6.53"));
+    let second = write_part10(
+        &src.path().join("b"),
+        &Spec {
+            pixels: 3000,
+            ..spec("1.6.51", "1.6.52", "1.6.53")
+        },
+    );
+    archive.import_file(&first, false).await.unwrap();
+    // selected while generation 0 was live
+    let item = RetrieveItem::for_test(
+        "1.6.51",
+        dicom_dictionary_std::uids::CT_IMAGE_STORAGE,
+        dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN,
+    );
+    archive.import_file(&second, false).await.unwrap();
+    let mut stream = archive.open_dataset(&item).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(chunk) = stream.next_chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+    }
+    let stored = object_bytes(&archive, &live_key(&archive, "1.6.51"));
+    assert!(stored.ends_with(&got) && got.len() > 3000, "{}", got.len());
+}

@@ -25,6 +25,8 @@ pub enum RetrieveError {
     Query(#[from] QueryError),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    #[error("index: {0}")]
+    Index(#[from] crate::index::IndexError),
     #[error("stored object {0} is not a readable DICOM file: {1}")]
     NotDicom(String, String),
     #[error("cannot convert {uid} to transfer syntax {ts}: {reason}")]
@@ -88,24 +90,42 @@ impl Archive {
     /// Stream the stored data set of `item` (without the Part-10 file meta), as it is.
     pub async fn open_dataset(&self, item: &RetrieveItem) -> Result<DatasetStream, RetrieveError> {
         let store = self.inner.store.clone();
-        let first = store.get_range(&item.key, 0, RETRIEVE_CHUNK).await?;
+        let (key, first) = match store.get_range(&item.key, 0, RETRIEVE_CHUNK).await {
+            Ok(first) => (item.key.clone(), first),
+            // Replaced since the query selected it (duplicate_policy = replace writes a new
+            // generation and removes the old one): read the generation the index names now.
+            Err(StorageError::NotFound(missing)) => match self.current_key(item)? {
+                Some(current) if current != item.key => {
+                    let first = store.get_range(&current, 0, RETRIEVE_CHUNK).await?;
+                    (current, first)
+                }
+                _ => return Err(StorageError::NotFound(missing).into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
         let start = dataset_offset(&first)
-            .ok_or_else(|| RetrieveError::NotDicom(item.key.to_string(), "no file meta".into()))?;
+            .ok_or_else(|| RetrieveError::NotDicom(key.to_string(), "no file meta".into()))?;
         // A first read shorter than asked is the whole object; only larger ones need their size.
         let size = if (first.len() as u64) < RETRIEVE_CHUNK {
             first.len() as u64
         } else {
-            store.size(&item.key).await?
+            store.size(&key).await?
         };
         let buffered = first.get(start..).map(<[u8]>::to_vec).unwrap_or_default();
         let next = start as u64 + buffered.len() as u64;
         Ok(DatasetStream {
             store,
-            key: item.key.clone(),
+            key,
             pending: Some(buffered).filter(|b| !b.is_empty()),
             next,
             end: size,
         })
+    }
+
+    /// The object generation the index names for `item` now (`None`: no longer indexed).
+    fn current_key(&self, item: &RetrieveItem) -> Result<Option<ObjectKey>, RetrieveError> {
+        let record = self.inner.index.instance(&item.sop_instance_uid)?;
+        Ok(record.and_then(|r| ObjectKey::parse(&r.object_key)))
     }
 
     /// The data set of `item` in transfer syntax `ts_uid`, decoding compressed pixel data when
@@ -117,7 +137,17 @@ impl Archive {
         ts_uid: &str,
     ) -> Result<Vec<u8>, RetrieveError> {
         // get_range clamps to the object's end.
-        let bytes = self.inner.store.get_range(&item.key, 0, u64::MAX).await?;
+        let store = &self.inner.store;
+        let bytes = match store.get_range(&item.key, 0, u64::MAX).await {
+            Err(StorageError::NotFound(missing)) => match self.current_key(item)? {
+                // replaced since the query: the generation the index names now
+                Some(current) if current != item.key => {
+                    store.get_range(&current, 0, u64::MAX).await?
+                }
+                _ => return Err(StorageError::NotFound(missing).into()),
+            },
+            other => other?,
+        };
         let (uid, ts_uid) = (item.sop_instance_uid.clone(), ts_uid.to_string());
         tokio::task::spawn_blocking(move || convert(&bytes, &uid, &ts_uid))
             .await
