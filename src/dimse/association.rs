@@ -22,8 +22,8 @@ use super::status::Status;
 use super::store_scu::{StoreContext, StoreOutcome, StoreRequestInfo};
 use super::{DimseContext, c_echo, c_find, c_move, c_store, negotiation, retrieve, store_scu};
 use crate::archive::RetrieveItem;
-use crate::index::query::identifier::{self as query_identifier, ParseOptions};
-use crate::index::query::{Match, Model, Query, QueryError};
+use crate::query::identifier::{self as query_identifier, ParseOptions};
+use crate::query::{Match, Model, Query, QueryError};
 use dicom_dictionary_std::tags;
 
 /// An accepted presentation context.

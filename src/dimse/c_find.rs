@@ -9,7 +9,7 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::status::Status;
-use crate::index::query::{Model, QueryError};
+use crate::query::{Model, QueryError};
 
 /// C-FIND statuses (PS3.4 C.4.1.1.4).
 pub const PENDING: Status = Status(0xFF00);
