@@ -14,6 +14,7 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
 use crate::index::{Index, InstanceRecord, TreeId, compound_key, fold_case};
+use crate::query::charset::{self, dataset::Declared};
 use crate::query::matching::{Condition, ValueKind, literal_prefix, normalize_temporal};
 use crate::query::{FindOutcome, Level, Match, Query, QueryError, QueryKey};
 
@@ -684,5 +685,12 @@ fn combined_pairs(q: &Query) -> Vec<(Tag, Tag, Condition)> {
 }
 
 fn decode_header(bytes: &[u8]) -> Option<InMemDicomObject> {
-    InMemDicomObject::read_dataset_with_ts(bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased()).ok()
+    let header =
+        InMemDicomObject::read_dataset_with_ts(bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased()).ok()?;
+    // Headers are indexed as Unicode (index::entry); one indexed before ISO 2022 code
+    // extensions were decoded still declares them, and is read right here.
+    if charset::dataset::declares_code_extensions(&header) {
+        return Some(charset::dataset::to_unicode(&header, Declared::Utf8).unwrap_or(header));
+    }
+    Some(header)
 }

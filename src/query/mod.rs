@@ -3,6 +3,7 @@
 //! matching rules. No storage here: the index executes a [`Query`] (see `index::find`) and
 //! yields [`Match`]es.
 
+pub mod charset;
 pub mod identifier;
 pub mod keys;
 pub mod matching;
