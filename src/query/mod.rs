@@ -8,6 +8,7 @@ pub mod identifier;
 pub mod keys;
 pub mod matching;
 mod outcome;
+pub mod un;
 
 pub use matching::{Condition, ValueKind};
 pub use outcome::{FindOutcome, Match};

@@ -9,6 +9,9 @@
 //! Shift-JIS supersets dicom-rs uses for `ISO 2022 IR 13/149/58` as a first value — and decoded
 //! again with the right rules. Per PS3.5 §6.1.2.3 a (0008,0005) inside a sequence item applies
 //! to that item (and its nested items) only.
+//!
+//! Values received as VR UN are read through the data dictionary here too (`query::un`), since
+//! a UN PatientName needs the item's character set as much as a PN one.
 
 use dicom_core::header::Header;
 use dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
@@ -20,6 +23,7 @@ use dicom_object::mem::InMemElement;
 
 use super::CodeExtensions;
 use super::decode::{TextKind, decode_values};
+use crate::query::un;
 
 /// The character set a text value must be read with.
 #[derive(Debug, Clone)]
@@ -68,12 +72,24 @@ pub fn declares_code_extensions(obj: &InMemDicomObject) -> bool {
 
 fn specific_character_set(obj: &InMemDicomObject) -> Option<String> {
     obj.get(tags::SPECIFIC_CHARACTER_SET)
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.into_owned())
+        .map(character_set_value)
 }
 
-/// The data set with every text value read with its right character set, or `None` when
-/// dicom-rs's reading already was right everywhere.
+/// The text of a (0008,0005) element, also when it came as UN (its bytes are ASCII).
+fn character_set_value(element: &InMemElement) -> String {
+    match element.value() {
+        Value::Primitive(PrimitiveValue::U8(bytes)) => {
+            bytes.iter().map(|b| char::from(*b)).collect::<String>()
+        }
+        _ => element.to_str().map(|s| s.into_owned()).unwrap_or_default(),
+    }
+    .trim_end_matches(['\0', ' '])
+    .to_string()
+}
+
+/// The data set with every text value read with its right character set and every UN value of
+/// a standard attribute read with its dictionary VR, or `None` when dicom-rs's reading already
+/// was right everywhere.
 pub fn to_unicode(obj: &InMemDicomObject, declared: Declared) -> Option<InMemDicomObject> {
     let mut parser = SpecificCharacterSet::default();
     let mut changed = false;
@@ -107,11 +123,30 @@ fn convert(
     for element in obj.iter() {
         let tag = element.tag();
         if tag == tags::SPECIFIC_CHARACTER_SET {
-            let value = element.to_str().map(|s| s.into_owned()).unwrap_or_default();
+            let value = character_set_value(element);
+            if element.vr() == VR::UN {
+                // dicom-rs did not switch its codec for a UN (0008,0005).
+                *changed = true;
+                elements.push(DataElement::new(
+                    tag,
+                    VR::CS,
+                    PrimitiveValue::Strs(value.split('\\').map(str::to_string).collect()),
+                ));
+                continue;
+            }
             if let Some(codec) = first_value_codec(&value) {
                 *parser = codec;
             }
             elements.push(element.clone());
+            continue;
+        }
+        if element.vr() == VR::UN
+            && let Value::Primitive(PrimitiveValue::U8(bytes)) = element.value()
+            && let Some((vr, value)) =
+                un::reinterpret(tag, bytes, &|b, kind| decode_bytes(b, kind, &scope))
+        {
+            *changed = true;
+            elements.push(DataElement::new(tag, vr, value));
             continue;
         }
         if let Some(items) = element.items() {
