@@ -33,6 +33,8 @@ struct Context {
     transfer_syntax: String,
     /// Combined date-time matching accepted by extended negotiation (C-FIND contexts).
     combined_datetime: bool,
+    /// Fuzzy semantic matching of person names accepted by extended negotiation (C-FIND).
+    fuzzy_names: bool,
     /// The requestor took the SCP role for this SOP class (it receives C-GET sub-operations).
     requestor_is_scp: bool,
 }
@@ -122,6 +124,11 @@ pub(crate) async fn run(
                         abstract_syntax: pc.abstract_syntax.trim_end_matches('\0').to_string(),
                         transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_string(),
                         combined_datetime: negotiation::combined_datetime_accepted(
+                            assoc.extended_negotiation_for(
+                                pc.abstract_syntax.trim_end_matches('\0'),
+                            ),
+                        ),
+                        fuzzy_names: negotiation::fuzzy_names_accepted(
                             assoc.extended_negotiation_for(
                                 pc.abstract_syntax.trim_end_matches('\0'),
                             ),
@@ -456,6 +463,7 @@ impl Association {
         let options = ParseOptions {
             case_insensitive_names: self.ctx.config.query.case_insensitive_names,
             combined_datetime: context.combined_datetime,
+            fuzzy_names: context.fuzzy_names,
         };
         let query = match query_identifier::parse(&identifier, model, options) {
             Ok(q) => q,
@@ -561,6 +569,7 @@ impl Association {
         let options = ParseOptions {
             case_insensitive_names: self.ctx.config.query.case_insensitive_names,
             combined_datetime: false,
+            fuzzy_names: false,
         };
         let query = retrieve::parse_identifier(&identifier, model, options)
             .map_err(|(status, msg)| fail(status, msg))?;

@@ -204,6 +204,7 @@ mod tests {
         let options = ParseOptions {
             case_insensitive_names: true,
             combined_datetime: false,
+            fuzzy_names: false,
         };
         parse_identifier(obj, model, options)
     }

@@ -16,7 +16,7 @@ use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 use crate::index::{Index, InstanceRecord, TreeId, compound_key, fold_case};
 use crate::query::charset::{self, dataset::Declared};
 use crate::query::matching::{Condition, ValueKind, literal_prefix, normalize_temporal};
-use crate::query::{FindOutcome, Level, Match, Query, QueryError, QueryKey};
+use crate::query::{FindOutcome, Level, Match, NameRules, Query, QueryError, QueryKey};
 
 type Result<T> = std::result::Result<T, QueryError>;
 
@@ -545,16 +545,13 @@ impl<'a> View<'a> {
                 continue;
             }
             if let Some(items) = &key.items {
-                if !self.sequence_matches(key.tag, items, q.case_insensitive_names)? {
+                if !self.sequence_matches(key.tag, items, q.name_rules())? {
                     return Ok(false);
                 }
                 continue;
             }
             let value = self.text(key.tag)?.unwrap_or_default();
-            if !key
-                .condition
-                .matches(key.kind(), &value, q.case_insensitive_names)
-            {
+            if !key.condition.matches(key.kind(), &value, q.name_rules()) {
                 return Ok(false);
             }
         }
@@ -564,7 +561,7 @@ impl<'a> View<'a> {
             if !condition.matches(
                 ValueKind::DateTime,
                 &format!("{}{}", date.trim(), time.trim()),
-                false,
+                NameRules::default(),
             ) {
                 return Ok(false);
             }
@@ -573,7 +570,12 @@ impl<'a> View<'a> {
     }
 
     /// Sequence matching: some item of the stored sequence matches every key of the query item.
-    fn sequence_matches(&mut self, tag: Tag, item_keys: &[QueryKey], ci: bool) -> Result<bool> {
+    fn sequence_matches(
+        &mut self,
+        tag: Tag,
+        item_keys: &[QueryKey],
+        names: NameRules,
+    ) -> Result<bool> {
         if item_keys.iter().all(|k| k.condition.is_universal()) {
             return Ok(true);
         }
@@ -591,7 +593,7 @@ impl<'a> View<'a> {
                     .and_then(|e| e.to_str().ok())
                     .map(|s| s.to_string())
                     .unwrap_or_default();
-                k.condition.matches(k.kind(), &value, ci)
+                k.condition.matches(k.kind(), &value, names)
             })
         }))
     }
