@@ -11,7 +11,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use super::status::Status;
 use crate::query::charset::CodeExtensions;
 use crate::query::charset::dataset::{Declared, to_unicode};
-use crate::query::charset::encode::encode_dataset;
+use crate::query::charset::encode::{encode_dataset, without_item_character_sets};
 use crate::query::{Model, QueryError};
 
 /// C-FIND statuses (PS3.4 C.4.1.1.4).
@@ -116,6 +116,7 @@ pub fn encode_identifier(
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax)
         .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
+    identifier = without_item_character_sets(identifier);
     let cs = match response_charset(&identifier, query_charset) {
         ResponseCharset::Named(code) => {
             identifier.put(DataElement::new(

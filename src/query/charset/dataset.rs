@@ -91,21 +91,68 @@ fn character_set_value(element: &InMemElement) -> String {
 /// a standard attribute read with its dictionary VR, or `None` when dicom-rs's reading already
 /// was right everywhere.
 pub fn to_unicode(obj: &InMemDicomObject, declared: Declared) -> Option<InMemDicomObject> {
+    if !may_need_work(obj, true) {
+        return None;
+    }
     let mut parser = SpecificCharacterSet::default();
     let mut changed = false;
     let inherited = Scope::Codec(SpecificCharacterSet::default());
-    let mut out = convert(obj, &inherited, &mut parser, &mut changed, declared);
+    let out = convert(obj, &inherited, &mut parser, &mut changed);
     if !changed {
         return None;
     }
-    if declared == Declared::Utf8 {
+    Some(match declared {
+        Declared::Utf8 => declare_utf8(out, true),
+        Declared::AsReceived => out,
+    })
+}
+
+/// A cheap look for what [`convert`] acts on: a UN element, a (0008,0005) with code extensions
+/// or one inside a sequence item (whose codec dicom-rs keeps after the item). Most headers
+/// have none, and are not copied.
+fn may_need_work(obj: &InMemDicomObject, top: bool) -> bool {
+    obj.iter().any(|e| {
+        if e.vr() == VR::UN {
+            return true;
+        }
+        if e.tag() == tags::SPECIFIC_CHARACTER_SET {
+            return !top
+                || CodeExtensions::from_specific_character_set(&character_set_value(e)).is_some();
+        }
+        e.items()
+            .is_some_and(|items| items.iter().any(|item| may_need_work(item, false)))
+    })
+}
+
+/// Every string is Unicode now: declare ISO_IR 192 at the top and in every item that has a
+/// (0008,0005), so dicom-rs writes (and reads back) UTF-8 throughout — one item left in, say,
+/// ISO_IR 100 would switch its writer to a codec that cannot hold the names after it.
+fn declare_utf8(obj: InMemDicomObject, top: bool) -> InMemDicomObject {
+    let had_charset = obj.get(tags::SPECIFIC_CHARACTER_SET).is_some();
+    let mut out =
+        InMemDicomObject::from_element_iter(obj.into_iter().map(|element| match element.items() {
+            Some(items) => {
+                let items: Vec<InMemDicomObject> = items
+                    .iter()
+                    .cloned()
+                    .map(|item| declare_utf8(item, false))
+                    .collect();
+                DataElement::new(
+                    element.tag(),
+                    VR::SQ,
+                    DataSetSequence::new(items, dicom_core::Length::UNDEFINED),
+                )
+            }
+            None => element,
+        }));
+    if top || had_charset {
         out.put(DataElement::new(
             tags::SPECIFIC_CHARACTER_SET,
             VR::CS,
             PrimitiveValue::from("ISO_IR 192"),
         ));
     }
-    Some(out)
+    out
 }
 
 fn convert(
@@ -113,7 +160,6 @@ fn convert(
     inherited: &Scope,
     parser: &mut SpecificCharacterSet,
     changed: &mut bool,
-    declared: Declared,
 ) -> InMemDicomObject {
     let scope = match specific_character_set(obj) {
         Some(value) => Scope::of(&value, inherited),
@@ -152,7 +198,7 @@ fn convert(
         if let Some(items) = element.items() {
             let items: Vec<InMemDicomObject> = items
                 .iter()
-                .map(|item| convert(item, &scope, parser, changed, declared))
+                .map(|item| convert(item, &scope, parser, changed))
                 .collect();
             elements.push(DataElement::new(
                 tag,
@@ -169,15 +215,7 @@ fn convert(
             None => elements.push(element.clone()),
         }
     }
-    let mut out = InMemDicomObject::from_element_iter(elements);
-    if *changed && declared == Declared::Utf8 && out.get(tags::SPECIFIC_CHARACTER_SET).is_some() {
-        out.put(DataElement::new(
-            tags::SPECIFIC_CHARACTER_SET,
-            VR::CS,
-            PrimitiveValue::from("ISO_IR 192"),
-        ));
-    }
-    out
+    InMemDicomObject::from_element_iter(elements)
 }
 
 /// The value of a text element read right, when dicom-rs's reading was not.

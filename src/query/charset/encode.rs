@@ -155,3 +155,37 @@ fn without_character_set(mut item: InMemDicomObject) -> InMemDicomObject {
     item.remove_element(tags::SPECIFIC_CHARACTER_SET);
     item
 }
+
+/// The response identifier without a (0008,0005) in any sequence item: its strings are Unicode
+/// and are all written in the response's one character set. (dicom-rs switches its writer at
+/// an item's (0008,0005) and keeps that codec after the item, while the requester goes back to
+/// the data set's.) Returned as it is when no item declares one.
+pub fn without_item_character_sets(obj: InMemDicomObject) -> InMemDicomObject {
+    fn any_in_items(obj: &InMemDicomObject) -> bool {
+        obj.iter().any(|e| {
+            e.items().is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| i.get(tags::SPECIFIC_CHARACTER_SET).is_some() || any_in_items(i))
+            })
+        })
+    }
+    fn strip(obj: InMemDicomObject) -> InMemDicomObject {
+        InMemDicomObject::from_element_iter(obj.into_iter().map(|e| match e.items() {
+            Some(items) => {
+                let items: Vec<InMemDicomObject> = items
+                    .iter()
+                    .cloned()
+                    .map(|i| strip(without_character_set(i)))
+                    .collect();
+                DataElement::new(
+                    e.tag(),
+                    VR::SQ,
+                    DataSetSequence::new(items, dicom_core::Length::UNDEFINED),
+                )
+            }
+            None => e,
+        }))
+    }
+    if any_in_items(&obj) { strip(obj) } else { obj }
+}

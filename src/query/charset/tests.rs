@@ -8,7 +8,7 @@ use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
 use super::dataset::{Declared, declares_code_extensions, to_unicode};
 use super::decode::{TextKind, decode_values};
-use super::encode::encode_values;
+use super::encode::{encode_dataset, encode_values, without_item_character_sets};
 use super::*;
 
 const H31: &[u8] =
@@ -361,4 +361,114 @@ fn a_nested_item_uses_its_own_character_set() {
         .and_then(|e| e.items())
         .expect("the sequence");
     assert_eq!(name_of(&items[0]), I2_TEXT);
+}
+
+#[test]
+fn an_item_with_its_own_character_set_before_iso_2022_names_still_writes() {
+    // (0008,0005) "\ISO 2022 IR 87", then (0008,1110) with one item declaring ISO_IR 100, then
+    // PatientName in JIS X 0208: the index's copy must declare UTF-8 in the item as well, or
+    // dicom-rs would write the kanji after it with the item's Latin-1 codec.
+    let mut bytes = Vec::new();
+    let element = |out: &mut Vec<u8>, group: u16, elem: u16, vr: &[u8; 2], value: &[u8]| {
+        let mut value = value.to_vec();
+        if value.len() % 2 == 1 {
+            value.push(b' ');
+        }
+        out.extend_from_slice(&group.to_le_bytes());
+        out.extend_from_slice(&elem.to_le_bytes());
+        out.extend_from_slice(vr);
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        out.extend_from_slice(&value);
+    };
+    element(&mut bytes, 0x0008, 0x0005, b"CS", b"\\ISO 2022 IR 87");
+    bytes.extend_from_slice(&[
+        0x08, 0x00, 0x10, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+    ]);
+    bytes.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    element(&mut bytes, 0x0008, 0x0005, b"CS", b"ISO_IR 100");
+    element(&mut bytes, 0x0008, 0x1150, b"UI", b"1.2.3");
+    bytes.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+    bytes.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    element(&mut bytes, 0x0010, 0x0010, b"PN", H31);
+    let parsed = parse(&bytes);
+    let unicode = to_unicode(&parsed, Declared::Utf8).expect("re-read");
+    assert_eq!(name_of(&unicode), H31_TEXT);
+    let mut written = Vec::new();
+    unicode
+        .write_dataset_with_ts(&mut written, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+        .expect("the index's copy can be written");
+    assert_eq!(name_of(&parse(&written)), H31_TEXT);
+}
+
+#[test]
+fn a_header_without_code_extensions_or_un_is_not_copied() {
+    let parsed = parse(&dataset_bytes(b"ISO_IR 192", "山田^太郎".as_bytes()));
+    assert!(to_unicode(&parsed, Declared::Utf8).is_none());
+    assert!(!declares_code_extensions(&parsed));
+}
+
+fn with_item(item_charset: &str) -> InMemDicomObject {
+    let mut item = InMemDicomObject::new_empty();
+    item.put(DataElement::new(
+        tags::SPECIFIC_CHARACTER_SET,
+        VR::CS,
+        PrimitiveValue::from(item_charset),
+    ));
+    item.put(DataElement::new(
+        tags::REFERENCED_SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from("1.2.3"),
+    ));
+    let mut top = InMemDicomObject::new_empty();
+    top.put(DataElement::new(
+        tags::REFERENCED_STUDY_SEQUENCE,
+        VR::SQ,
+        dicom_core::value::DataSetSequence::from(vec![item]),
+    ));
+    top.put(DataElement::new(
+        tags::PATIENT_NAME,
+        VR::PN,
+        PrimitiveValue::from(H31_TEXT),
+    ));
+    top
+}
+
+#[test]
+fn a_response_is_written_in_one_character_set_whatever_its_items_declared() {
+    // UTF-8 response: without the item's ISO_IR 100 the kanji after it can be written.
+    let mut utf8 = without_item_character_sets(with_item("ISO_IR 100"));
+    utf8.put(DataElement::new(
+        tags::SPECIFIC_CHARACTER_SET,
+        VR::CS,
+        PrimitiveValue::from("ISO_IR 192"),
+    ));
+    let mut written = Vec::new();
+    utf8.write_dataset_with_ts(&mut written, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+        .expect("written in UTF-8");
+    assert_eq!(name_of(&parse(&written)), H31_TEXT);
+
+    // ISO 2022 response: the name becomes the bytes of PS3.5 H.3.1; items declare nothing.
+    let jp = encode_dataset(&with_item("ISO_IR 100"), &cs("\\ISO 2022 IR 87")).expect("fits");
+    let mut written = Vec::new();
+    jp.write_dataset_with_ts(&mut written, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+        .expect("written");
+    assert!(written.windows(H31.len()).any(|w| w == H31));
+    let read = parse(&written);
+    let item = &read
+        .get(tags::REFERENCED_STUDY_SEQUENCE)
+        .and_then(|e| e.items())
+        .expect("seq")[0];
+    assert!(item.get(tags::SPECIFIC_CHARACTER_SET).is_none());
+    let unicode = to_unicode(&read, Declared::AsReceived).expect("re-read");
+    assert_eq!(name_of(&unicode), H31_TEXT);
+    // A name outside the set: no ISO 2022 encoding (the caller answers in UTF-8). Half-width
+    // katakana are JIS X 0201 only.
+    let mut kana = with_item("ISO_IR 100");
+    kana.put(DataElement::new(
+        tags::PATIENT_NAME,
+        VR::PN,
+        PrimitiveValue::from("ﾔﾏﾀﾞ^ﾀﾛｳ"),
+    ));
+    assert!(encode_dataset(&kana, &cs("\\ISO 2022 IR 87")).is_none());
+    assert!(encode_dataset(&kana, &cs("ISO 2022 IR 13\\ISO 2022 IR 87")).is_some());
 }
