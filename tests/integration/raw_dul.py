@@ -65,8 +65,10 @@ def build_associate_rq(
     calling: str,
     contexts: list[tuple[int, str, list[str]]],
     max_pdu: int = 16384,
+    scp_roles: tuple[str, ...] = (),
 ) -> bytes:
-    """contexts: [(context_id, abstract_syntax, [transfer_syntax, ...]), ...]"""
+    """contexts: [(context_id, abstract_syntax, [transfer_syntax, ...]), ...]; scp_roles: SOP
+    classes for which we propose the SCP role (SCP/SCU Role Selection, PS3.7 D.3.3.4)."""
     body = struct.pack(">HH", 1, 0) + _ae(called) + _ae(calling) + b"\x00" * 32
     body += _item(0x10, APP_CONTEXT.encode("ascii"))
     for cid, abstract, tss in contexts:
@@ -77,6 +79,9 @@ def build_associate_rq(
     user = _item(0x51, struct.pack(">I", max_pdu))
     user += _item(0x52, IMPL_CLASS_UID.encode("ascii"))
     user += _item(0x55, IMPL_VERSION.encode("ascii"))
+    for uid in scp_roles:
+        raw = uid.encode("ascii")
+        user += _item(0x54, struct.pack(">H", len(raw)) + raw + b"\x01\x01")
     body += _item(0x50, user)
     return struct.pack(">BBI", A_ASSOCIATE_RQ, 0, len(body)) + body
 
@@ -287,8 +292,15 @@ def parse_ac(body: bytes) -> AssociateAC:
 class RawAssociation:
     """One TCP connection speaking hand-made PDUs."""
 
-    def __init__(self, host: str, port: int, timeout: float = 30.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 30.0, rcvbuf: int | None = None):
+        if rcvbuf is None:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        else:
+            # a small receive window, set before connecting (a peer that reads slowly or not at all)
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((host, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.ac: AssociateAC | None = None
@@ -369,10 +381,11 @@ class RawAssociation:
         calling: str = "RAWSCU",
         contexts: list[tuple[int, str, list[str]]] | None = None,
         max_pdu: int = 16384,
+        scp_roles: tuple[str, ...] = (),
     ) -> PDU:
         if contexts is None:
             contexts = [(1, VERIFICATION, [IMPLICIT_LE])]
-        self.send(build_associate_rq(called, calling, contexts, max_pdu))
+        self.send(build_associate_rq(called, calling, contexts, max_pdu, scp_roles))
         pdu = self.recv_pdu()
         if pdu.type == A_ASSOCIATE_AC:
             self.ac = parse_ac(pdu.body)
