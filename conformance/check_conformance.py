@@ -23,8 +23,8 @@ Checks:
      features MIFAS is built with. Without cargo these two checks are skipped (reported as SKIP).
   8. Annex C lists exactly the rows of dictionaries/query-keys.tsv (level, keyword, tag, VR, type,
      in order), and the VR -> matching rules and combined date-time pairs that generate_tables.py
-     uses for its "Matching supported" column agree with src/index/query/matching.rs
-     (`ValueKind::from_vr`) and src/index/query/execute.rs (`combined_pairs`).
+     uses for its "Matching supported" column agree with src/query/matching.rs
+     (`ValueKind::from_vr`) and src/index/find.rs (`combined_pairs`).
   9. The C-FIND status table holds exactly the `Status(0x....)` constants of src/dimse/c_find.rs plus
      the `Status::NAME` constants of src/dimse/status.rs that the C-FIND handler (`handle` in
      src/dimse/c_find.rs) uses (Success, SOP Class not supported); the 0xA700 Error Comment
@@ -60,8 +60,8 @@ C_FIND_RS = ROOT / "src" / "dimse" / "c_find.rs"
 RETRIEVE_RS = ROOT / "src" / "dimse" / "retrieve.rs"
 C_MOVE_RS = ROOT / "src" / "dimse" / "c_move.rs"
 C_GET_RS = ROOT / "src" / "dimse" / "c_get.rs"
-MATCHING_RS = ROOT / "src" / "index" / "query" / "matching.rs"
-EXECUTE_RS = ROOT / "src" / "index" / "query" / "execute.rs"
+MATCHING_RS = ROOT / "src" / "query" / "matching.rs"
+EXECUTE_RS = ROOT / "src" / "index" / "find.rs"
 SPOOL_RS = ROOT / "src" / "archive" / "spool.rs"
 CONFIG_RS = ROOT / "src" / "config.rs"
 EXAMPLE_TOML = ROOT / "mifas.example.toml"
@@ -619,12 +619,12 @@ def check_matching_rules(report: Report) -> None:
     code_pairs = re.findall(r"\(tags::(\w+),\s*tags::(\w+)\)", body)
     doc_pairs = [(screaming_snake(d), screaming_snake(t)) for d, t in gen.COMBINED_PAIRS]
     if sorted(code_pairs) != sorted(doc_pairs):
-        problems.append(f"combined date-time pairs: execute.rs {code_pairs}, generate_tables.py {doc_pairs}")
+        problems.append(f"combined date-time pairs: find.rs {code_pairs}, generate_tables.py {doc_pairs}")
     if problems:
-        report.fail("the matching rules of Annex C differ from src/index/query", problems)
+        report.fail("the matching rules of Annex C differ from src/query and src/index/find.rs", problems)
     else:
         report.ok(f"Annex C matching column follows ValueKind::from_vr ({len(code_kinds)} VRs) and the "
-                  f"{len(code_pairs)} combined date-time pairs of execute.rs")
+                  f"{len(code_pairs)} combined date-time pairs of find.rs")
 
 
 # 9 ----------------------------------------------------------------------------------------------

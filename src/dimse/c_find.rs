@@ -14,8 +14,11 @@ use super::association::{Context, Peer, ServerSession, unsupported};
 use super::message::{Command, Response};
 use super::session::Exit;
 use super::status::Status;
-use crate::index::query::identifier::{self as query_identifier, ParseOptions};
-use crate::index::query::{Model, QueryError};
+use crate::query::charset::CodeExtensions;
+use crate::query::charset::dataset::{Declared, to_unicode};
+use crate::query::charset::encode::encode_dataset;
+use crate::query::identifier::{self as query_identifier, ParseOptions};
+use crate::query::{Model, QueryError};
 
 /// C-FIND statuses (PS3.4 C.4.1.1.4).
 pub const PENDING: Status = Status(0xFF00);
@@ -55,41 +58,57 @@ pub fn status_for(err: &QueryError) -> Status {
     }
 }
 
+/// Decode a request identifier, its text in Unicode (ISO 2022 code extensions included, see
+/// `query::charset`). Its Specific Character Set stays as received: the answer is encoded in it.
 pub fn decode_identifier(bytes: &[u8], transfer_syntax: &str) -> Result<InMemDicomObject, String> {
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax)
         .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
-    InMemDicomObject::read_dataset_with_ts(bytes, ts)
-        .map_err(|e| format!("identifier cannot be decoded: {e}"))
+    let identifier = InMemDicomObject::read_dataset_with_ts(bytes, ts)
+        .map_err(|e| format!("identifier cannot be decoded: {e}"))?;
+    Ok(to_unicode(&identifier, Declared::AsReceived).unwrap_or(identifier))
 }
 
-/// Does every text value (also inside sequences) fit in `fits`?
-fn all_text(obj: &InMemDicomObject, fits: &dyn Fn(char) -> bool) -> bool {
+/// Does every text value (also inside sequences) pass `fits`?
+fn all_text(obj: &InMemDicomObject, fits: &dyn Fn(&str) -> bool) -> bool {
     obj.iter().all(|e| match e.items() {
         Some(items) => items.iter().all(|i| all_text(i, fits)),
         None => match e.vr() {
             VR::PN | VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC => {
-                e.to_str().map(|s| s.chars().all(fits)).unwrap_or(true)
+                e.to_str().map(|s| fits(&s)).unwrap_or(true)
             }
             _ => true,
         },
     })
 }
 
+/// The character set a response identifier is encoded in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseCharset {
+    /// Every text value is ASCII: no (0008,0005).
+    Default,
+    /// A set dicom-rs encodes (GB18030, ISO_IR 192).
+    Named(&'static str),
+    /// The requester's own set, encoded by `query::charset` (ISO 2022 code extensions such as
+    /// `\ISO 2022 IR 87`, or a single-byte set such as `ISO_IR 100`).
+    Requester(CodeExtensions),
+}
+
 /// The character set of a response: none when everything is ASCII; else the query's own when
-/// it can hold every value (Latin-1, GB18030, UTF-8), else UTF-8 (ISO_IR 192).
-pub fn response_charset(
-    identifier: &InMemDicomObject,
-    query_charset: &str,
-) -> Option<&'static str> {
-    if all_text(identifier, &|c| c.is_ascii()) {
-        return None;
+/// it can hold every value (single-byte sets, ISO 2022 code extensions — Japanese, Korean,
+/// Chinese —, GB18030), else UTF-8 (ISO_IR 192).
+pub fn response_charset(identifier: &InMemDicomObject, query_charset: &str) -> ResponseCharset {
+    if all_text(identifier, &|s| s.is_ascii()) {
+        return ResponseCharset::Default;
     }
-    let first = query_charset.split('\\').next().unwrap_or("").trim();
-    match first {
-        "ISO_IR 100" if all_text(identifier, &|c| (c as u32) <= 0xFF) => Some("ISO_IR 100"),
-        "GB18030" => Some("GB18030"),
-        _ => Some("ISO_IR 192"),
+    if let Some(cs) = CodeExtensions::for_answer(query_charset)
+        && encode_dataset(identifier, &cs).is_some()
+    {
+        return ResponseCharset::Requester(cs);
+    }
+    match query_charset.split('\\').next().unwrap_or("").trim() {
+        "GB18030" => ResponseCharset::Named("GB18030"),
+        _ => ResponseCharset::Named("ISO_IR 192"),
     }
 }
 
@@ -103,9 +122,8 @@ pub fn encode_identifier(
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax)
         .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
-    let charset = response_charset(&identifier, query_charset);
-    let cs = match charset {
-        Some(code) => {
+    let cs = match response_charset(&identifier, query_charset) {
+        ResponseCharset::Named(code) => {
             identifier.put(DataElement::new(
                 tags::SPECIFIC_CHARACTER_SET,
                 VR::CS,
@@ -113,7 +131,15 @@ pub fn encode_identifier(
             ));
             SpecificCharacterSet::from_code(code).unwrap_or_default()
         }
-        None => {
+        ResponseCharset::Requester(cs) => {
+            // Text values become their bytes in the requester's set; nothing is left for
+            // dicom-rs's codecs to encode but ASCII.
+            identifier = encode_dataset(&identifier, &cs).ok_or_else(|| {
+                "response text does not fit the query's character set".to_string()
+            })?;
+            SpecificCharacterSet::default()
+        }
+        ResponseCharset::Default => {
             identifier.remove_element(tags::SPECIFIC_CHARACTER_SET);
             SpecificCharacterSet::default()
         }

@@ -11,8 +11,8 @@ use super::session::Exit;
 use super::status::Status;
 use super::store_scu::StoreOutcome;
 use crate::archive::RetrieveItem;
-use crate::index::query::identifier::{self as query_identifier, ParseOptions};
-use crate::index::query::{Condition, Level, Model, Query};
+use crate::query::identifier::{self as query_identifier, ParseOptions};
+use crate::query::{Condition, Level, Model, Query};
 
 /// C-MOVE/C-GET statuses (PS3.4 C.4.2.1.5, C.4.3.1.4).
 pub const PENDING: Status = Status(0xFF00);

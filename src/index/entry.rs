@@ -1,9 +1,13 @@
 //! Turning a parsed header into the records the index keeps.
 
+use std::borrow::Cow;
+
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
+
+use crate::query::charset::dataset::{Declared, to_unicode};
 
 use super::record::{InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, patient_key};
 
@@ -49,8 +53,21 @@ fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i32> {
     obj.get(tag).and_then(|e| e.to_int::<i32>().ok())
 }
 
+/// The header as the index keeps it and the matching rules see it: every text value in
+/// Unicode, whatever character set it was received in (ISO 2022 code extensions included, see
+/// `query::charset`), declared ISO_IR 192 when it had to be re-read. Borrowed when dicom-rs's
+/// reading already was right. The stored object keeps its bytes.
+pub fn indexable_header(header: &InMemDicomObject) -> Cow<'_, InMemDicomObject> {
+    match to_unicode(header, Declared::Utf8) {
+        Some(unicode) => Cow::Owned(unicode),
+        None => Cow::Borrowed(header),
+    }
+}
+
 impl InstanceEntry {
     pub fn from_header(header: &InMemDicomObject, facts: ObjectFacts) -> Result<Self, EntryError> {
+        let header = indexable_header(header);
+        let header: &InMemDicomObject = &header;
         let patient_id = text(header, tags::PATIENT_ID);
         let issuer = text(header, tags::ISSUER_OF_PATIENT_ID);
         let pkey = patient_key(&patient_id, &issuer);

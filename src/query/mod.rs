@@ -1,17 +1,16 @@
-//! The query engine shared by C-FIND, C-MOVE/C-GET and (later) the web: a typed query, a
-//! planner that picks the most selective secondary index, and the DICOM matching rules applied
-//! to every candidate. Results come with the requested return keys filled from the index
-//! records and the stored headers; object files are never opened.
+//! The query model shared by C-FIND, C-MOVE/C-GET and (later) the web: a typed query (level,
+//! model, keys with their conditions), the identifier parser, the query key table and the DICOM
+//! matching rules. No storage here: the index executes a [`Query`] (see `index::find`) and
+//! yields [`Match`]es.
 
-mod execute;
+pub mod charset;
 pub mod identifier;
 pub mod keys;
 pub mod matching;
-#[cfg(test)]
-mod tests;
+mod outcome;
 
-pub use execute::{FindOutcome, Match};
 pub use matching::{Condition, ValueKind};
+pub use outcome::{FindOutcome, Match};
 
 use dicom_core::{Tag, VR};
 

@@ -4,9 +4,9 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 
-use super::identifier::{ParseOptions, parse};
-use super::*;
 use crate::index::{Index, InstanceEntry, ObjectFacts};
+use crate::query::identifier::{ParseOptions, parse};
+use crate::query::*;
 
 struct Inst<'a> {
     patient_id: &'a str,

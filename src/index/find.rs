@@ -13,26 +13,10 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
-use super::matching::{Condition, ValueKind, literal_prefix, normalize_temporal};
-use super::{Level, Query, QueryError, QueryKey};
 use crate::index::{Index, InstanceRecord, TreeId, compound_key, fold_case};
-
-/// One matching entity with its response identifier.
-#[derive(Debug, Clone)]
-pub struct Match {
-    pub level: Level,
-    /// Unique key of the matched entity (patient key, study/series/SOP instance UID).
-    pub key: String,
-    pub identifier: InMemDicomObject,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FindOutcome {
-    /// Every candidate was examined.
-    Complete,
-    /// The caller stopped the search (cancel, limit, closed connection).
-    Stopped,
-}
+use crate::query::charset::{self, dataset::Declared};
+use crate::query::matching::{Condition, ValueKind, literal_prefix, normalize_temporal};
+use crate::query::{FindOutcome, Level, Match, Query, QueryError, QueryKey};
 
 type Result<T> = std::result::Result<T, QueryError>;
 
@@ -701,5 +685,12 @@ fn combined_pairs(q: &Query) -> Vec<(Tag, Tag, Condition)> {
 }
 
 fn decode_header(bytes: &[u8]) -> Option<InMemDicomObject> {
-    InMemDicomObject::read_dataset_with_ts(bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased()).ok()
+    let header =
+        InMemDicomObject::read_dataset_with_ts(bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased()).ok()?;
+    // Headers are indexed as Unicode (index::entry); one indexed before ISO 2022 code
+    // extensions were decoded still declares them, and is read right here.
+    if charset::dataset::declares_code_extensions(&header) {
+        return Some(charset::dataset::to_unicode(&header, Declared::Utf8).unwrap_or(header));
+    }
+    Some(header)
 }
