@@ -69,6 +69,18 @@ pub fn decode_identifier(bytes: &[u8], transfer_syntax: &str) -> Result<InMemDic
     Ok(to_unicode(&identifier, Declared::AsReceived).unwrap_or(identifier))
 }
 
+/// An identifier of C-FIND, C-MOVE or C-GET: its element structure walked first (nesting and
+/// lengths, 4.2.1.4.4 of the Conformance Statement), then decoded.
+pub(crate) fn checked_identifier(
+    bytes: &[u8],
+    transfer_syntax: &str,
+    max_sequence_depth: usize,
+) -> Result<InMemDicomObject, String> {
+    crate::archive::check_dataset_bytes(bytes, transfer_syntax, max_sequence_depth)
+        .map_err(|e| format!("identifier refused: {e}"))?;
+    decode_identifier(bytes, transfer_syntax)
+}
+
 /// Does every text value (also inside sequences) pass `fits`?
 fn all_text(obj: &InMemDicomObject, fits: &dyn Fn(&str) -> bool) -> bool {
     obj.iter().all(|e| match e.items() {
@@ -201,13 +213,11 @@ pub(crate) async fn handle(
         );
         return session.respond(context_id, &r).await;
     }
-    let decoded = crate::archive::check_dataset_bytes(
+    let decoded = checked_identifier(
         &identifier_bytes,
         &context.transfer_syntax,
         config.dicom.max_sequence_depth,
-    )
-    .map_err(|e| format!("identifier refused: {e}"))
-    .and_then(|()| decode_identifier(&identifier_bytes, &context.transfer_syntax));
+    );
     let identifier = match decoded {
         Ok(i) => i,
         Err(msg) => {

@@ -116,13 +116,11 @@ pub(crate) async fn items_to_retrieve(
         ));
     }
     let config = &peer.ctx.config;
-    let identifier = crate::archive::check_dataset_bytes(
+    let identifier = super::c_find::checked_identifier(
         identifier_bytes,
         &context.transfer_syntax,
         config.dicom.max_sequence_depth,
     )
-    .map_err(|e| format!("identifier refused: {e}"))
-    .and_then(|()| super::c_find::decode_identifier(identifier_bytes, &context.transfer_syntax))
     .map_err(|msg| fail(UNABLE_TO_PROCESS, msg))?;
     let options = ParseOptions {
         case_insensitive_names: config.query.case_insensitive_names,
