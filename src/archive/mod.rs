@@ -19,6 +19,7 @@ pub use ingest::IngestOutcome;
 pub use reconcile::{MissingObjects, ReconcileReport};
 pub use retrieve::{DatasetStream, RetrieveError, RetrieveItem};
 pub use spool::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, IngestRequest, Spool};
+pub use structure::{DEFAULT_MAX_SEQUENCE_DEPTH, check_dataset_bytes};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,6 +66,8 @@ struct Inner {
     committer: committer::CommitterHandle,
     /// Serialises stores of the same SOP Instance UID.
     uid_locks: uid_lock::UidLocks,
+    /// `dicom.max_sequence_depth`, for the structure walk of every object.
+    max_sequence_depth: usize,
 }
 
 impl Archive {
@@ -94,6 +97,7 @@ impl Archive {
                 reserved_bytes: AtomicU64::new(0),
                 committer,
                 uid_locks: uid_lock::UidLocks::default(),
+                max_sequence_depth: config.dicom.max_sequence_depth,
             }),
         };
         let report = archive.reconcile().await?;
@@ -103,7 +107,12 @@ impl Archive {
     /// Start receiving an object: checks what the sender announced, then opens a spool file.
     pub async fn begin(&self, request: IngestRequest) -> Result<Spool, IngestError> {
         ingest::check_request(&request)?;
-        Spool::create(&self.inner.spool_dir, request).await
+        Spool::create(
+            &self.inner.spool_dir,
+            request,
+            self.inner.max_sequence_depth,
+        )
+        .await
     }
 
     /// Counts and bytes of everything indexed.

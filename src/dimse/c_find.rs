@@ -8,10 +8,16 @@ use dicom_encoding::text::SpecificCharacterSet;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+use tokio_util::sync::CancellationToken;
+
+use super::association::{Context, Peer, ServerSession, unsupported};
+use super::message::{Command, Response};
+use super::session::Exit;
 use super::status::Status;
 use crate::query::charset::CodeExtensions;
 use crate::query::charset::dataset::{Declared, to_unicode};
 use crate::query::charset::encode::{encode_dataset, without_item_character_sets};
+use crate::query::identifier::{self as query_identifier, ParseOptions};
 use crate::query::{Model, QueryError};
 
 /// C-FIND statuses (PS3.4 C.4.1.1.4).
@@ -61,6 +67,18 @@ pub fn decode_identifier(bytes: &[u8], transfer_syntax: &str) -> Result<InMemDic
     let identifier = InMemDicomObject::read_dataset_with_ts(bytes, ts)
         .map_err(|e| format!("identifier cannot be decoded: {e}"))?;
     Ok(to_unicode(&identifier, Declared::AsReceived).unwrap_or(identifier))
+}
+
+/// An identifier of C-FIND, C-MOVE or C-GET: its element structure walked first (nesting and
+/// lengths, 4.2.1.4.4 of the Conformance Statement), then decoded.
+pub(crate) fn checked_identifier(
+    bytes: &[u8],
+    transfer_syntax: &str,
+    max_sequence_depth: usize,
+) -> Result<InMemDicomObject, String> {
+    crate::archive::check_dataset_bytes(bytes, transfer_syntax, max_sequence_depth)
+        .map_err(|e| format!("identifier refused: {e}"))?;
+    decode_identifier(bytes, transfer_syntax)
 }
 
 /// Does every text value (also inside sequences) pass `fits`?
@@ -167,4 +185,103 @@ pub fn fill_service_keys(identifier: &mut InMemDicomObject, asked: &InMemDicomOb
             PrimitiveValue::from("ONLINE"),
         ));
     }
+}
+
+/// One C-FIND: identifier → query → matches streamed as pending responses until the end, a
+/// C-CANCEL (`cancel`), `query.max_results` or an error.
+pub(crate) async fn handle(
+    session: &mut ServerSession,
+    peer: &Peer,
+    context_id: u8,
+    context: &Context,
+    command: Command,
+    identifier_bytes: Vec<u8>,
+    cancel: CancellationToken,
+) -> Result<(), Exit> {
+    let span = tracing::info_span!("c_find", message_id = command.message_id);
+    let config = &peer.ctx.config;
+    let fail = |status: Status, comment: String| {
+        tracing::warn!(parent: &span, %status, reason = %comment, "C-FIND refused");
+        Response::for_request(&command, status).with_comment(comment)
+    };
+    let Some(model) = model_of(&context.abstract_syntax) else {
+        return session.respond(context_id, &unsupported(&command)).await;
+    };
+    if command.affected_sop_class_uid != context.abstract_syntax {
+        let r = fail(
+            Status::SOP_CLASS_NOT_SUPPORTED,
+            "SOP class differs from the presentation context".into(),
+        );
+        return session.respond(context_id, &r).await;
+    }
+    let decoded = checked_identifier(
+        &identifier_bytes,
+        &context.transfer_syntax,
+        config.dicom.max_sequence_depth,
+    );
+    let identifier = match decoded {
+        Ok(i) => i,
+        Err(msg) => {
+            let r = fail(UNABLE_TO_PROCESS, msg);
+            return session.respond(context_id, &r).await;
+        }
+    };
+    let options = ParseOptions {
+        case_insensitive_names: config.query.case_insensitive_names,
+        combined_datetime: context.combined_datetime,
+        fuzzy_names: context.fuzzy_names,
+    };
+    let query = match query_identifier::parse(&identifier, model, options) {
+        Ok(q) => q,
+        Err(e) => {
+            let r = fail(status_for(&e), e.to_string());
+            return session.respond(context_id, &r).await;
+        }
+    };
+    tracing::info!(parent: &span, level = query.level.as_str(), keys = query.keys.len(), "C-FIND");
+    let query_charset = identifier
+        .get(tags::SPECIFIC_CHARACTER_SET)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.into_owned())
+        .unwrap_or_default();
+    let pending = if query.unsupported_matching_keys {
+        PENDING_UNSUPPORTED_KEYS
+    } else {
+        PENDING
+    };
+    let max_results = config.query.max_results;
+    let aet = config.dicom.aet.clone();
+    let mut matches = peer.ctx.archive.find(query);
+    let mut sent = 0usize;
+    let started = std::time::Instant::now();
+    let final_response = loop {
+        let Some(next) = session.until(&cancel, matches.recv()).await? else {
+            tracing::info!(parent: &span, sent, "C-FIND cancelled by the peer");
+            break Response::for_request(&command, CANCELLED);
+        };
+        let m = match next {
+            None => break Response::for_request(&command, Status::SUCCESS),
+            Some(Err(e)) => break fail(status_for(&e), e.to_string()),
+            Some(Ok(m)) => m,
+        };
+        if max_results > 0 && sent >= max_results {
+            break fail(
+                TOO_MANY_MATCHES,
+                format!("more than {max_results} matches; narrow the query"),
+            );
+        }
+        let mut ident = m.identifier;
+        fill_service_keys(&mut ident, &identifier, &aet);
+        let bytes = match encode_identifier(ident, &context.transfer_syntax, &query_charset) {
+            Ok(b) => b,
+            Err(msg) => break fail(UNABLE_TO_PROCESS, msg),
+        };
+        session
+            .respond_with(context_id, Response::for_request(&command, pending), &bytes)
+            .await?;
+        sent += 1;
+    };
+    drop(matches);
+    tracing::info!(parent: &span, matches = sent, elapsed_ms = started.elapsed().as_millis() as u64, status = %final_response.status, "C-FIND done");
+    session.respond(context_id, &final_response).await
 }
