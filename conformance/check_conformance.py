@@ -23,11 +23,11 @@ Checks:
      features MIFAS is built with. Without cargo these two checks are skipped (reported as SKIP).
   8. Annex C lists exactly the rows of dictionaries/query-keys.tsv (level, keyword, tag, VR, type,
      in order), and the VR -> matching rules and combined date-time pairs that generate_tables.py
-     uses for its "Matching supported" column agree with src/index/query/matching.rs
-     (`ValueKind::from_vr`) and src/index/query/execute.rs (`combined_pairs`).
+     uses for its "Matching supported" column agree with src/query/matching.rs
+     (`ValueKind::from_vr`) and src/index/find.rs (`combined_pairs`).
   9. The C-FIND status table holds exactly the `Status(0x....)` constants of src/dimse/c_find.rs plus
-     the `Status::NAME` constants of src/dimse/status.rs that the C-FIND handler (`run_find` in
-     src/dimse/association.rs) uses (Success, SOP Class not supported); the 0xA700 Error Comment
+     the `Status::NAME` constants of src/dimse/status.rs that the C-FIND handler (`handle` in
+     src/dimse/c_find.rs) uses (Success, SOP Class not supported); the 0xA700 Error Comment
      quoted in the statement is the one the handler formats, for the default query.max_results.
  10. The SOP class table lists every SOP class of `FIND_SOP_CLASSES` (src/dimse/c_find.rs) and of
      `MOVE_SOP_CLASSES` and `GET_SOP_CLASSES` (src/dimse/retrieve.rs) as SCP "Yes", and no other
@@ -36,9 +36,9 @@ Checks:
      (reported).
  11. The C-MOVE/C-GET status table holds exactly the `Status(0x....)` constants of
      src/dimse/retrieve.rs plus the `Status::NAME` constants of src/dimse/status.rs that the retrieve
-     code uses: src/dimse/retrieve.rs outside its tests (Success) and the C-MOVE/C-GET handlers of
-     src/dimse/association.rs (`retrieve_items`, `respond_retrieve_final`, `run_retrieve`,
-     `move_items`, `get_items`; SOP Class not supported).
+     code uses: src/dimse/retrieve.rs outside its tests (Success, and its shared request checks) and
+     the C-MOVE/C-GET handlers (`handle` in src/dimse/c_move.rs and src/dimse/c_get.rs; SOP Class
+     not supported).
 """
 
 from __future__ import annotations
@@ -58,9 +58,10 @@ ROOT = gen.ROOT
 STATUS_RS = ROOT / "src" / "dimse" / "status.rs"
 C_FIND_RS = ROOT / "src" / "dimse" / "c_find.rs"
 RETRIEVE_RS = ROOT / "src" / "dimse" / "retrieve.rs"
-ASSOCIATION_RS = ROOT / "src" / "dimse" / "association.rs"
-MATCHING_RS = ROOT / "src" / "index" / "query" / "matching.rs"
-EXECUTE_RS = ROOT / "src" / "index" / "query" / "execute.rs"
+C_MOVE_RS = ROOT / "src" / "dimse" / "c_move.rs"
+C_GET_RS = ROOT / "src" / "dimse" / "c_get.rs"
+MATCHING_RS = ROOT / "src" / "query" / "matching.rs"
+EXECUTE_RS = ROOT / "src" / "index" / "find.rs"
 SPOOL_RS = ROOT / "src" / "archive" / "spool.rs"
 CONFIG_RS = ROOT / "src" / "config.rs"
 EXAMPLE_TOML = ROOT / "mifas.example.toml"
@@ -74,8 +75,8 @@ FIND_STATUS_TABLE = ("<!-- BEGIN C-FIND STATUS TABLE (checked against src/dimse/
 RETRIEVE_STATUS_TABLE = ("<!-- BEGIN C-MOVE/C-GET STATUS TABLE (checked against src/dimse/retrieve.rs) -->", "<!-- END C-MOVE/C-GET STATUS TABLE -->")
 SOP_CLASS_TABLE = ("<!-- BEGIN SOP CLASS TABLE (Query/Retrieve rows checked against src/dimse/c_find.rs and src/dimse/retrieve.rs) -->", "<!-- END SOP CLASS TABLE -->")
 # The functions of src/dimse/association.rs that answer C-MOVE and C-GET requests.
-RETRIEVE_HANDLERS = ("fn retrieve_items(", "fn respond_retrieve_final(", "fn run_retrieve(",
-                     "fn move_items(", "fn get_items(")
+RETRIEVE_HANDLERS = ((C_MOVE_RS, "pub(crate) async fn handle("),
+                     (C_GET_RS, "pub(crate) async fn handle("))
 QR_UID_PREFIX = "1.2.840.10008.5.1.4.1.2."
 
 # Used only when cargo (and so dicom-dictionary-std's uids.rs) is not available.
@@ -618,12 +619,12 @@ def check_matching_rules(report: Report) -> None:
     code_pairs = re.findall(r"\(tags::(\w+),\s*tags::(\w+)\)", body)
     doc_pairs = [(screaming_snake(d), screaming_snake(t)) for d, t in gen.COMBINED_PAIRS]
     if sorted(code_pairs) != sorted(doc_pairs):
-        problems.append(f"combined date-time pairs: execute.rs {code_pairs}, generate_tables.py {doc_pairs}")
+        problems.append(f"combined date-time pairs: find.rs {code_pairs}, generate_tables.py {doc_pairs}")
     if problems:
-        report.fail("the matching rules of Annex C differ from src/index/query", problems)
+        report.fail("the matching rules of Annex C differ from src/query and src/index/find.rs", problems)
     else:
         report.ok(f"Annex C matching column follows ValueKind::from_vr ({len(code_kinds)} VRs) and the "
-                  f"{len(code_pairs)} combined date-time pairs of execute.rs")
+                  f"{len(code_pairs)} combined date-time pairs of find.rs")
 
 
 # 9 ----------------------------------------------------------------------------------------------
@@ -662,8 +663,7 @@ def compare_status_table(doc: str, table: str, service: str, constants: dict[int
 
 def check_find_statuses(doc: str, report: Report) -> None:
     constants = {code: f"c_find::{name}" for code, name in status_constants(C_FIND_RS).items()}
-    association = ASSOCIATION_RS.read_text(encoding="utf-8")
-    run_find = rust_fn_body(association, "async fn run_find(")
+    run_find = rust_fn_body(C_FIND_RS.read_text(encoding="utf-8"), "pub(crate) async fn handle(")
     problems, documented = compare_status_table(
         doc, FIND_STATUS_TABLE, "C-FIND", constants, {"run_find": run_find},
         "a constant of src/dimse/c_find.rs nor used by run_find")
@@ -762,13 +762,12 @@ def check_retrieve_statuses(doc: str, report: Report) -> None:
     constants = {code: f"retrieve::{name}" for code, name in status_constants(RETRIEVE_RS).items()}
     if not constants:
         problems.append("no `Status(0x....)` constants found in src/dimse/retrieve.rs")
-    association = ASSOCIATION_RS.read_text(encoding="utf-8")
     sources = {"src/dimse/retrieve.rs": without_rust_tests(RETRIEVE_RS.read_text(encoding="utf-8"))}
-    for signature in RETRIEVE_HANDLERS:
+    for path, signature in RETRIEVE_HANDLERS:
         try:
-            sources[f"{signature[3:-1]} (association.rs)"] = rust_fn_body(association, signature)
+            sources[f"handle ({path.name})"] = rust_fn_body(path.read_text(encoding="utf-8"), signature)
         except ValueError as e:
-            problems.append(f"src/dimse/association.rs: {e}")
+            problems.append(f"src/dimse/{path.name}: {e}")
     table_problems, documented = compare_status_table(
         doc, RETRIEVE_STATUS_TABLE, "C-MOVE/C-GET", constants, sources,
         "a constant of src/dimse/retrieve.rs nor a Status:: constant the retrieve code uses")

@@ -5,10 +5,10 @@
   code is compiled from (src/dictionary.rs), between
   `<!-- BEGIN ANNEX A (generated) -->` and `<!-- END ANNEX A -->`.
 - Annex C (C-FIND query keys per level) from dictionaries/query-keys.tsv, the table the query
-  engine is compiled from (src/index/query/keys.rs), between
+  engine is compiled from (src/query/keys.rs), between
   `<!-- BEGIN ANNEX C (generated) -->` and `<!-- END ANNEX C -->`. The "Matching" column follows
-  from each key's VR by the rules of src/index/query/matching.rs (`ValueKind::from_vr`) and the
-  date/time pairs of src/index/query/execute.rs (`combined_pairs`); check_conformance.py checks
+  from each key's VR by the rules of src/query/matching.rs (`ValueKind::from_vr`) and the
+  date/time pairs of src/index/find.rs (`combined_pairs`); check_conformance.py checks
   that VR_KIND and COMBINED_PAIRS below still agree with those files.
 - The table of contents from the statement's headings, between
   `<!-- BEGIN TOC (generated) -->` and `<!-- END TOC -->`.
@@ -61,8 +61,8 @@ def read_storage_classes(path: Path = TSV) -> list[StorageClass]:
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 KEY_TYPES = {"U": "Unique", "R": "Required", "O": "Optional"}
 
-# ValueKind::from_vr of src/index/query/matching.rs: which matching rules a VR gets. Every VR not
-# listed is "Text". SQ keys are handled apart (sequence matching, src/index/query/identifier.rs).
+# ValueKind::from_vr of src/query/matching.rs: which matching rules a VR gets. Every VR not
+# listed is "Text". SQ keys are handled apart (sequence matching, src/query/identifier.rs).
 VR_KIND = {
     "DA": "Date",
     "TM": "Time",
@@ -71,7 +71,7 @@ VR_KIND = {
     "UI": "Uid",
     **{vr: "Number" for vr in ("IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV")},
 }
-# combined_pairs of src/index/query/execute.rs: date/time keys matched together as one DT range
+# combined_pairs of src/index/find.rs: date/time keys matched together as one DT range
 # when combined date-time matching is negotiated.
 COMBINED_PAIRS = (("StudyDate", "StudyTime"), ("SeriesDate", "SeriesTime"), ("ContentDate", "ContentTime"))
 
@@ -109,7 +109,7 @@ class QueryKeyRow:
 
 
 def read_query_keys(path: Path = QUERY_KEYS_TSV) -> list[QueryKeyRow]:
-    """Rows of the TSV, read like src/index/query/keys.rs does (comments start with '#'), but
+    """Rows of the TSV, read like src/query/keys.rs does (comments start with '#'), but
     strictly: a row that the Rust parser would drop or read as something else is an error here."""
     rows, seen = [], {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

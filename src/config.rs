@@ -46,6 +46,11 @@ pub struct DicomConfig {
     pub accept_unknown_storage: bool,
     pub shutdown_grace_secs: u64,
     pub allowed_calling: Vec<AllowedCaller>,
+    /// Deepest nesting of sequences accepted in a data set, identifier or command set; the
+    /// element walk refuses deeper ones before any recursive parser sees them.
+    pub max_sequence_depth: usize,
+    /// Longest a single write to a peer may block (a peer that stops reading).
+    pub write_timeout_secs: u64,
 }
 
 /// One entry of the calling-AE allow-list.
@@ -80,6 +85,8 @@ pub struct RetrieveConfig {
     pub max_outgoing_associations: usize,
     pub connect_timeout_secs: u64,
     pub response_timeout_secs: u64,
+    /// How long a C-MOVE may wait for a free outgoing association before it fails (0xA702).
+    pub queue_timeout_secs: u64,
 }
 
 impl Default for RetrieveConfig {
@@ -88,6 +95,7 @@ impl Default for RetrieveConfig {
             max_outgoing_associations: 8,
             connect_timeout_secs: 10,
             response_timeout_secs: 60,
+            queue_timeout_secs: 300,
         }
     }
 }
@@ -158,6 +166,8 @@ impl Default for DicomConfig {
             accept_unknown_storage: false,
             shutdown_grace_secs: 30,
             allowed_calling: Vec::new(),
+            max_sequence_depth: crate::archive::DEFAULT_MAX_SEQUENCE_DEPTH,
+            write_timeout_secs: 30,
         }
     }
 }
@@ -289,6 +299,9 @@ impl Config {
         if self.retrieve.connect_timeout_secs == 0 {
             return invalid("retrieve.connect_timeout_secs", "must be at least 1");
         }
+        if self.retrieve.queue_timeout_secs == 0 {
+            return invalid("retrieve.queue_timeout_secs", "must be at least 1");
+        }
         if self.retrieve.response_timeout_secs == 0 {
             return invalid("retrieve.response_timeout_secs", "must be at least 1");
         }
@@ -301,6 +314,12 @@ impl Config {
         }
         if self.dicom.artim_timeout_secs == 0 {
             return invalid("dicom.artim_timeout_secs", "must be at least 1");
+        }
+        if !(1..=1024).contains(&self.dicom.max_sequence_depth) {
+            return invalid("dicom.max_sequence_depth", "must be between 1 and 1024");
+        }
+        if self.dicom.write_timeout_secs == 0 {
+            return invalid("dicom.write_timeout_secs", "must be at least 1");
         }
         if self.dicom.idle_timeout_secs == 0 {
             return invalid("dicom.idle_timeout_secs", "must be at least 1");
@@ -330,6 +349,10 @@ impl Config {
 
     pub fn artim_timeout(&self) -> Duration {
         Duration::from_secs(self.dicom.artim_timeout_secs)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.dicom.write_timeout_secs)
     }
 
     pub fn idle_timeout(&self) -> Duration {

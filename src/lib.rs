@@ -5,7 +5,9 @@
 //! - [`dimse`]: DICOM upper layer and DIMSE services (C-ECHO, C-STORE).
 //! - [`archive`]: ingest pipeline, durability contract and reconciliation; the only caller of
 //!   [`index`] and [`storage`].
-//! - [`index`]: the sled index.
+//! - [`index`]: the sled index; executes queries.
+//! - [`query`]: the query model (levels, keys, conditions, matching rules), free of storage so
+//!   both the network layer and the web can use it.
 //! - [`storage`]: object stores (local disk now; HDFS sites later).
 //! - [`dictionary`]: data tables from `dictionaries/`.
 
@@ -15,5 +17,6 @@ pub mod config;
 pub mod dictionary;
 pub mod dimse;
 pub mod index;
+pub mod query;
 pub mod storage;
 pub mod uid;

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # MIFAS test suite: the single test command (README). Run as root on Debian/Ubuntu:
 #   bash tests/run.sh
-# Installs what is missing (Debian: dcmtk, orthanc, a C toolchain; Rust via rustup if there is no
-# cargo; pip: pydicom, pynetdicom, pytest, numpy, pylibjpeg + pylibjpeg-libjpeg/-openjpeg), builds
-# the release binary, runs the Rust unit tests, then the integration tests (tests/integration)
-# against the real binary with DCMTK, Orthanc and pynetdicom.
+# Installs what is missing (Debian: dcmtk, orthanc, fuse3, python3-venv, a C toolchain; Rust via
+# rustup if there is no cargo), creates the project-local virtual environment .venv/ (ignored by
+# git) and installs the Python packages there (pydicom, pynetdicom, pytest, numpy, pylibjpeg +
+# pylibjpeg-libjpeg/-openjpeg), builds the release binary, runs the Rust unit tests, then the
+# integration tests (tests/integration) with .venv's interpreter against the real binary with
+# DCMTK, Orthanc and pynetdicom.
+# Nothing is pip-installed outside .venv/ and .venv/bin is never put on PATH: pynetdicom's own
+# storescu/findscu/echoscu entry points live there and must not shadow DCMTK's (the tests call
+# DCMTK by absolute path, /usr/bin/...).
 # Extra arguments go to pytest, e.g. `bash tests/run.sh -k hostile -x`.
 # Exit status: non-zero if the build, the unit tests or any integration test failed.
 set -euo pipefail
@@ -14,7 +19,8 @@ ROOT=$(pwd)
 export TCP_NODELAY=1          # DCMTK keeps Nagle on without it (≈40 ms per C-STORE)
 export CARGO_TERM_COLOR=never
 export PYTHONDONTWRITEBYTECODE=1
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-python3}   # only creates the virtual environment
+VENV="$ROOT/.venv"
 
 step() { printf '\n=== %s ===\n' "$*"; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -32,9 +38,15 @@ for tool in /usr/bin/storescu /usr/bin/echoscu /usr/bin/dcmdump /usr/bin/storesc
     [ -x "$tool" ] || { missing+=(dcmtk); break; }
 done
 [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)   # retrieve tests: Orthanc as Move Destination / requestor
-command -v "$PYTHON" >/dev/null || missing+=(python3 python3-pip)
+command -v "$PYTHON" >/dev/null || missing+=(python3 python3-venv)
 command -v cc >/dev/null || missing+=(build-essential)
 command -v mount >/dev/null || missing+=(mount)   # the disk-full test mounts a small tmpfs
+# the power-loss test mounts a FUSE filesystem of our own (fuser crate: libfuse3 + pkg-config)
+command -v fusermount3 >/dev/null || missing+=(fuse3)
+dpkg -s libfuse3-dev >/dev/null 2>&1 || missing+=(libfuse3-dev)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+# `python3 -m venv` needs ensurepip, which Debian ships in python3-venv
+[ -x "$VENV/bin/python" ] || "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 if ! command -v cargo >/dev/null; then
     command -v curl >/dev/null || missing+=(curl ca-certificates)
@@ -50,22 +62,21 @@ echo "dcmtk: $(/usr/bin/storescu --version 2>&1 | head -1)"
 echo "orthanc: $(/usr/sbin/Orthanc --version 2>&1 | head -1)"
 echo "cargo: $(cargo --version)"
 
-step "python packages"
+step "python packages (project-local virtual environment $VENV)"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PY="$VENV/bin/python"
 pip_missing=()
-for mod in pydicom pynetdicom pytest numpy; do
-    "$PYTHON" -c "import $mod" 2>/dev/null || pip_missing+=("$mod")
-done
-# JPEG / JPEG-LS / JPEG 2000 decoders for pydicom (retrieve tests compare decompressed pixels)
-for pair in pylibjpeg:pylibjpeg libjpeg:pylibjpeg-libjpeg openjpeg:pylibjpeg-openjpeg; do
-    "$PYTHON" -c "import ${pair%%:*}" 2>/dev/null || pip_missing+=("${pair#*:}")
+# module:distribution; pylibjpeg and its plugins decode JPEG / JPEG-LS / JPEG 2000 for pydicom
+# (the retrieve tests compare decompressed pixels)
+for pair in pydicom:pydicom pynetdicom:pynetdicom pytest:pytest numpy:numpy \
+            pylibjpeg:pylibjpeg libjpeg:pylibjpeg-libjpeg openjpeg:pylibjpeg-openjpeg; do
+    "$PY" -c "import ${pair%%:*}" 2>/dev/null || pip_missing+=("${pair#*:}")
 done
 if [ ${#pip_missing[@]} -gt 0 ]; then
-    echo "pip install: ${pip_missing[*]}"
-    "$PYTHON" -m pip --version >/dev/null 2>&1 || apt_install python3-pip
-    "$PYTHON" -m pip install -q "${pip_missing[@]}" \
-        || "$PYTHON" -m pip install -q --break-system-packages "${pip_missing[@]}"
+    echo "pip install (into $VENV): ${pip_missing[*]}"
+    "$PY" -m pip install -q --disable-pip-version-check "${pip_missing[@]}"
 fi
-"$PYTHON" -c 'import pydicom, pynetdicom, pytest, numpy, pylibjpeg, libjpeg, openjpeg; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__, "pytest", pytest.__version__)'
+"$PY" -c 'import pydicom, pynetdicom, pytest, numpy, pylibjpeg, libjpeg, openjpeg; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__, "pytest", pytest.__version__)'
 
 step "cargo build --release"
 cargo build --release
@@ -78,7 +89,7 @@ step "python tests: tests/integration (real mifas binary + DCMTK + pynetdicom), 
 export MIFAS_BIN="$ROOT/target/release/mifas"
 # hard cap so a hung peer can never hang CI; the suite itself takes about a minute
 timeout --signal=INT --kill-after=30 20m \
-    "$PYTHON" -m pytest -q -p no:cacheprovider tests "$@" \
+    "$PY" -m pytest -q -p no:cacheprovider tests "$@" \
     || { echo "PYTHON TESTS FAILED"; status=1; }
 
 exit $status

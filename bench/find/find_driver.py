@@ -34,14 +34,16 @@ import socket
 import sys
 import time
 import unicodedata
+from io import BytesIO
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, debug_logger  # noqa: F401
+from pynetdicom import AE, debug_logger, dsutils  # noqa: F401
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import catalog as cat  # noqa: E402
-import rawfind  # noqa: E402
+from harness import R  # noqa: E402  (tests/integration/raw_dul.py)
 
 TYPES = ["name", "pid", "date", "accession", "series", "image"]
 
@@ -312,12 +314,24 @@ def run_pynetdicom(assoc, q):
     return t0, first, t1, final, idents
 
 
+def open_raw(host, port, aet):
+    """Raw client: Study Root FIND in Implicit VR LE, max PDU 64 KiB, TCP_NODELAY (raw_dul)."""
+    scu = R.RawAssociation(host, port, timeout=300)
+    pdu = scu.associate(called=aet, calling="FINDBENCHRAW", max_pdu=65536,
+                        contexts=[(1, StudyRootQueryRetrieveInformationModelFind, [R.IMPLICIT_LE])])
+    if pdu.type != R.A_ASSOCIATE_AC or not scu.accepted_context(1):
+        sys.exit(f"raw client: Study Root FIND / Implicit VR LE refused by {aet}: {pdu.describe()}")
+    return scu
+
+
 def run_raw(scu, q):
     t0 = time.perf_counter()
-    statuses, raw_idents, first, t1 = scu.find(q["ds"])
-    final = f"0x{statuses[-1]:04X}" if statuses and statuses[-1] is not None else "no status"
-    pend = [b for s, b in zip(statuses, raw_idents) if s in (0xFF00, 0xFF01)]
-    idents = [rawfind.decode(b) for b in pend]  # after the clock stopped
+    rsps = scu.find(1, StudyRootQueryRetrieveInformationModelFind, dsutils.encode(q["ds"], True, True))
+    first, t1 = rsps[0][2], rsps[-1][2]
+    final = f"0x{rsps[-1][0]:04X}"
+    # identifiers decoded after the clock stopped
+    idents = [dsutils.decode(BytesIO(b), True, True) if b is not None else None
+              for st, b, _ in rsps if st in R.PENDING]
     return t0, first, t1, final, idents
 
 
@@ -398,7 +412,7 @@ def main():
         hold_reactor(assoc)
         assocs[name] = assoc
         if not a.no_raw:
-            raws[name] = rawfind.RawFindSCU(host, int(port), aet)
+            raws[name] = open_raw(host, int(port), aet)
 
     clients = ["pynetdicom"] + ([] if a.no_raw else ["raw"])
     results = {"targets": {}, "queries": a.queries, "warmup": a.warmup, "seed": a.seed,
@@ -448,7 +462,7 @@ def main():
         release_reactor(assoc)
         assoc.release()
         if name in raws:
-            raws[name].echo_like_close()
+            raws[name].release()
     results["pynetdicom_warnings"] = LOG_COUNTER.counts
 
     for name, tr in results["targets"].items():

@@ -22,34 +22,24 @@
 #   4. `mifas stats` (must count every instance), index and object sizes on disk;
 #   5. prints a markdown report (also saved next to $SCALE_WORKDIR as ingest-scale-<date>.md).
 #
-# Environment knobs:
-#   SCALE_PATIENTS     patients (default 10000 -> 1,000,000 instances; 100 instances per patient).
-#   SCALE_FOLDER_SIZE  instances per folder = per measured window (default 10000).
-#   SCALE_JOBS         `mifas import --jobs` (default 16).
-#   SCALE_WORKDIR      the generated files (default /tmp/mifas-scale/files-1m at the default size,
-#                      /tmp/mifas-scale/files-<N>[-fs<S>] otherwise). The run dir (data dir, logs)
-#                      is a mktemp dir next to it, removed at exit unless SCALE_KEEP=1.
-#   SCALE_CATALOG      catalog dir (default ${FIND_WORKDIR:-/tmp/mifas-find}/catalog-s3-p<PATIENTS>).
-#   SCALE_SEED         catalog seed (default 3, as run_find.sh).
-#   SCALE_GEN_JOBS     gen_part10 threads (default: nproc).
-#   SCALE_QUIET_WAIT   seconds to wait before each chunk until no rustc/cargo runs and the CPUs are
-#                      >= 85 % idle (default 900; 0: do not wait).
-#   SCALE_KEEP=1       keep the run dir (data dir, per-chunk output) after the run.
-#   SCALE_NO_RESULTS   default 1: the report goes to stdout (and the saved copy) only; 0 appends it
-#                      to bench/RESULTS.md.
-#   MIFAS_BIN          default target/release/mifas (NOT built by this script: build it first with
-#                      `cargo build --release --bin mifas`; it is snapshotted into the run dir).
-#   GEN_BIN            default target/release/examples/gen_part10 (built with
-#                      `cargo build --release --example gen_part10` if missing; only used when the
-#                      files must be written).
+# Knobs:
+#   SCALE_PATIENTS     patients (default 10000 -> 1,000,000 instances; 100 instances per patient)
+#   SCALE_FOLDER_SIZE  instances per folder = per measured window (default 10000)
+#   SCALE_JOBS         `mifas import --jobs` (default 16);  SCALE_GEN_JOBS  gen_part10 threads (nproc)
+#   SCALE_WORKDIR      the generated files (default /tmp/mifas-scale/files-1m, files-<N>[-fs<S>]
+#                      otherwise); the run dir is a mktemp dir next to it, kept if SCALE_KEEP=1
+#   SCALE_CATALOG      catalog dir (default ${FIND_WORKDIR:-/tmp/mifas-find}/catalog-s3-p<PATIENTS>)
+#   SCALE_SEED         catalog seed (default 3, as run_find.sh)
+#   SCALE_QUIET_WAIT   seconds to wait before each chunk for a quiet machine (default 900; 0: none)
+#   SCALE_NO_RESULTS   default 1 (report on stdout and saved next to the files); 0 also puts it
+#                      into bench/RESULTS.md
+#   MIFAS_BIN          default target/release/mifas (NOT built here; snapshotted)
+#   GEN_BIN            default target/release/examples/gen_part10 (built if missing)
 set -euo pipefail
-
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=../lib.sh
-source "$HERE/../lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+TAG=scale
+HERE="$BENCH_DIR/find"
 QUIET_WAIT="${SCALE_QUIET_WAIT:-900}"
-wait_quiet() { wait_quiet_for "$@"; }
-REPO="$(cd "$HERE/../.." && pwd)"
 PATIENTS="${SCALE_PATIENTS:-10000}"
 FS="${SCALE_FOLDER_SIZE:-10000}"
 JOBS="${SCALE_JOBS:-16}"
@@ -58,15 +48,7 @@ GEN_JOBS="${SCALE_GEN_JOBS:-$(nproc)}"
 MIFAS_BIN="${MIFAS_BIN:-$REPO/target/release/mifas}"
 GEN_BIN="${GEN_BIN:-$REPO/target/release/examples/gen_part10}"
 N=$((PATIENTS * 100))
-
-human_n() {  # 1000000 -> 1M, 10000 -> 10k, 2500 -> 2.5k
-  python3 -c "
-n = $1
-if n >= 1000000 and n % 100000 == 0: print(f'{n / 1e6:g}M')
-elif n >= 1000 and n % 100 == 0: print(f'{n / 1e3:g}k')
-else: print(n)"
-}
-NAME="$(human_n "$N" | tr 'MK' 'mk')"
+NAME="$("${HARNESS[@]}" human-count "$N" | tr 'MK' 'mk')"
 DEFAULT_FILES="/tmp/mifas-scale/files-$NAME"
 [[ "$FS" != 10000 ]] && DEFAULT_FILES="$DEFAULT_FILES-fs$FS"
 FILES="${SCALE_WORKDIR:-$DEFAULT_FILES}"
@@ -74,52 +56,25 @@ FILES="${FILES%/}"
 CATALOG="${SCALE_CATALOG:-${FIND_WORKDIR:-/tmp/mifas-find}/catalog-s$SEED-p$PATIENTS}"
 FOLDERS=$(((N + FS - 1) / FS))
 
-log() { printf '[scale %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 ((PATIENTS > 0 && FS > 0)) || die "SCALE_PATIENTS and SCALE_FOLDER_SIZE must be positive"
 [[ -x "$MIFAS_BIN" ]] || die "MIFAS binary $MIFAS_BIN not found (cargo build --release --bin mifas)"
 mkdir -p "$(dirname "$FILES")"
 RUN="$(mktemp -d "$(dirname "$FILES")/run.XXXXXX")"
 NOTES="$RUN/notes.txt"; : >"$NOTES"
-ENV="$RUN/env.txt"; : >"$ENV"
 CHUNKS="$RUN/chunks.tsv"
-WATCH_PID=""
-
-envset() { printf '%s\t%s\n' "$1" "$2" >>"$ENV"; }
-
-cleanup() {
-  local rc=$?
-  if [[ -n "$WATCH_PID" ]] && kill -0 "$WATCH_PID" 2>/dev/null; then
-    kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true
-  fi
-  if [[ "${SCALE_KEEP:-0}" == 1 ]]; then
-    log "run dir kept: $RUN (data dir $RUN/data)"
-  else
-    rm -rf "$RUN"
-  fi
-  exit $rc
-}
-trap cleanup EXIT
+trap 'finish_run "${SCALE_KEEP:-0}"' EXIT
 trap 'exit 130' INT TERM
 
-# ---- quiet machine (as in run_find.sh) ---------------------------------------------------------
-# other CPU-heavy work (a cargo build, another benchmark) spoils the figures: wait, then report it
-# busy_check at the start and the end of a chunk, plus a watcher sampling every second in between
-BUSY_SEEN=""
-busy_check() { if busy; then BUSY_SEEN="${BUSY_SEEN:+$BUSY_SEEN, }$1"; fi; }
-watch_start() {  # $1 = log file: one line per second in which a compiler process existed
+# a watcher sampling every second during a chunk: one line per second in which a compiler existed
+watch_start() {
   : >"$1"
   ( while :; do
-      if busy; then
-        printf '%s %s\n' "$(date +%T)" "$(grep -shxE 'rustc|cargo|cc|cc1|cc1plus|c\+\+|ld|ld\.lld|rust-lld' /proc/[0-9]*/comm | sort -u | tr '\n' ' ')" >>"$1"
-      fi
+      if busy; then printf '%s %s\n' "$(date +%T)" "$(grep -shxE "$COMPILERS" /proc/[0-9]*/comm | sort -u | tr '\n' ' ')" >>"$1"; fi
       sleep 1
     done ) &
-  WATCH_PID=$!
+  WATCH_PID=$!; ALL_PIDS+=("$WATCH_PID")
 }
 watch_stop() { kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; WATCH_PID=""; }
-
 folder() { printf '%s/f%03d' "$FILES" "$1"; }
 folder_files() {  # $1 first folder, $2 last folder (inclusive): instances in them
   local a=$(( $1 * FS )) b=$(( ($2 + 1) * FS ))
@@ -130,7 +85,7 @@ folder_files() {  # $1 first folder, $2 last folder (inclusive): instances in th
 # ---- 1. catalog --------------------------------------------------------------------------------
 if [[ ! -s "$CATALOG/series.tsv" ]]; then
   log "catalog $CATALOG ($PATIENTS patients, seed $SEED)"
-  python3 "$HERE/catalog.py" "$CATALOG" --patients "$PATIENTS" --seed "$SEED" >&2
+  "$PY" "$HERE/catalog.py" "$CATALOG" --patients "$PATIENTS" --seed "$SEED" >&2
 fi
 cat_n=$(( ($(wc -l <"$CATALOG/series.tsv") - 1) * 10 ))
 ((cat_n == N)) || die "catalog $CATALOG holds $cat_n instances, expected $N"
@@ -188,22 +143,15 @@ fi
 ((MID < LAST)) || note "only $FOLDERS folder(s): no middle window$( ((FOLDERS == 1)) && echo ', first = last')"
 log "chunks (folders): $(for c in "${PLAN[@]}"; do set -- $c; printf '[%s-%s] ' "$1" "$2"; done)"
 
-# ---- environment -------------------------------------------------------------------------------
+# ---- environment --------------------------------------------------------------------------------
 BIN="$RUN/mifas"; cp "$MIFAS_BIN" "$BIN"
 DATA="$RUN/data"
-dev=$(df -P "$RUN" | awk 'NR==2{print $1}')
-rota=$(lsblk -ndo ROTA "$dev" 2>/dev/null | head -1 | tr -d ' ' || true)
-envset date "$(date -u '+%Y-%m-%d %H:%M UTC')"
-envset cpus "$(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
-envset ram "$(free -g | awk '/Mem:/{print $2}') GiB"
-envset disk "$dev, $(df -PT "$RUN" | awk 'NR==2{print $2}'), $(df -h "$RUN" | awk 'NR==2{print $2" total, "$4" free"}')$([[ -n "$rota" ]] && { [[ "$rota" == 1 ]] && echo ', reported rotational (virtual disks often are)' || echo ', non-rotational'; })"
-envset kernel "$(uname -r)"
-envset git "$(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' + uncommitted changes in src/Cargo')"
-envset mifas_bin "$MIFAS_BIN, built $(date -r "$MIFAS_BIN" '+%Y-%m-%d %H:%M'), sha256 $(sha256sum "$BIN" | cut -c1-12)"
-envset files "$FILES"
+envset date "$(date -u '+%Y-%m-%d %H:%M UTC')"; envset git "$(git_rev)"
+envset machine "$(machine)"; envset disk "$(disk_of "$RUN")"
+envset mifas_bin "$MIFAS_BIN, $(bin_info "$BIN")"
+envset files "$FILES ($FOLDERS folders)"
 envset file_bytes "$(find "$(folder 0)" -name '*.dcm' -printf '%s\n' | sort -n | awk '{a[NR]=$1; s+=$1} END{printf "%d–%d (mean %.0f)", a[1], a[NR], s/NR}')"
-envset instances "$N"; envset patients "$PATIENTS"; envset seed "$SEED"
-envset folder_size "$FS"; envset folders "$FOLDERS"; envset jobs "$JOBS"
+envset instances "$N"; envset folder_size "$FS"; envset jobs "$JOBS"
 
 # ---- 3. import, chunk by chunk -----------------------------------------------------------------
 need_kb=$((N * 10))  # data dir: ~4 KiB per object file + ~5 KiB of index per instance, with margin
@@ -265,109 +213,8 @@ got=$(sed -n 's/^instances: //p' "$RUN/stats.txt")
   printf 'objects_disk_bytes\t%s\n' "$(du -s --block-size=1 "$DATA/objects" | cut -f1)"
 } >"$RUN/sizes.tsv"
 
-# ---- 5. report ---------------------------------------------------------------------------------
-python3 - "$RUN" >"$RUN/report.md" <<'PY'
-import csv, os, sys
-
-run = sys.argv[1]
-env = dict(l.rstrip("\n").split("\t", 1) for l in open(f"{run}/env.txt") if "\t" in l)
-sizes = dict(l.rstrip("\n").split("\t", 1) for l in open(f"{run}/sizes.tsv"))
-stats = dict(l.strip().split(": ", 1) for l in open(f"{run}/stats.txt") if ": " in l)
-chunks = list(csv.DictReader(open(f"{run}/chunks.tsv"), delimiter="\t"))
-notes = [l.strip() for l in open(f"{run}/notes.txt") if l.strip()]
-N, FS = int(env["instances"]), int(env["folder_size"])
-
-
-def hn(n):
-    if n >= 1_000_000 and n % 100_000 == 0:
-        return f"{n / 1e6:g}M"
-    if n >= 1000 and n % 100 == 0:
-        return f"{n / 1e3:g}k"
-    return str(n)
-
-
-def mib(b):
-    return f"{int(b) / 2**20:,.0f} MiB" if int(b) >= 2**20 else f"{int(b) / 1024:,.0f} KiB"
-
-
-def span(c):
-    a = int(c["first"]) * FS
-    return a, a + int(c["files"])
-
-
-p = print
-p(f"### Ingest at scale — real ingest path (`mifas import`), {N:,} instances, run of {env['date']}")
-p()
-p(f"`bench/find/run_ingest_scale.sh`: `mifas import --jobs {env['jobs']}` (spool → validate → fsync → "
-  f"group commit → sled index: the C-STORE pipeline without the network) of {N:,} Part-10 files "
-  f"(catalog seed {env['seed']}, {int(env['patients']):,} patients; `gen_part10`: the bulk_index header "
-  f"+ 8×8 16-bit pixels, {env['file_bytes']} bytes per file) into one fresh data dir, in "
-  f"{len(chunks)} invocations over folders of {FS:,} files (catalog order, one sub-folder per series). `sync` and a quiet-machine "
-  f"wait before each chunk. **seconds** and **files/s** are the import phase as `mifas import` reports "
-  f"it (after start-up reconciliation, final flush included); **open s** = process wall − import "
-  f"phase (start-up: index open, reconciliation, file walk); CPU and max RSS are the whole process "
-  f"(`/usr/bin/time`).")
-p()
-p(f"- machine: {env['cpus']} CPUs, {env['ram']} RAM, kernel {env['kernel']}")
-p(f"- disk: {env['disk']}")
-p(f"- git: {env['git']}; binary: {env['mifas_bin']}")
-p(f"- files: {env['files']} ({env['folders']} folders); whole import {env.get('total_minutes', '?')} min "
-  f"including quiet-machine waits")
-p()
-p("| chunk (folders) | instances | files | seconds | files/s | open s | CPU user µs/file | CPU sys µs/file | max RSS | |")
-p("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
-for c in chunks:
-    a, b = span(c)
-    f = int(c["files"])
-    user, sys_, wall, secs = float(c["user"]), float(c["sys"]), float(c["wall"]), float(c["seconds"])
-    # the rate at 10k is folder 0 (0 -> 10k), at 100k folder 10 (100k -> 110k), at 1M the last
-    role = {"first": f"**rate at {hn(b)}**", "middle": f"**rate at {hn(a)}**",
-            "last": f"**rate at {hn(b)}**"}.get(c["role"], "context")
-    if c["compiler"]:
-        role += f"; compiler ran: {c['compiler']}"
-    folders = f"f{int(c['first']):03d}" if c["first"] == c["last"] else f"f{int(c['first']):03d}–f{int(c['last']):03d}"
-    p(f"| {folders} | {hn(a)} → {hn(b)} | {f:,} | {secs:.1f} | {float(c['files_per_second']):,.0f} | "
-      f"{max(wall - secs, 0):.1f} | {user / f * 1e6:,.0f} | {sys_ / f * 1e6:,.0f} | "
-      f"{int(c['maxrss_kb']) / 1024:,.0f} MiB | {role} |")
-p()
-by = {c["role"]: c for c in chunks}
-first, last, mid = by.get("first"), by.get("last"), by.get("middle")
-r = lambda c: float(c["files_per_second"])
-p("| headline | value | target | met |")
-p("|---|---|---|---|")
-if first:
-    a, b = span(first)
-    p(f"| rate at {hn(b)} (folder 0, {hn(a)} → {hn(b)}) | {r(first):,.0f} files/s | | |")
-if mid:
-    a, b = span(mid)
-    p(f"| rate at {hn(a)} (folder {int(mid['first'])}, {hn(a)} → {hn(b)}) | {r(mid):,.0f} files/s | | |")
-if last:
-    a, b = span(last)
-    p(f"| rate at {hn(b)} (folder {int(last['first'])}, {hn(a)} → {hn(b)}) | {r(last):,.0f} files/s | | |")
-if first and last:
-    ratio = r(last) / r(first)
-    p(f"| ratio {hn(span(last)[1])} / {hn(span(first)[1])} | {ratio:.2f} | ≥ 0.8 | {'yes' if ratio >= 0.8 else '**NO**'} |")
-if mid and first:
-    p(f"| ratio {hn(span(mid)[0])} / {hn(span(first)[1])} | {r(mid) / r(first):.2f} | | |")
-p()
-inst = int(stats.get("instances", 0))
-p(f"After the import: `mifas stats` → instances: {stats.get('instances', '?')} (expected {N:,}), "
-  f"patients {stats.get('patients', '?')}, studies {stats.get('studies', '?')}, series {stats.get('series', '?')}, "
-  f"bytes {int(stats.get('bytes', 0)):,}. Index on disk (`du -sb data/index`): {mib(sizes['index_bytes'])} = "
-  f"{int(sizes['index_bytes']) / max(inst, 1):,.0f} bytes/instance; objects: {mib(sizes['objects_bytes'])} "
-  f"apparent, {mib(sizes['objects_disk_bytes'])} on disk ({int(sizes['objects_disk_bytes']) / max(inst, 1):,.0f} "
-  f"bytes/instance).")
-if notes:
-    p()
-    p("Notes:")
-    for n in notes:
-        p(f"- {n}")
-PY
-stamp=$(date +%Y%m%d-%H%M)
-cp "$RUN/report.md" "$(dirname "$FILES")/ingest-scale-$stamp.md"
+# ---- 5. report ----------------------------------------------------------------------------------
+(cd "$BENCH_DIR" && "$PY" report.py scale "$RUN") >"$RUN/report.md"
+cp "$RUN/report.md" "$(dirname "$FILES")/ingest-scale-$(date +%Y%m%d-%H%M).md"
 cat "$RUN/report.md"
-log "report saved as $(dirname "$FILES")/ingest-scale-$stamp.md"
-if [[ "${SCALE_NO_RESULTS:-1}" == 0 ]]; then
-  { echo; cat "$RUN/report.md"; } >>"$REPO/bench/RESULTS.md"
-  log "appended to bench/RESULTS.md"
-fi
+[[ "${SCALE_NO_RESULTS:-1}" != 0 ]] || append_results "$RUN/report.md"

@@ -9,7 +9,9 @@ use dicom_dictionary_std::tags;
 use dicom_encoding::{TransferSyntax, TransferSyntaxIndex};
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+use dicom_transfer_syntax_registry::entries::{
+    EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+};
 
 use super::spool::Spooled;
 use super::structure::{Encoding, StructureCheck};
@@ -65,8 +67,9 @@ impl Archive {
         spooled: Spooled,
     ) -> Result<IngestOutcome, IngestError> {
         let t0 = std::time::Instant::now();
+        let max_depth = self.inner.max_sequence_depth;
         let (mut spooled, entry) = blocking(move || {
-            let entry = parse_and_validate(&spooled)?;
+            let entry = parse_and_validate(&spooled, max_depth)?;
             Ok((spooled, entry))
         })
         .await?;
@@ -141,10 +144,10 @@ fn transfer_syntax(uid: &str) -> Result<&'static TransferSyntax, IngestError> {
 }
 
 /// How the data set of a transfer syntax is encoded, for the structure walk; `None` for
-/// deflated data sets, which the header parse inflates and checks instead.
+/// deflated data sets, which are walked after inflating them (see [`walk_file`]).
 pub(crate) fn dataset_encoding(ts_uid: &str) -> Result<Option<Encoding>, IngestError> {
     let ts = transfer_syntax(ts_uid)?;
-    if matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
+    if is_deflated(ts) {
         return Ok(None);
     }
     // dicom-encoding does not expose the VR mode; Implicit VR Little Endian is the registry's
@@ -155,27 +158,36 @@ pub(crate) fn dataset_encoding(ts_uid: &str) -> Result<Option<Encoding>, IngestE
     }))
 }
 
-/// Check the data set's structure (truncation shows here), parse its header, check it against
-/// the announcement and build the index entry.
-pub(crate) fn parse_and_validate(spooled: &Spooled) -> Result<InstanceEntry, IngestError> {
+fn is_deflated(ts: &TransferSyntax) -> bool {
+    matches!(ts.codec(), dicom_encoding::Codec::Dataset(_))
+}
+
+/// Check the data set's structure (truncation and nesting bombs show here), parse its header,
+/// check it against the announcement and build the index entry.
+pub(crate) fn parse_and_validate(
+    spooled: &Spooled,
+    max_depth: usize,
+) -> Result<InstanceEntry, IngestError> {
     let request = &spooled.request;
     let walked;
     let structure = match &spooled.structure {
-        Some(check) => Some(check),
+        Some(check) => check,
         None => {
-            walked = walk_file(spooled)?;
-            walked.as_ref()
+            walked = walk_file(spooled, max_depth)?;
+            &walked
         }
     };
-    if let Some(check) = structure {
-        check.result().map_err(IngestError::Unreadable)?;
-    }
-    let object = match structure.and_then(StructureCheck::header) {
-        Some(bytes) => InMemDicomObject::read_dataset_with_ts(
-            bytes,
-            transfer_syntax(&request.transfer_syntax)?,
-        )
-        .map_err(|e| IngestError::Unreadable(error_chain(&e)))?,
+    structure.result().map_err(IngestError::Unreadable)?;
+    let ts = transfer_syntax(&request.transfer_syntax)?;
+    // The header captured from a deflated data set was captured inflated.
+    let header_ts = if is_deflated(ts) {
+        transfer_syntax(EXPLICIT_VR_LITTLE_ENDIAN.uid())?
+    } else {
+        ts
+    };
+    let object = match structure.header() {
+        Some(bytes) => InMemDicomObject::read_dataset_with_ts(bytes, header_ts)
+            .map_err(|e| IngestError::Unreadable(error_chain(&e)))?,
         None => OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
             .open_file(&spooled.guard.path)
@@ -223,17 +235,23 @@ pub(crate) fn parse_and_validate(spooled: &Spooled) -> Result<InstanceEntry, Ing
     InstanceEntry::from_header(header, facts).map_err(|e| IngestError::Unreadable(e.to_string()))
 }
 
-/// The structure walk for an object that did not arrive through a spool (read from its file).
-fn walk_file(spooled: &Spooled) -> Result<Option<StructureCheck>, IngestError> {
-    let Some(encoding) = dataset_encoding(&spooled.request.transfer_syntax)? else {
-        return Ok(None);
-    };
+/// The structure walk for an object that did not arrive through a spool (read from its file),
+/// or whose data set is deflated (walked as it inflates: memory stays bounded whatever the
+/// inflated size).
+fn walk_file(spooled: &Spooled, max_depth: usize) -> Result<StructureCheck, IngestError> {
     let mut file = spooled.file.try_clone().map_err(IngestError::spool)?;
     file.seek(SeekFrom::Start(spooled.dataset_offset))
         .map_err(IngestError::spool)?;
-    StructureCheck::read_from(encoding, file)
-        .map(Some)
-        .map_err(IngestError::spool)
+    let file = std::io::BufReader::new(file);
+    match dataset_encoding(&spooled.request.transfer_syntax)? {
+        Some(encoding) => StructureCheck::read_from(encoding, max_depth, file),
+        None => StructureCheck::read_from(
+            Encoding::EXPLICIT_LE,
+            max_depth,
+            flate2::bufread::DeflateDecoder::new(file),
+        ),
+    }
+    .map_err(|e| IngestError::Unreadable(format!("cannot read the data set: {e}")))
 }
 
 /// An error with its sources, on one line.

@@ -21,6 +21,7 @@ pub use ingest::IngestOutcome;
 pub use reconcile::{MissingObjects, ReconcileReport};
 pub use retrieve::{DatasetStream, RetrieveError, RetrieveItem};
 pub use spool::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, IngestRequest, Spool};
+pub use structure::{DEFAULT_MAX_SEQUENCE_DEPTH, check_dataset_bytes};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,6 +68,8 @@ struct Inner {
     committer: committer::CommitterHandle,
     /// Serialises stores of the same SOP Instance UID.
     uid_locks: uid_lock::UidLocks,
+    /// `dicom.max_sequence_depth`, for the structure walk of every object.
+    max_sequence_depth: usize,
 }
 
 impl Archive {
@@ -117,6 +120,7 @@ impl Archive {
                 duplicate_policy: config.storage.duplicate_policy,
                 committer,
                 uid_locks: uid_lock::UidLocks::default(),
+                max_sequence_depth: config.dicom.max_sequence_depth,
             }),
         };
         let report = archive.reconcile().await?;
@@ -130,6 +134,7 @@ impl Archive {
             &self.inner.spool_dir,
             request,
             self.inner.spool_limits.clone(),
+            self.inner.max_sequence_depth,
         )
         .await
     }

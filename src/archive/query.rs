@@ -5,7 +5,7 @@
 use tokio::sync::mpsc;
 
 use super::Archive;
-use crate::index::query::{Match, Query, QueryError};
+use crate::query::{Match, Query, QueryError};
 
 /// Matches in flight between the search thread and the sender.
 const FIND_BUFFER: usize = 64;

@@ -240,6 +240,7 @@ impl Archive {
                 "object is not on local disk".into(),
             ));
         };
+        let max_depth = self.inner.max_sequence_depth;
         let entry = tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::open(&path).map_err(IngestError::spool)?;
             let (meta, dataset_offset) = read_part10_meta(&mut file)?;
@@ -256,7 +257,7 @@ impl Archive {
                 structure: None,
                 reservation: None,
             };
-            parse_and_validate(&spooled)
+            parse_and_validate(&spooled, max_depth)
         })
         .await
         .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))??;

@@ -9,7 +9,7 @@ use dicom_pixeldata::Transcode;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::Archive;
-use crate::index::query::{Query, QueryError};
+use crate::query::{Query, QueryError};
 use crate::storage::{ObjectKey, ObjectStore, StorageError};
 use dicom_encoding::TransferSyntaxIndex;
 

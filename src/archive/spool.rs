@@ -171,10 +171,11 @@ impl Spool {
         dir: &Path,
         request: IngestRequest,
         limits: SpoolLimits,
+        max_sequence_depth: usize,
     ) -> Result<Spool, IngestError> {
         let header = part10_header(&request)?;
-        let structure =
-            super::ingest::dataset_encoding(&request.transfer_syntax)?.map(StructureCheck::new);
+        let structure = super::ingest::dataset_encoding(&request.transfer_syntax)?
+            .map(|encoding| StructureCheck::new(encoding, max_sequence_depth));
         let path = dir.join(format!("{:016x}.part", rand::random::<u64>()));
         let p = path.clone();
         let file = blocking(move || std::fs::File::create_new(&p))

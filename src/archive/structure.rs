@@ -3,8 +3,11 @@
 //! or malformed object is refused without reading it back from disk. The header (top-level
 //! elements before Pixel Data) is kept in memory on the way, for indexing.
 //!
-//! Values of defined length are skipped whole, nested sequences included: their contents before
-//! Pixel Data are parsed anyway when the header is decoded for the index.
+//! The walk descends into every sequence and item, of defined or undefined length, and refuses
+//! nesting deeper than a configured limit and values that overrun the item or sequence holding
+//! them. This is what stands between peer bytes and dicom-object's recursive parser, which would
+//! overflow the thread's stack on a few hundred kilobytes of sequences nested 20,000 deep: every
+//! data set, identifier and command set is walked here before dicom-object sees it.
 
 use std::io::Read;
 
@@ -16,6 +19,11 @@ const UNDEFINED_LENGTH: u32 = 0xFFFF_FFFF;
 const PIXEL_DATA: u32 = 0x7FE0_0010;
 /// A header larger than this is not kept in memory; it is parsed from the file instead.
 const MAX_HEADER: usize = 8 << 20;
+/// The most a deflated identifier or command may inflate to (real ones are kilobytes).
+const MAX_INFLATED_IN_MEMORY: u64 = 16 << 20;
+/// Default for `dicom.max_sequence_depth`: real objects nest a handful of levels (structured
+/// reports reach ten or twenty); dicom-object's recursion is safe far beyond this.
+pub const DEFAULT_MAX_SEQUENCE_DEPTH: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Encoding {
@@ -26,6 +34,11 @@ pub(crate) struct Encoding {
 impl Encoding {
     /// Implicit VR Little Endian: the encoding of the contents of an undefined-length UN value
     /// (PS3.5 §6.2.2).
+    pub(crate) const EXPLICIT_LE: Encoding = Encoding {
+        explicit_vr: true,
+        big_endian: false,
+    };
+
     const IMPLICIT_LE: Encoding = Encoding {
         explicit_vr: false,
         big_endian: false,
@@ -48,13 +61,42 @@ impl Encoding {
     }
 }
 
-/// An open value of undefined length.
+/// An open sequence or item. `end` is the data-set position where one of defined length ends;
+/// `None` means it ends with a delimitation item.
 #[derive(Debug, Clone, Copy)]
 enum Frame {
-    /// Items (or fragments) until a sequence delimitation item.
-    Sequence(Encoding),
-    /// Elements until an item delimitation item.
-    Item(Encoding),
+    /// Items until its end; `fragments` for encapsulated Pixel Data, whose items are opaque.
+    Sequence {
+        enc: Encoding,
+        end: Option<u64>,
+        fragments: bool,
+    },
+    /// Elements until its end.
+    Item { enc: Encoding, end: Option<u64> },
+}
+
+impl Frame {
+    fn encoding(self) -> Encoding {
+        match self {
+            Frame::Sequence { enc, .. } | Frame::Item { enc, .. } => enc,
+        }
+    }
+
+    fn end(self) -> Option<u64> {
+        match self {
+            Frame::Sequence { end, .. } | Frame::Item { end, .. } => end,
+        }
+    }
+}
+
+/// Whether an implicit-VR element of defined length is a sequence: dicom-parser decides by the
+/// dictionary, so the walk must too.
+fn implicit_is_sequence(tag: u32) -> bool {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    let tag = dicom_core::Tag((tag >> 16) as u16, tag as u16);
+    dicom_dictionary_std::StandardDataDictionary
+        .by_tag(tag)
+        .is_some_and(|e| e.vr().relaxed() == dicom_core::VR::SQ)
 }
 
 /// VRs whose explicit-VR header has two reserved bytes and a 32-bit length (PS3.5 Table 7.1-1).
@@ -81,10 +123,45 @@ fn tag_text(tag: u32) -> String {
     format!("({:04X},{:04X})", tag >> 16, tag & 0xFFFF)
 }
 
+/// Walk a data set held in memory — a command set, a C-FIND/C-MOVE/C-GET identifier — in the
+/// transfer syntax `ts_uid`, before dicom-object parses it: nesting deeper than `max_depth` and
+/// lengths beyond the bytes at hand are refused here instead of reaching a recursive parser or an
+/// allocation of the declared size.
+pub fn check_dataset_bytes(bytes: &[u8], ts_uid: &str, max_depth: usize) -> Result<(), String> {
+    use dicom_encoding::TransferSyntaxIndex;
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(ts_uid)
+        .ok_or_else(|| format!("unknown transfer syntax {ts_uid}"))?;
+    if matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
+        // The caller inflates these bytes into memory next: bound what it will get.
+        let inflated = std::io::Read::take(
+            flate2::read::DeflateDecoder::new(bytes),
+            MAX_INFLATED_IN_MEMORY + 1,
+        );
+        let check = StructureCheck::read_from(Encoding::EXPLICIT_LE, max_depth, inflated)
+            .map_err(|e| format!("cannot inflate: {e}"))?;
+        if check.position > MAX_INFLATED_IN_MEMORY {
+            return Err(format!(
+                "deflated data set inflates to more than {MAX_INFLATED_IN_MEMORY} bytes"
+            ));
+        }
+        return check.result();
+    }
+    let encoding = Encoding {
+        explicit_vr: ts.uid()
+            != dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.uid(),
+        big_endian: ts.endianness() == dicom_encoding::transfer_syntax::Endianness::Big,
+    };
+    StructureCheck::check_bytes(encoding, max_depth, bytes)
+}
+
 #[derive(Debug)]
 pub(crate) struct StructureCheck {
     top: Encoding,
     stack: Vec<Frame>,
+    /// Sequences open on the stack, and how many may be.
+    depth: usize,
+    max_depth: usize,
     /// An element header still arriving.
     partial: [u8; 12],
     partial_len: usize,
@@ -100,10 +177,12 @@ pub(crate) struct StructureCheck {
 }
 
 impl StructureCheck {
-    pub(crate) fn new(encoding: Encoding) -> StructureCheck {
+    pub(crate) fn new(encoding: Encoding, max_depth: usize) -> StructureCheck {
         StructureCheck {
             top: encoding,
             stack: Vec::new(),
+            depth: 0,
+            max_depth,
             partial: [0; 12],
             partial_len: 0,
             skip: 0,
@@ -117,8 +196,12 @@ impl StructureCheck {
     }
 
     /// Walk a whole data set from a reader (objects not received through a spool).
-    pub(crate) fn read_from(encoding: Encoding, mut from: impl Read) -> std::io::Result<Self> {
-        let mut check = StructureCheck::new(encoding);
+    pub(crate) fn read_from(
+        encoding: Encoding,
+        max_depth: usize,
+        mut from: impl Read,
+    ) -> std::io::Result<Self> {
+        let mut check = StructureCheck::new(encoding, max_depth);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = from.read(&mut buf)?;
@@ -130,10 +213,7 @@ impl StructureCheck {
     }
 
     fn encoding(&self) -> Encoding {
-        match self.stack.last() {
-            Some(Frame::Sequence(e) | Frame::Item(e)) => *e,
-            None => self.top,
-        }
+        self.stack.last().map_or(self.top, |f| f.encoding())
     }
 
     /// The next data-set bytes, in order.
@@ -146,6 +226,9 @@ impl StructureCheck {
                 self.consume(&data[..n]);
                 self.skip -= n as u64;
                 data = &data[n..];
+                if self.skip == 0 {
+                    self.close_finished();
+                }
                 continue;
             }
             let need = self.header_len();
@@ -198,47 +281,109 @@ impl StructureCheck {
         }
         self.partial_len = 0;
         self.consume(&p[..len]);
+        let at = self.position - len as u64;
+        if self.beyond_enclosing_end(0) {
+            return self.fail(format!(
+                "{} overruns its item (element at byte {at})",
+                tag_text(tag)
+            ));
+        }
+        let defined = (length != UNDEFINED_LENGTH).then_some(u64::from(length));
+        if defined.is_some_and(|l| self.beyond_enclosing_end(l)) {
+            return self.fail(format!(
+                "{} overruns its item ({length} bytes at byte {at})",
+                tag_text(tag)
+            ));
+        }
+        let end = defined.map(|l| self.position + l);
         match (tag, self.stack.last().copied()) {
-            (ITEM, Some(Frame::Sequence(e))) => {
-                if length == UNDEFINED_LENGTH {
-                    self.stack.push(Frame::Item(e));
-                } else {
-                    self.begin_value(tag, length);
-                }
+            (
+                ITEM,
+                Some(Frame::Sequence {
+                    fragments: true, ..
+                }),
+            ) => match defined {
+                Some(_) => self.begin_value(tag, length),
+                None => self.fail(format!(
+                    "pixel data fragment of undefined length at byte {at}"
+                )),
+            },
+            (ITEM, Some(Frame::Sequence { enc, .. })) => {
+                self.stack.push(Frame::Item { enc, end });
             }
-            (ITEM, _) => self.fail(format!(
-                "item outside a sequence at byte {}",
-                self.position - len as u64
-            )),
-            (ITEM_DELIMITATION, Some(Frame::Item(_))) => {
-                self.stack.pop();
-            }
-            (SEQUENCE_DELIMITATION, Some(Frame::Sequence(_))) => {
-                self.stack.pop();
+            (ITEM, _) => self.fail(format!("item outside a sequence at byte {at}")),
+            (ITEM_DELIMITATION, Some(Frame::Item { end: None, .. }))
+            | (SEQUENCE_DELIMITATION, Some(Frame::Sequence { end: None, .. })) => {
+                self.pop();
             }
             // Stray delimiters between top-level elements carry nothing; readers skip them.
             (ITEM_DELIMITATION | SEQUENCE_DELIMITATION, None) => {}
             (ITEM_DELIMITATION | SEQUENCE_DELIMITATION, Some(_)) => self.fail(format!(
-                "misplaced delimitation item {} at byte {}",
-                tag_text(tag),
-                self.position - len as u64
+                "misplaced delimitation item {} at byte {at}",
+                tag_text(tag)
             )),
-            (_, Some(Frame::Sequence(_))) => self.fail(format!(
+            (_, Some(Frame::Sequence { .. })) => self.fail(format!(
                 "element {} where a sequence item was expected",
                 tag_text(tag)
             )),
-            _ if length == UNDEFINED_LENGTH => match vr {
-                None | Some([b'S', b'Q']) | Some([b'O', b'B']) | Some([b'O', b'W']) => {
-                    self.stack.push(Frame::Sequence(enc))
-                }
-                Some([b'U', b'N']) => self.stack.push(Frame::Sequence(Encoding::IMPLICIT_LE)),
+            _ if defined.is_none() => match vr {
+                None | Some([b'S', b'Q']) => self.open_sequence(enc, None, tag == PIXEL_DATA),
+                Some([b'O', b'B']) | Some([b'O', b'W']) => self.open_sequence(enc, None, true),
+                Some([b'U', b'N']) => self.open_sequence(Encoding::IMPLICIT_LE, None, false),
                 Some(other) => self.fail(format!(
                     "element {} of VR {} has an undefined length",
                     tag_text(tag),
                     String::from_utf8_lossy(&other)
                 )),
             },
+            _ if vr == Some(*b"SQ") || (vr.is_none() && implicit_is_sequence(tag)) => {
+                self.open_sequence(enc, end, false)
+            }
             _ => self.begin_value(tag, length),
+        }
+        if self.skip == 0 {
+            self.close_finished();
+        }
+    }
+
+    fn open_sequence(&mut self, enc: Encoding, end: Option<u64>, fragments: bool) {
+        if self.depth >= self.max_depth {
+            return self.fail(format!(
+                "sequences nested deeper than {} levels (dicom.max_sequence_depth)",
+                self.max_depth
+            ));
+        }
+        self.depth += 1;
+        self.stack.push(Frame::Sequence {
+            enc,
+            end,
+            fragments,
+        });
+    }
+
+    fn pop(&mut self) {
+        if let Some(Frame::Sequence { .. }) = self.stack.pop() {
+            self.depth -= 1;
+        }
+    }
+
+    /// Would `more` bytes from here pass the end of the innermost item or sequence of defined
+    /// length? (Outer ones were checked when the inner ones opened.)
+    fn beyond_enclosing_end(&self, more: u64) -> bool {
+        self.stack
+            .iter()
+            .rev()
+            .find_map(|f| f.end())
+            .is_some_and(|end| self.position + more > end)
+    }
+
+    /// Close the items and sequences of defined length that end here.
+    fn close_finished(&mut self) {
+        while let Some(end) = self.stack.last().and_then(|f| f.end()) {
+            if end != self.position {
+                break;
+            }
+            self.pop();
         }
     }
 
@@ -267,7 +412,8 @@ impl StructureCheck {
     /// The verdict once every byte has arrived.
     pub(crate) fn result(&self) -> Result<(), String> {
         if let Some(e) = &self.error {
-            return Err(format!("malformed data set: {e}"));
+            // Short: it ends up in a 64-character ErrorComment.
+            return Err(e.clone());
         }
         if self.skip > 0 {
             return Err(format!(
@@ -290,6 +436,18 @@ impl StructureCheck {
             ));
         }
         Ok(())
+    }
+
+    /// Walk a data set held in memory (a command set, an identifier) before it is parsed.
+    pub(crate) fn check_bytes(
+        encoding: Encoding,
+        max_depth: usize,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        let mut check = StructureCheck::new(encoding, max_depth);
+        check.capturing = false;
+        check.feed(bytes);
+        check.result()
     }
 
     /// The top-level elements before Pixel Data, unless larger than [`MAX_HEADER`].
@@ -343,6 +501,15 @@ mod tests {
         out
     }
 
+    /// An item of defined length: tag and 32-bit length, no VR, in `enc`'s byte order.
+    fn item(enc: Encoding, content: &[u8]) -> Vec<u8> {
+        let implicit = Encoding {
+            explicit_vr: false,
+            ..enc
+        };
+        el(implicit, ITEM, b"  ", content)
+    }
+
     fn raw(tag: u32, len: u32) -> Vec<u8> {
         let mut out = ((tag >> 16) as u16).to_le_bytes().to_vec();
         out.extend_from_slice(&(tag as u16).to_le_bytes());
@@ -364,7 +531,7 @@ mod tests {
         (1..=data.len().min(40))
             .chain([data.len()])
             .map(|chunk| {
-                let mut c = StructureCheck::new(enc);
+                let mut c = StructureCheck::new(enc, DEFAULT_MAX_SEQUENCE_DEPTH);
                 for part in data.chunks(chunk) {
                     c.feed(part);
                 }
@@ -379,7 +546,7 @@ mod tests {
         vec![
             el(enc, 0x0008_0016, b"UI", b"1.2.3\0"),
             el(enc, 0x0010_0010, b"PN", b"DOE^J "),
-            el(enc, 0x0040_0275, b"SQ", &el(enc, 0xFFFE_E000, b"  ", b"")),
+            el(enc, 0x0040_0275, b"SQ", &item(enc, b"")),
             el(enc, 0x7FE0_0010, b"OW", &[1, 2, 3, 4]),
         ]
     }
@@ -390,7 +557,7 @@ mod tests {
             let elements = sample(enc);
             let data = elements.concat();
             assert!(check_all_splits(enc, &data).iter().all(Result::is_ok));
-            let mut c = StructureCheck::new(enc);
+            let mut c = StructureCheck::new(enc, DEFAULT_MAX_SEQUENCE_DEPTH);
             c.feed(&data);
             assert_eq!(c.header(), Some(&elements[..3].concat()[..]));
         }
@@ -409,7 +576,7 @@ mod tests {
                 })
                 .collect();
             for cut in 1..data.len() {
-                let mut c = StructureCheck::new(enc);
+                let mut c = StructureCheck::new(enc, DEFAULT_MAX_SEQUENCE_DEPTH);
                 c.feed(&data[..cut]);
                 // a cut between elements is a shorter, well-formed data set
                 assert_eq!(
@@ -418,7 +585,7 @@ mod tests {
                     "cut at {cut}"
                 );
             }
-            let mut c = StructureCheck::new(enc);
+            let mut c = StructureCheck::new(enc, DEFAULT_MAX_SEQUENCE_DEPTH);
             c.feed(&data[..data.len() - 1]);
             assert!(
                 c.result()
@@ -444,11 +611,11 @@ mod tests {
         d.extend([0xFF, 0xD8, 0xFF, 0xD9]);
         d.extend(raw(SEQUENCE_DELIMITATION, 0));
         assert!(check_all_splits(LE, &d).iter().all(Result::is_ok));
-        let mut c = StructureCheck::new(LE);
+        let mut c = StructureCheck::new(LE, DEFAULT_MAX_SEQUENCE_DEPTH);
         c.feed(&d);
         assert_eq!(c.header(), Some(&d[..header_len]));
         // without the final delimiter the pixel data never closes
-        let mut c = StructureCheck::new(LE);
+        let mut c = StructureCheck::new(LE, DEFAULT_MAX_SEQUENCE_DEPTH);
         c.feed(&d[..d.len() - 8]);
         assert!(c.result().unwrap_err().contains("not closed"));
     }
@@ -468,12 +635,12 @@ mod tests {
     fn misplaced_items_are_malformed() {
         let mut d = el(LE, 0x0010_0010, b"PN", b"X^Y ");
         d.extend(raw(ITEM, 0));
-        let mut c = StructureCheck::new(LE);
+        let mut c = StructureCheck::new(LE, DEFAULT_MAX_SEQUENCE_DEPTH);
         c.feed(&d);
         assert!(c.result().unwrap_err().contains("item outside a sequence"));
         let mut d = undefined(0x0040_0275, b"SQ");
         d.extend(el(LE, 0x0010_0010, b"PN", b"X^Y "));
-        let mut c = StructureCheck::new(LE);
+        let mut c = StructureCheck::new(LE, DEFAULT_MAX_SEQUENCE_DEPTH);
         c.feed(&d);
         assert!(
             c.result()
@@ -482,16 +649,99 @@ mod tests {
         );
         let mut d = el(LE, 0x0010_0010, b"PN", b"X^Y ");
         d.extend(undefined(0x0010_4000, b"UT"));
-        let mut c = StructureCheck::new(LE);
+        let mut c = StructureCheck::new(LE, DEFAULT_MAX_SEQUENCE_DEPTH);
         c.feed(&d);
         assert!(c.result().unwrap_err().contains("undefined length"));
     }
 
     #[test]
     fn large_headers_are_not_kept() {
-        let mut c = StructureCheck::new(LE);
+        let mut c = StructureCheck::new(LE, DEFAULT_MAX_SEQUENCE_DEPTH);
         c.feed(&el(LE, 0x0042_0011, b"OB", &vec![0u8; MAX_HEADER + 2]));
         assert!(c.result().is_ok());
         assert_eq!(c.header(), None);
+    }
+
+    /// `depth` sequences, each holding one item holding the next; `defined` chooses lengths.
+    fn nested(enc: Encoding, depth: usize, defined: bool) -> Vec<u8> {
+        let mut inner = el(enc, 0x0010_0010, b"PN", b"DEEP");
+        for _ in 0..depth {
+            if defined {
+                inner = el(enc, 0x0008_1115, b"SQ", &item(enc, &inner));
+            } else {
+                let mut sq = if enc.explicit_vr {
+                    undefined(0x0008_1115, b"SQ")
+                } else {
+                    raw(0x0008_1115, UNDEFINED_LENGTH)
+                };
+                sq.extend(raw(ITEM, UNDEFINED_LENGTH));
+                sq.extend(&inner);
+                sq.extend(raw(ITEM_DELIMITATION, 0));
+                sq.extend(raw(SEQUENCE_DELIMITATION, 0));
+                inner = sq;
+            }
+        }
+        inner
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_refused_in_every_length_form() {
+        for enc in [LE, Encoding::IMPLICIT_LE] {
+            for defined in [false, true] {
+                let ok = nested(enc, 8, defined);
+                assert_eq!(
+                    StructureCheck::check_bytes(enc, 8, &ok),
+                    Ok(()),
+                    "{enc:?} {defined}"
+                );
+                let deep = nested(enc, 9, defined);
+                let err = StructureCheck::check_bytes(enc, 8, &deep).unwrap_err();
+                assert!(
+                    err.contains("nested deeper than 8"),
+                    "{enc:?} {defined}: {err}"
+                );
+                // the limit holds however the bytes arrive
+                let mut c = StructureCheck::new(enc, 8);
+                for part in deep.chunks(3) {
+                    c.feed(part);
+                }
+                assert!(c.result().is_err());
+            }
+        }
+        // the bomb of the issue: 20,000 levels, refused without recursion
+        let bomb = nested(LE, 20_000, false);
+        let err = StructureCheck::check_bytes(LE, DEFAULT_MAX_SEQUENCE_DEPTH, &bomb).unwrap_err();
+        assert!(err.contains("nested deeper than 64"), "{err}");
+    }
+
+    #[test]
+    fn values_overrunning_their_item_are_refused() {
+        // an item of 10 bytes holding an element that declares 100
+        let mut inner = el(LE, 0x0010_0010, b"PN", b"AB");
+        inner[6] = 100;
+        let item = [raw(ITEM, 10), inner].concat();
+        let sq = el(LE, 0x0008_1115, b"SQ", &item);
+        let err = StructureCheck::check_bytes(LE, 64, &sq).unwrap_err();
+        assert!(err.contains("overruns"), "{err}");
+        // a sequence declaring more than the data set holds is truncated, not allocated
+        let mut bomb = el(LE, 0x0008_1115, b"SQ", b"");
+        bomb[8..12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        let err = StructureCheck::check_bytes(LE, 64, &bomb).unwrap_err();
+        assert!(
+            err.contains("truncated") || err.contains("not closed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn defined_length_sequences_close_by_position() {
+        for enc in [LE, BE, Encoding::IMPLICIT_LE] {
+            let mut d = nested(enc, 3, true);
+            d.extend(el(enc, 0x0020_000D, b"UI", b"1.2\0"));
+            assert!(
+                check_all_splits(enc, &d).iter().all(Result::is_ok),
+                "{enc:?}"
+            );
+        }
     }
 }

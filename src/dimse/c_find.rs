@@ -8,8 +8,17 @@ use dicom_encoding::text::SpecificCharacterSet;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+use tokio_util::sync::CancellationToken;
+
+use super::association::{Context, Peer, ServerSession, unsupported};
+use super::message::{Command, Response};
+use super::session::Exit;
 use super::status::Status;
-use crate::index::query::{Model, QueryError};
+use crate::query::charset::CodeExtensions;
+use crate::query::charset::dataset::{Declared, to_unicode};
+use crate::query::charset::encode::{encode_dataset, without_item_character_sets};
+use crate::query::identifier::{self as query_identifier, ParseOptions};
+use crate::query::{Model, QueryError};
 
 /// C-FIND statuses (PS3.4 C.4.1.1.4).
 pub const PENDING: Status = Status(0xFF00);
@@ -49,41 +58,69 @@ pub fn status_for(err: &QueryError) -> Status {
     }
 }
 
+/// Decode a request identifier, its text in Unicode (ISO 2022 code extensions included, see
+/// `query::charset`). Its Specific Character Set stays as received: the answer is encoded in it.
 pub fn decode_identifier(bytes: &[u8], transfer_syntax: &str) -> Result<InMemDicomObject, String> {
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax)
         .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
-    InMemDicomObject::read_dataset_with_ts(bytes, ts)
-        .map_err(|e| format!("identifier cannot be decoded: {e}"))
+    let identifier = InMemDicomObject::read_dataset_with_ts(bytes, ts)
+        .map_err(|e| format!("identifier cannot be decoded: {e}"))?;
+    Ok(to_unicode(&identifier, Declared::AsReceived).unwrap_or(identifier))
 }
 
-/// Does every text value (also inside sequences) fit in `fits`?
-fn all_text(obj: &InMemDicomObject, fits: &dyn Fn(char) -> bool) -> bool {
+/// An identifier of C-FIND, C-MOVE or C-GET: its element structure walked first (nesting and
+/// lengths, 4.2.1.4.4 of the Conformance Statement), then decoded.
+pub(crate) fn checked_identifier(
+    bytes: &[u8],
+    transfer_syntax: &str,
+    max_sequence_depth: usize,
+) -> Result<InMemDicomObject, String> {
+    crate::archive::check_dataset_bytes(bytes, transfer_syntax, max_sequence_depth)
+        .map_err(|e| format!("identifier refused: {e}"))?;
+    decode_identifier(bytes, transfer_syntax)
+}
+
+/// Does every text value (also inside sequences) pass `fits`?
+fn all_text(obj: &InMemDicomObject, fits: &dyn Fn(&str) -> bool) -> bool {
     obj.iter().all(|e| match e.items() {
         Some(items) => items.iter().all(|i| all_text(i, fits)),
         None => match e.vr() {
             VR::PN | VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC => {
-                e.to_str().map(|s| s.chars().all(fits)).unwrap_or(true)
+                e.to_str().map(|s| fits(&s)).unwrap_or(true)
             }
             _ => true,
         },
     })
 }
 
+/// The character set a response identifier is encoded in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseCharset {
+    /// Every text value is ASCII: no (0008,0005).
+    Default,
+    /// A set dicom-rs encodes (GB18030, ISO_IR 192).
+    Named(&'static str),
+    /// The requester's own set, encoded by `query::charset` (ISO 2022 code extensions such as
+    /// `\ISO 2022 IR 87`, or a single-byte set such as `ISO_IR 100`).
+    Requester(CodeExtensions),
+}
+
 /// The character set of a response: none when everything is ASCII; else the query's own when
-/// it can hold every value (Latin-1, GB18030, UTF-8), else UTF-8 (ISO_IR 192).
-pub fn response_charset(
-    identifier: &InMemDicomObject,
-    query_charset: &str,
-) -> Option<&'static str> {
-    if all_text(identifier, &|c| c.is_ascii()) {
-        return None;
+/// it can hold every value (single-byte sets, ISO 2022 code extensions — Japanese, Korean,
+/// Chinese —, GB18030), else UTF-8 (ISO_IR 192).
+pub fn response_charset(identifier: &InMemDicomObject, query_charset: &str) -> ResponseCharset {
+    if all_text(identifier, &|s| s.is_ascii()) {
+        return ResponseCharset::Default;
     }
-    let first = query_charset.split('\\').next().unwrap_or("").trim();
-    match first {
-        "ISO_IR 100" if all_text(identifier, &|c| (c as u32) <= 0xFF) => Some("ISO_IR 100"),
-        "GB18030" => Some("GB18030"),
-        _ => Some("ISO_IR 192"),
+    if let Some(cs) = CodeExtensions::for_answer(query_charset)
+        && encode_dataset(identifier, &cs).is_some()
+    {
+        return ResponseCharset::Requester(cs);
+    }
+    match query_charset.split('\\').next().unwrap_or("").trim() {
+        "GB18030" => ResponseCharset::Named("GB18030"),
+        _ => ResponseCharset::Named("ISO_IR 192"),
     }
 }
 
@@ -97,9 +134,9 @@ pub fn encode_identifier(
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax)
         .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
-    let charset = response_charset(&identifier, query_charset);
-    let cs = match charset {
-        Some(code) => {
+    identifier = without_item_character_sets(identifier);
+    let cs = match response_charset(&identifier, query_charset) {
+        ResponseCharset::Named(code) => {
             identifier.put(DataElement::new(
                 tags::SPECIFIC_CHARACTER_SET,
                 VR::CS,
@@ -107,7 +144,15 @@ pub fn encode_identifier(
             ));
             SpecificCharacterSet::from_code(code).unwrap_or_default()
         }
-        None => {
+        ResponseCharset::Requester(cs) => {
+            // Text values become their bytes in the requester's set; nothing is left for
+            // dicom-rs's codecs to encode but ASCII.
+            identifier = encode_dataset(&identifier, &cs).ok_or_else(|| {
+                "response text does not fit the query's character set".to_string()
+            })?;
+            SpecificCharacterSet::default()
+        }
+        ResponseCharset::Default => {
             identifier.remove_element(tags::SPECIFIC_CHARACTER_SET);
             SpecificCharacterSet::default()
         }
@@ -140,4 +185,103 @@ pub fn fill_service_keys(identifier: &mut InMemDicomObject, asked: &InMemDicomOb
             PrimitiveValue::from("ONLINE"),
         ));
     }
+}
+
+/// One C-FIND: identifier → query → matches streamed as pending responses until the end, a
+/// C-CANCEL (`cancel`), `query.max_results` or an error.
+pub(crate) async fn handle(
+    session: &mut ServerSession,
+    peer: &Peer,
+    context_id: u8,
+    context: &Context,
+    command: Command,
+    identifier_bytes: Vec<u8>,
+    cancel: CancellationToken,
+) -> Result<(), Exit> {
+    let span = tracing::info_span!("c_find", message_id = command.message_id);
+    let config = &peer.ctx.config;
+    let fail = |status: Status, comment: String| {
+        tracing::warn!(parent: &span, %status, reason = %comment, "C-FIND refused");
+        Response::for_request(&command, status).with_comment(comment)
+    };
+    let Some(model) = model_of(&context.abstract_syntax) else {
+        return session.respond(context_id, &unsupported(&command)).await;
+    };
+    if command.affected_sop_class_uid != context.abstract_syntax {
+        let r = fail(
+            Status::SOP_CLASS_NOT_SUPPORTED,
+            "SOP class differs from the presentation context".into(),
+        );
+        return session.respond(context_id, &r).await;
+    }
+    let decoded = checked_identifier(
+        &identifier_bytes,
+        &context.transfer_syntax,
+        config.dicom.max_sequence_depth,
+    );
+    let identifier = match decoded {
+        Ok(i) => i,
+        Err(msg) => {
+            let r = fail(UNABLE_TO_PROCESS, msg);
+            return session.respond(context_id, &r).await;
+        }
+    };
+    let options = ParseOptions {
+        case_insensitive_names: config.query.case_insensitive_names,
+        combined_datetime: context.combined_datetime,
+        fuzzy_names: context.fuzzy_names,
+    };
+    let query = match query_identifier::parse(&identifier, model, options) {
+        Ok(q) => q,
+        Err(e) => {
+            let r = fail(status_for(&e), e.to_string());
+            return session.respond(context_id, &r).await;
+        }
+    };
+    tracing::info!(parent: &span, level = query.level.as_str(), keys = query.keys.len(), "C-FIND");
+    let query_charset = identifier
+        .get(tags::SPECIFIC_CHARACTER_SET)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.into_owned())
+        .unwrap_or_default();
+    let pending = if query.unsupported_matching_keys {
+        PENDING_UNSUPPORTED_KEYS
+    } else {
+        PENDING
+    };
+    let max_results = config.query.max_results;
+    let aet = config.dicom.aet.clone();
+    let mut matches = peer.ctx.archive.find(query);
+    let mut sent = 0usize;
+    let started = std::time::Instant::now();
+    let final_response = loop {
+        let Some(next) = session.until(&cancel, matches.recv()).await? else {
+            tracing::info!(parent: &span, sent, "C-FIND cancelled by the peer");
+            break Response::for_request(&command, CANCELLED);
+        };
+        let m = match next {
+            None => break Response::for_request(&command, Status::SUCCESS),
+            Some(Err(e)) => break fail(status_for(&e), e.to_string()),
+            Some(Ok(m)) => m,
+        };
+        if max_results > 0 && sent >= max_results {
+            break fail(
+                TOO_MANY_MATCHES,
+                format!("more than {max_results} matches; narrow the query"),
+            );
+        }
+        let mut ident = m.identifier;
+        fill_service_keys(&mut ident, &identifier, &aet);
+        let bytes = match encode_identifier(ident, &context.transfer_syntax, &query_charset) {
+            Ok(b) => b,
+            Err(msg) => break fail(UNABLE_TO_PROCESS, msg),
+        };
+        session
+            .respond_with(context_id, Response::for_request(&command, pending), &bytes)
+            .await?;
+        sent += 1;
+    };
+    drop(matches);
+    tracing::info!(parent: &span, matches = sent, elapsed_ms = started.elapsed().as_millis() as u64, status = %final_response.status, "C-FIND done");
+    session.respond(context_id, &final_response).await
 }

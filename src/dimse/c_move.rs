@@ -1,6 +1,7 @@
 //! C-MOVE SCP (PS3.4 C.4.2): the sub-operations run in their own task on an association to the
 //! Move Destination, reporting each outcome back to the association that asked, which turns them
-//! into pending responses and watches for C-CANCEL meanwhile.
+//! into pending responses; a C-CANCEL (seen by the session) stops the task after its current
+//! store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::association::{Context, Peer, ServerSession, unsupported};
+use super::message::{Command, Response};
+use super::retrieve::{self, Progress};
+use super::session::Exit;
 use super::store_scu::{self, StoreOutcome, StoreRequestInfo};
 use crate::archive::{Archive, RetrieveItem};
 use crate::config::RemoteAe;
@@ -31,12 +36,150 @@ pub struct MoveJob {
     pub max_pdu: u32,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Longest wait for a free outgoing association.
+    pub queue_timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_sequence_depth: usize,
     pub originator_aet: String,
     pub originator_message_id: u16,
     pub priority: u16,
     /// Shared limit on outgoing associations (all moves together).
     pub outgoing: Arc<Semaphore>,
     pub cancel: CancellationToken,
+}
+
+/// One C-MOVE, on the requesting association: checks, then pending responses as the
+/// sub-operation task reports, then the final response.
+pub(crate) async fn handle(
+    session: &mut ServerSession,
+    peer: &Peer,
+    context_id: u8,
+    context: &Context,
+    command: Command,
+    identifier: Vec<u8>,
+    cancel: CancellationToken,
+) -> Result<(), Exit> {
+    let Some(model) = retrieve::move_model_of(&context.abstract_syntax) else {
+        return session.respond(context_id, &unsupported(&command)).await;
+    };
+    let span = tracing::info_span!("c_move", message_id = command.message_id, destination = %command.move_destination);
+    async {
+        let (items, query) =
+            match retrieve::items_to_retrieve(peer, context, &command, model, &identifier).await {
+                Ok(found) => found,
+                Err(response) => return session.respond(context_id, &response).await,
+            };
+        let config = &peer.ctx.config;
+        let destination = match config.remote_ae(&command.move_destination) {
+            Some(remote) if remote.move_destination => remote.clone(),
+            known => {
+                let comment = if known.is_some() {
+                    format!("{} may not be a move destination", command.move_destination)
+                } else {
+                    format!("unknown move destination {:?}", command.move_destination)
+                };
+                tracing::warn!(reason = %comment, "C-MOVE refused");
+                let response = Response::for_request(&command, retrieve::MOVE_DESTINATION_UNKNOWN)
+                    .with_comment(comment);
+                return session.respond(context_id, &response).await;
+            }
+        };
+        tracing::info!(
+            level = query.level.as_str(),
+            instances = items.len(),
+            host = %destination.host,
+            port = destination.port,
+            "C-MOVE"
+        );
+        let mut progress = Progress::new(items.len());
+        if items.is_empty() {
+            return retrieve::respond_final(
+                session,
+                (context_id, context),
+                &command,
+                &progress,
+                false,
+                None,
+            )
+            .await;
+        }
+        let items = Arc::new(items);
+        let stop = CancellationToken::new();
+        let mut events = spawn(MoveJob {
+            archive: peer.ctx.archive.clone(),
+            items: items.clone(),
+            destination,
+            calling_aet: config.dicom.aet.clone(),
+            max_pdu: config.dicom.max_pdu,
+            connect_timeout: Duration::from_secs(config.retrieve.connect_timeout_secs),
+            response_timeout: Duration::from_secs(config.retrieve.response_timeout_secs),
+            queue_timeout: Duration::from_secs(config.retrieve.queue_timeout_secs),
+            write_timeout: config.write_timeout(),
+            max_sequence_depth: config.dicom.max_sequence_depth,
+            originator_aet: peer.calling_aet.clone(),
+            originator_message_id: command.message_id,
+            priority: command.priority,
+            outgoing: peer.ctx.outgoing.clone(),
+            cancel: stop.clone(),
+        });
+        // Any early return (a broken requesting association) stops the task after its
+        // current store.
+        let _stop_on_exit = stop.clone().drop_guard();
+        let mut next = 0usize;
+        let mut cancelled = false;
+        let mut link_error = None;
+        loop {
+            let event = if cancelled {
+                // Cancelled: the task stops after its current store; collect what it reports.
+                events.recv().await
+            } else {
+                match session.until(&cancel, events.recv()).await? {
+                    Some(event) => event,
+                    None => {
+                        tracing::info!(done = progress.done(), "C-MOVE cancelled by the peer");
+                        cancelled = true;
+                        stop.cancel();
+                        continue;
+                    }
+                }
+            };
+            match event {
+                None => break,
+                Some(MoveEvent::Stored { index, outcome }) => {
+                    if let Some(item) = items.get(index) {
+                        progress.record(&item.sop_instance_uid, &outcome);
+                    }
+                    next = index + 1;
+                    if progress.remaining() > 0 && !cancelled {
+                        let pending = Response::for_request(&command, retrieve::PENDING)
+                            .with_counts(progress.pending_counts());
+                        session.respond(context_id, &pending).await?;
+                    }
+                }
+                Some(MoveEvent::LinkLost(reason)) => {
+                    for item in items.iter().skip(next) {
+                        progress.record(
+                            &item.sop_instance_uid,
+                            &StoreOutcome::Failed(reason.clone()),
+                        );
+                    }
+                    next = items.len();
+                    link_error = Some(reason);
+                }
+            }
+        }
+        retrieve::respond_final(
+            session,
+            (context_id, context),
+            &command,
+            &progress,
+            cancelled,
+            link_error,
+        )
+        .await
+    }
+    .instrument(span)
+    .await
 }
 
 /// Start the sub-operations; the channel closes when the task ends.
@@ -49,11 +192,21 @@ pub fn spawn(job: MoveJob) -> mpsc::Receiver<MoveEvent> {
 
 async fn run(job: MoveJob, tx: mpsc::Sender<MoveEvent>) {
     let permit = tokio::select! {
-        p = job.outgoing.clone().acquire_owned() => p,
+        p = tokio::time::timeout(job.queue_timeout, job.outgoing.clone().acquire_owned()) => p,
         _ = job.cancel.cancelled() => return,
     };
-    let Ok(_permit) = permit else {
-        return; // the semaphore is never closed
+    let _permit = match permit {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) => return, // the semaphore is never closed
+        Err(_) => {
+            let reason = format!(
+                "no outgoing association free within {} s (retrieve.max_outgoing_associations)",
+                job.queue_timeout.as_secs()
+            );
+            tracing::warn!(%reason, "C-MOVE not started");
+            let _ = tx.send(MoveEvent::LinkLost(reason)).await;
+            return;
+        }
     };
     let (contexts, dropped) = store_scu::proposed_contexts(&job.items);
     if dropped > 0 {
@@ -69,10 +222,11 @@ async fn run(job: MoveJob, tx: mpsc::Sender<MoveEvent>) {
             job.max_pdu,
             contexts,
             job.connect_timeout,
+            (job.max_sequence_depth, job.write_timeout),
         ) => r,
         _ = job.cancel.cancelled() => return,
     };
-    let (mut assoc, accepted) = match connected {
+    let (mut session, accepted) = match connected {
         Ok(c) => c,
         Err(reason) => {
             tracing::warn!(host = %job.destination.host, port = job.destination.port, %reason, "cannot reach the move destination");
@@ -97,13 +251,8 @@ async fn run(job: MoveJob, tx: mpsc::Sender<MoveEvent>) {
             priority: job.priority,
             move_originator: Some((&job.originator_aet, job.originator_message_id)),
             response_timeout: job.response_timeout,
-            cancellable: None,
         };
-        let mut unused_cancel = false;
-        let Some(result) = sub_operations
-            .step(&mut assoc, info, &mut unused_cancel)
-            .await
-        else {
+        let Some(result) = sub_operations.step(&mut session, info).await else {
             break;
         };
         match result {
@@ -113,22 +262,21 @@ async fn run(job: MoveJob, tx: mpsc::Sender<MoveEvent>) {
                 }
                 if tx.send(MoveEvent::Stored { index, outcome }).await.is_err() {
                     // The requesting association is gone: stop here.
-                    let _ = assoc.abort().await;
+                    session.abort().await;
                     return;
                 }
             }
-            Err(link) => {
-                tracing::warn!(sop_instance_uid = %item.sop_instance_uid, reason = %link, "association to the move destination lost");
-                let _ = tx.send(MoveEvent::LinkLost(link.0)).await;
-                let _ = assoc.abort().await;
+            Err(exit) => {
+                let reason = match &exit {
+                    Exit::Abort(r) | Exit::Broken(r) => r.clone(),
+                    Exit::Closed => "the move destination aborted".to_string(),
+                };
+                tracing::warn!(sop_instance_uid = %item.sop_instance_uid, %reason, "association to the move destination lost");
+                let _ = tx.send(MoveEvent::LinkLost(reason)).await;
+                session.end(exit).await;
                 return;
             }
         }
     }
-    if tokio::time::timeout(job.response_timeout, assoc.release())
-        .await
-        .is_err()
-    {
-        tracing::warn!("the move destination did not answer our A-RELEASE-RQ");
-    }
+    session.release(job.response_timeout).await;
 }

@@ -3,8 +3,48 @@
 
 use crate::archive::{Archive, IngestError, IngestOutcome, IngestRequest, Spool};
 
+use super::association::{Context, Peer, ServerSession};
 use super::message::{Command, Response};
+use super::session::{Event, Exit};
 use super::status::{Status, for_ingest_error};
+
+/// One C-STORE: its data set streamed into a spool as it arrives, then the response.
+pub(crate) async fn handle(
+    session: &mut ServerSession,
+    peer: &Peer,
+    context_id: u8,
+    context: &Context,
+    command: Command,
+) -> Result<(), Exit> {
+    let archive = &peer.ctx.archive;
+    let idle = peer.ctx.config.idle_timeout();
+    let mut sink = begin(
+        archive,
+        &command,
+        &context.abstract_syntax,
+        &context.transfer_syntax,
+        &peer.calling_aet,
+    )
+    .await;
+    loop {
+        match session.next_event(Some(idle)).await? {
+            Event::Data { data, last, .. } => {
+                sink.write(&data).await;
+                if last {
+                    break;
+                }
+            }
+            // A-RELEASE-RQ before the data set ended: the partial object is dropped with
+            // its spool file, and the association loop answers the release.
+            other => {
+                session.requeue(other);
+                return Ok(());
+            }
+        }
+    }
+    let response = finish(archive, &command, sink).await;
+    session.respond(context_id, &response).await
+}
 
 /// Where the data set of a C-STORE goes while it arrives.
 #[derive(Debug)]

@@ -164,8 +164,12 @@ async fn reject_busy(mut socket: TcpStream, peer: SocketAddr, artim: Duration, m
             });
             let mut out = Vec::new();
             if dicom_ul::write_pdu(&mut out, &rj).is_ok() {
-                let _ = socket.write_all(&out).await;
-                let _ = socket.shutdown().await;
+                // Bounded like every write: a peer that does not read cannot keep this task.
+                let _ = tokio::time::timeout(artim, async {
+                    socket.write_all(&out).await?;
+                    socket.shutdown().await
+                })
+                .await;
             }
             tracing::warn!(%peer, calling_aet = %rq.calling_ae_title.trim(), "association limit reached; rejected (transient)");
         }

@@ -63,7 +63,15 @@ fn string(obj: &InMemDicomObject, tag: Tag) -> String {
 }
 
 impl Command {
-    pub fn decode(bytes: &[u8]) -> Result<Command, MessageError> {
+    /// Decode a command set; its element structure is walked first (`max_sequence_depth`), so
+    /// hostile nesting or lengths never reach dicom-object's recursive parser.
+    pub fn decode(bytes: &[u8], max_sequence_depth: usize) -> Result<Command, MessageError> {
+        crate::archive::check_dataset_bytes(
+            bytes,
+            IMPLICIT_VR_LITTLE_ENDIAN.uid(),
+            max_sequence_depth,
+        )
+        .map_err(MessageError::Decode)?;
         let obj =
             InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
                 .map_err(|e| MessageError::Decode(e.to_string()))?;
@@ -323,7 +331,7 @@ mod tests {
 
     #[test]
     fn decodes_echo_request() {
-        let cmd = Command::decode(&request_bytes(command_field::C_ECHO_RQ, false)).unwrap();
+        let cmd = Command::decode(&request_bytes(command_field::C_ECHO_RQ, false), 64).unwrap();
         assert_eq!(cmd.command_field, command_field::C_ECHO_RQ);
         assert_eq!(cmd.message_id, 7);
         assert_eq!(cmd.affected_sop_class_uid, "1.2.840.10008.1.1");
@@ -332,7 +340,7 @@ mod tests {
 
     #[test]
     fn response_round_trips_with_group_length() {
-        let cmd = Command::decode(&request_bytes(command_field::C_ECHO_RQ, false)).unwrap();
+        let cmd = Command::decode(&request_bytes(command_field::C_ECHO_RQ, false), 64).unwrap();
         let rsp = Response::for_request(&cmd, Status(0xA700)).with_comment("disk full: ünïcode\\x");
         let bytes = rsp.encode().unwrap();
         let obj =
@@ -371,7 +379,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(Command::decode(&[1, 2, 3]).is_err());
-        assert!(Command::decode(&[0xff; 40]).is_err());
+        assert!(Command::decode(&[1, 2, 3], 64).is_err());
+        assert!(Command::decode(&[0xff; 40], 64).is_err());
     }
 }

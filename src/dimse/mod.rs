@@ -2,9 +2,11 @@
 //! file per service. It talks to the archive only (never to the index or storage).
 
 mod access;
+mod assembler;
 mod association;
 mod c_echo;
 mod c_find;
+mod c_get;
 mod c_move;
 mod c_store;
 mod listener;
@@ -12,6 +14,7 @@ pub mod message;
 mod negotiation;
 mod pdata;
 mod retrieve;
+mod session;
 pub mod status;
 mod store_scu;
 

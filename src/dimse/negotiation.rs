@@ -1,6 +1,6 @@
 //! Extended negotiation for the Query/Retrieve FIND SOP classes (PS3.4 C.5.1): relational
-//! queries are declined, combined date-time matching is accepted when asked, fuzzy semantic
-//! matching and timezone adjustment are declined. Relational retrieval (C.5.2/C.5.3) is
+//! queries are declined, combined date-time matching and fuzzy semantic matching of person
+//! names are accepted when asked, timezone adjustment is declined. Relational retrieval (C.5.2/C.5.3) is
 //! declined by not answering. SCP/SCU role selection (PS3.7 D.3.3.4): a C-GET requestor may
 //! take the SCP role for storage SOP classes, so it can receive the sub-operations.
 
@@ -16,6 +16,7 @@ pub struct QrNegotiation;
 /// Byte positions (0-based) of the SOP Class Extended Negotiation info for FIND (Table C.5-2).
 const RELATIONAL: usize = 0;
 const COMBINED_DATETIME: usize = 1;
+const FUZZY_NAMES: usize = 2;
 
 impl Negotiation for QrNegotiation {
     fn extended_negotiation(&self, sop_class_uid: &str, input: &[u8]) -> Option<Vec<u8>> {
@@ -26,7 +27,7 @@ impl Negotiation for QrNegotiation {
         let mut out = input[..input.len().min(4)].to_vec();
         for (i, b) in out.iter_mut().enumerate() {
             *b = match i {
-                COMBINED_DATETIME => u8::from(*b == 1),
+                COMBINED_DATETIME | FUZZY_NAMES => u8::from(*b == 1),
                 RELATIONAL => 0,
                 _ => 0,
             };
@@ -56,18 +57,32 @@ pub fn combined_datetime_accepted(info: Option<&[u8]>) -> bool {
         .is_some_and(|b| *b == 1)
 }
 
+/// Whether the negotiated info (our answer) enables fuzzy semantic matching of person names.
+pub fn fuzzy_names_accepted(info: Option<&[u8]>) -> bool {
+    info.and_then(|i| i.get(FUZZY_NAMES))
+        .is_some_and(|b| *b == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn declines_relational_accepts_combined_datetime() {
+    fn declines_relational_accepts_combined_datetime_and_fuzzy_names() {
         let n = QrNegotiation;
         let study_find = FIND_SOP_CLASSES[1];
         assert_eq!(
             n.extended_negotiation(study_find, &[1, 1, 1, 1, 1]),
-            Some(vec![0, 1, 0, 0])
+            Some(vec![0, 1, 1, 0])
         );
+        assert_eq!(
+            n.extended_negotiation(study_find, &[0, 0, 1]),
+            Some(vec![0, 0, 1])
+        );
+        assert!(fuzzy_names_accepted(Some(&[0, 0, 1])));
+        assert!(!fuzzy_names_accepted(Some(&[0, 1, 0])));
+        assert!(!fuzzy_names_accepted(Some(&[0, 1])));
+        assert!(!fuzzy_names_accepted(None));
         assert_eq!(n.extended_negotiation(study_find, &[1]), Some(vec![0]));
         assert_eq!(
             n.extended_negotiation("1.2.840.10008.5.1.4.1.1.2", &[1]),

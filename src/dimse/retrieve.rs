@@ -5,11 +5,14 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 
-use super::message::SubOperationCounts;
+use super::association::{Context, Peer, ServerSession};
+use super::message::{Command, Response, SubOperationCounts};
+use super::session::Exit;
 use super::status::Status;
 use super::store_scu::StoreOutcome;
-use crate::index::query::identifier::{self as query_identifier, ParseOptions};
-use crate::index::query::{Condition, Level, Model, Query};
+use crate::archive::RetrieveItem;
+use crate::query::identifier::{self as query_identifier, ParseOptions};
+use crate::query::{Condition, Level, Model, Query};
 
 /// C-MOVE/C-GET statuses (PS3.4 C.4.2.1.5, C.4.3.1.4).
 pub const PENDING: Status = Status(0xFF00);
@@ -90,6 +93,91 @@ pub fn parse_identifier(
             IDENTIFIER_MISMATCH,
             format!("{keyword} must be exact values in a retrieve (no wildcard or range)"),
         )),
+    }
+}
+
+/// What C-MOVE and C-GET check first: SOP class, identifier (through the shared query engine),
+/// then the instances it selects. `Err` is the response that ends the request.
+pub(crate) async fn items_to_retrieve(
+    peer: &Peer,
+    context: &Context,
+    command: &Command,
+    model: Model,
+    identifier_bytes: &[u8],
+) -> Result<(Vec<RetrieveItem>, Query), Response> {
+    let fail = |status: Status, comment: String| {
+        tracing::warn!(%status, reason = %comment, "retrieve refused");
+        Response::for_request(command, status).with_comment(comment)
+    };
+    if command.affected_sop_class_uid != context.abstract_syntax {
+        return Err(fail(
+            Status::SOP_CLASS_NOT_SUPPORTED,
+            "SOP class differs from the presentation context".into(),
+        ));
+    }
+    let config = &peer.ctx.config;
+    let identifier = super::c_find::checked_identifier(
+        identifier_bytes,
+        &context.transfer_syntax,
+        config.dicom.max_sequence_depth,
+    )
+    .map_err(|msg| fail(UNABLE_TO_PROCESS, msg))?;
+    let options = ParseOptions {
+        case_insensitive_names: config.query.case_insensitive_names,
+        combined_datetime: false,
+        fuzzy_names: false,
+    };
+    let query =
+        parse_identifier(&identifier, model, options).map_err(|(status, msg)| fail(status, msg))?;
+    let items = peer
+        .ctx
+        .archive
+        .instances_to_retrieve(query.clone())
+        .await
+        .map_err(|e| fail(CANNOT_COUNT_MATCHES, e.to_string()))?;
+    Ok((items, query))
+}
+
+/// The last response of a C-MOVE/C-GET: counts, and the Failed SOP Instance UID List.
+pub(crate) async fn respond_final(
+    session: &mut ServerSession,
+    context: (u8, &Context),
+    command: &Command,
+    progress: &Progress,
+    cancelled: bool,
+    reason: Option<String>,
+) -> Result<(), Exit> {
+    let (context_id, context) = context;
+    let (status, counts) = if cancelled && progress.remaining() > 0 {
+        (CANCELLED, progress.pending_counts())
+    } else {
+        (progress.final_status(), progress.final_counts())
+    };
+    tracing::info!(
+        %status,
+        completed = progress.completed,
+        failed = progress.failed,
+        warning = progress.warning,
+        remaining = progress.remaining(),
+        "retrieve done"
+    );
+    let mut response = Response::for_request(command, status).with_counts(counts);
+    if status == CANNOT_PERFORM_SUB_OPERATIONS
+        && let Some(reason) = reason.or_else(|| progress.first_failure.clone())
+    {
+        response = response.with_comment(reason);
+    }
+    let identifier = progress
+        .failed_list()
+        .map(|obj| super::c_find::encode_identifier(obj, &context.transfer_syntax, ""))
+        .transpose()
+        .unwrap_or_else(|msg| {
+            tracing::warn!(reason = %msg, "cannot encode the Failed SOP Instance UID List");
+            None
+        });
+    match identifier {
+        Some(bytes) => session.respond_with(context_id, response, &bytes).await,
+        None => session.respond(context_id, &response).await,
     }
 }
 
@@ -204,6 +292,7 @@ mod tests {
         let options = ParseOptions {
             case_insensitive_names: true,
             combined_datetime: false,
+            fuzzy_names: false,
         };
         parse_identifier(obj, model, options)
     }

@@ -6,15 +6,14 @@
 use std::time::Duration;
 
 use dicom_dictionary_std::uids;
-use dicom_ul::Pdu;
 use dicom_ul::association::AsyncAssociation;
 use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::message::{Command, MAX_COMMAND_SIZE, StoreRequest, command_field};
-use super::pdata::send_pdvs;
+use super::assembler::Assembler;
+use super::message::{StoreRequest, command_field};
+use super::session::{Event, Exit, Session};
 use super::status::{Category, Status};
 use crate::archive::{Archive, DatasetStream, RetrieveItem};
 use crate::config::RemoteAe;
@@ -108,14 +107,17 @@ pub fn proposed_contexts(items: &[RetrieveItem]) -> (Vec<(String, Vec<String>)>,
     (contexts, dropped)
 }
 
+pub(crate) type ClientSession = Session<AsyncClientAssociation<TcpStream>>;
+
 /// Open an association to a move destination, proposing `contexts`.
-pub async fn connect(
+pub(crate) async fn connect(
     destination: &RemoteAe,
     calling_aet: &str,
     max_pdu: u32,
     contexts: Vec<(String, Vec<String>)>,
     timeout: Duration,
-) -> Result<(AsyncClientAssociation<TcpStream>, Vec<StoreContext>), String> {
+    limits: (usize, Duration),
+) -> Result<(ClientSession, Vec<StoreContext>), String> {
     let mut options = dicom_ul::ClientAssociationOptions::new()
         .calling_ae_title(calling_aet.to_string())
         .called_ae_title(destination.aet.trim().to_string())
@@ -143,7 +145,9 @@ pub async fn connect(
             transfer_syntax: pc.transfer_syntax.trim_end_matches('\0').to_string(),
         })
         .collect();
-    Ok((assoc, accepted))
+    let (max_sequence_depth, write_timeout) = limits;
+    let assembler = Assembler::new(accepted.iter().map(|c| c.id), max_sequence_depth);
+    Ok((Session::new(assoc, assembler, write_timeout), accepted))
 }
 
 /// The result of one sub-operation.
@@ -154,16 +158,6 @@ pub enum StoreOutcome {
     Failed(String),
 }
 
-/// The association can no longer be used (network error, abort, timeout, protocol error).
-#[derive(Debug, Clone)]
-pub struct LinkError(pub String);
-
-impl std::fmt::Display for LinkError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// Who we send for: the C-MOVE's originator, so the destination can tell moves apart.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreRequestInfo<'a> {
@@ -171,8 +165,6 @@ pub struct StoreRequestInfo<'a> {
     pub priority: u16,
     pub move_originator: Option<(&'a str, u16)>,
     pub response_timeout: Duration,
-    /// On the C-GET association: the C-GET's message ID, whose C-CANCEL may arrive meanwhile.
-    pub cancellable: Option<u16>,
 }
 
 /// An instance ready to go: its context, and its data set opened (first range read) or
@@ -246,19 +238,16 @@ impl<'a> SubOperations<'a> {
         self.items.get(self.next)
     }
 
-    /// Store the next instance on `assoc`: `None` when all are done; `Some(Ok)` with its index
-    /// and outcome (failures of this instance alone); `Some(Err)` when the association is
-    /// unusable. `cancelled` is set when a C-CANCEL for `info.cancellable` arrives while we
-    /// wait for the response.
-    pub async fn step<A, S>(
+    /// Store the next instance: `None` when all are done; `Some(Ok)` with its index and outcome
+    /// (failures of this instance alone); `Some(Err)` when the association is unusable. A
+    /// C-CANCEL arriving meanwhile fires the token the session watches; the caller checks it.
+    pub(crate) async fn step<A>(
         &mut self,
-        assoc: &mut A,
+        session: &mut Session<A>,
         info: StoreRequestInfo<'_>,
-        cancelled: &mut bool,
-    ) -> Option<Result<(usize, StoreOutcome), LinkError>>
+    ) -> Option<Result<(usize, StoreOutcome), Exit>>
     where
-        A: AsyncAssociation<S> + Send,
-        S: AsyncRead + AsyncWrite + Unpin + Send,
+        A: AsyncAssociation<TcpStream> + Send,
     {
         let index = self.next;
         let item = self.items.get(index)?;
@@ -271,17 +260,10 @@ impl<'a> SubOperations<'a> {
             Ok(p) => p,
             Err(reason) => return Some(Ok((index, StoreOutcome::Failed(reason)))),
         };
-        // A receiver that stops reading must not hold the association (and its slot) forever.
-        match tokio::time::timeout(info.response_timeout, send(assoc, item, prepared, &info)).await
-        {
-            Err(_) => {
-                return Some(Err(LinkError(format!(
-                    "the receiver took no data for {} s",
-                    info.response_timeout.as_secs()
-                ))));
-            }
-            Ok(Err(e)) => return Some(Err(e)),
-            Ok(Ok(())) => {}
+        // Every write is bounded by the session's write deadline: a receiver that stops
+        // reading cannot hold the association (and its slot) forever.
+        if let Err(e) = send(session, item, prepared, &info).await {
+            return Some(Err(e));
         }
         let read_ahead = async {
             let next = self.items.get(self.next)?;
@@ -292,7 +274,7 @@ impl<'a> SubOperations<'a> {
                 None
             }
         };
-        let (status, ahead) = tokio::join!(await_response(assoc, info, cancelled), read_ahead);
+        let (status, ahead) = tokio::join!(await_response(session, info), read_ahead);
         self.ahead = ahead;
         Some(status.map(|status| {
             let outcome = match status.category() {
@@ -306,15 +288,14 @@ impl<'a> SubOperations<'a> {
 }
 
 /// Send the C-STORE-RQ and its data set.
-async fn send<A, S>(
-    assoc: &mut A,
+async fn send<A>(
+    session: &mut Session<A>,
     item: &RetrieveItem,
     prepared: Prepared,
     info: &StoreRequestInfo<'_>,
-) -> Result<(), LinkError>
+) -> Result<(), Exit>
 where
-    A: AsyncAssociation<S> + Send,
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    A: AsyncAssociation<TcpStream> + Send,
 {
     let command = StoreRequest {
         message_id: info.message_id,
@@ -324,30 +305,29 @@ where
         move_originator: info.move_originator,
     }
     .encode()
-    .map_err(|e| LinkError(e.to_string()))?;
-    let net = |e: std::io::Error| LinkError(format!("cannot send: {e}"));
+    .map_err(|e| Exit::Abort(e.to_string()))?;
     let context_id = prepared.context_id;
-    send_pdvs(assoc, context_id, PDataValueType::Command, &command, true)
-        .await
-        .map_err(net)?;
+    session
+        .send(context_id, PDataValueType::Command, &command, true)
+        .await?;
     match prepared.payload {
         Payload::Converted(bytes) => {
-            send_pdvs(assoc, context_id, PDataValueType::Data, &bytes, true)
-                .await
-                .map_err(net)?;
+            session
+                .send(context_id, PDataValueType::Data, &bytes, true)
+                .await?;
         }
         Payload::Stream(mut stream) => loop {
             // A read error now leaves a half-sent data set: the association must go.
             let chunk = stream.next_chunk().await.map_err(|e| {
-                LinkError(format!("reading the stored object failed mid-send: {e}"))
+                Exit::Abort(format!("reading the stored object failed mid-send: {e}"))
             })?;
             let Some(chunk) = chunk else {
-                return Err(LinkError("stored data set is empty".into()));
+                return Err(Exit::Abort("stored data set is empty".into()));
             };
             let last = stream.is_done();
-            send_pdvs(assoc, context_id, PDataValueType::Data, &chunk, last)
-                .await
-                .map_err(net)?;
+            session
+                .send(context_id, PDataValueType::Data, &chunk, last)
+                .await?;
             if last {
                 break;
             }
@@ -357,71 +337,40 @@ where
 }
 
 /// Wait for the C-STORE-RSP to `info.message_id`.
-async fn await_response<A, S>(
-    assoc: &mut A,
+async fn await_response<A>(
+    session: &mut Session<A>,
     info: StoreRequestInfo<'_>,
-    cancelled: &mut bool,
-) -> Result<Status, LinkError>
+) -> Result<Status, Exit>
 where
-    A: AsyncAssociation<S> + Send,
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    A: AsyncAssociation<TcpStream> + Send,
 {
-    let deadline = tokio::time::Instant::now() + info.response_timeout;
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        let pdu = match tokio::time::timeout_at(deadline, AsyncAssociation::receive(assoc)).await {
-            Err(_) => {
-                return Err(LinkError(format!(
-                    "no C-STORE response within {} s",
-                    info.response_timeout.as_secs()
-                )));
-            }
-            Ok(Err(e)) => return Err(LinkError(format!("connection lost: {e}"))),
-            Ok(Ok(pdu)) => pdu,
-        };
-        let data = match pdu {
-            Pdu::PData { data } => data,
-            Pdu::AbortRQ { .. } => return Err(LinkError("the receiver aborted".into())),
-            Pdu::ReleaseRQ => {
-                return Err(LinkError(
-                    "the receiver asked to release while a store was pending".into(),
-                ));
-            }
-            other => {
-                return Err(LinkError(format!(
-                    "unexpected {} while waiting for a C-STORE response",
-                    other.short_description()
-                )));
-            }
-        };
-        for pdv in data {
-            if pdv.value_type != PDataValueType::Command
-                || buf.len() + pdv.data.len() > MAX_COMMAND_SIZE
-            {
-                return Err(LinkError(
-                    "unexpected data while waiting for a C-STORE response".into(),
-                ));
-            }
-            buf.extend_from_slice(&pdv.data);
-            if !pdv.is_last {
-                continue;
-            }
-            let cmd = Command::decode(&std::mem::take(&mut buf))
-                .map_err(|e| LinkError(format!("bad C-STORE response: {e}")))?;
-            let store_rsp = command_field::C_STORE_RQ | command_field::RESPONSE_BIT;
-            if cmd.command_field == store_rsp && cmd.message_id == info.message_id {
-                return Ok(Status(cmd.status.unwrap_or(0xC000)));
-            }
-            if cmd.command_field == command_field::C_CANCEL_RQ && info.cancellable.is_some() {
-                // A C-CANCEL for another message ID cancels nothing (PS3.7 9.3.2.3).
-                *cancelled |= info.cancellable == Some(cmd.message_id);
-                continue;
-            }
-            return Err(LinkError(format!(
-                "unexpected command 0x{:04X} while waiting for a C-STORE response",
-                cmd.command_field
-            )));
+    let event = session
+        .next_event(Some(info.response_timeout))
+        .await
+        .map_err(|e| match e {
+            Exit::Abort(reason) => Exit::Abort(format!(
+                "no C-STORE response within {} s: {reason}",
+                info.response_timeout.as_secs()
+            )),
+            other => other,
+        })?;
+    let store_rsp = command_field::C_STORE_RQ | command_field::RESPONSE_BIT;
+    match event {
+        Event::Command { command, .. }
+            if command.command_field == store_rsp && command.message_id == info.message_id =>
+        {
+            Ok(Status(command.status.unwrap_or(0xC000)))
         }
+        Event::Command { command, .. } => Err(Exit::Abort(format!(
+            "unexpected command 0x{:04X} while waiting for a C-STORE response",
+            command.command_field
+        ))),
+        Event::Data { .. } => Err(Exit::Abort(
+            "unexpected data while waiting for a C-STORE response".into(),
+        )),
+        Event::Release => Err(Exit::Abort(
+            "the receiver asked to release while a store was pending".into(),
+        )),
     }
 }
 

@@ -1,9 +1,15 @@
 //! Turning a parsed header into the records the index keeps.
 
-use dicom_core::Tag;
+use std::borrow::Cow;
+
+use dicom_core::value::{PrimitiveValue, Value};
+use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
+
+use crate::query::charset::dataset::{Declared, to_unicode};
+use crate::query::un;
 
 use super::record::{InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, patient_key};
 
@@ -37,20 +43,48 @@ pub enum EntryError {
     EncodeHeader(String),
 }
 
-/// Text of an element, trimmed of padding; empty when absent or not text.
+/// Text of an element, trimmed of padding; empty when absent or not text. A standard
+/// attribute received as UN is read with its dictionary VR (PS3.5 6.2.2), so that the UID
+/// checks of ingest see the UID rather than its bytes as numbers.
 pub fn text(obj: &InMemDicomObject, tag: Tag) -> String {
     obj.get(tag)
-        .and_then(|e| e.to_str().ok())
+        .and_then(|e| match e.value() {
+            Value::Primitive(PrimitiveValue::U8(bytes)) if e.vr() == VR::UN => {
+                un::reinterpret(tag, bytes, &|b, _| latin1(b))
+                    .map(|(_, value)| value.to_str().into_owned())
+            }
+            _ => e.to_str().ok().map(Cow::into_owned),
+        })
         .map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
         .unwrap_or_default()
+}
+
+/// Bytes as ISO 8859-1 text (any byte is a character); the header is read with its own
+/// character set before its names are indexed (`indexable_header`).
+fn latin1(bytes: &[u8]) -> PrimitiveValue {
+    PrimitiveValue::from(bytes.iter().map(|b| char::from(*b)).collect::<String>())
 }
 
 fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i32> {
     obj.get(tag).and_then(|e| e.to_int::<i32>().ok())
 }
 
+/// The header as the index keeps it and the matching rules see it: every text value in
+/// Unicode, whatever character set it was received in (ISO 2022 code extensions included, see
+/// `query::charset`), declared ISO_IR 192 when it had to be re-read, and standard attributes
+/// received as UN with their dictionary VR (`query::un`). Borrowed when dicom-rs's reading
+/// already was right. The stored object keeps its bytes.
+pub fn indexable_header(header: &InMemDicomObject) -> Cow<'_, InMemDicomObject> {
+    match to_unicode(header, Declared::Utf8) {
+        Some(unicode) => Cow::Owned(unicode),
+        None => Cow::Borrowed(header),
+    }
+}
+
 impl InstanceEntry {
     pub fn from_header(header: &InMemDicomObject, facts: ObjectFacts) -> Result<Self, EntryError> {
+        let header = indexable_header(header);
+        let header: &InMemDicomObject = &header;
         let patient_id = text(header, tags::PATIENT_ID);
         let issuer = text(header, tags::ISSUER_OF_PATIENT_ID);
         let pkey = patient_key(&patient_id, &issuer);

@@ -5,7 +5,9 @@
 //! time (the archive's group committer), so incremental counts never race.
 
 mod entry;
-pub mod query;
+mod find;
+#[cfg(test)]
+mod find_tests;
 mod record;
 mod writer;
 

@@ -101,7 +101,9 @@ pub fn fold_case(value: &str) -> String {
 
 /// The name-index entries of a person name: the whole value, each component group
 /// (alphabetic, ideographic, phonetic) and each component, case-folded — so a prefix scan
-/// finds "MÜLLER^JÜRGEN" for "jürgen*" and "Kuo^Cheng-Ta=郭^政達" for "郭*".
+/// finds "Kuo^Cheng-Ta=郭^政達" for "郭*", and "MÜLLER^JÜRGEN" for "jürgen*" when fuzzy
+/// matching was negotiated. The component entries make the scan a superset of the group
+/// matches without fuzzy matching; the executor applies the PN rules to every candidate.
 pub fn name_index_keys(name: &str) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
     let mut add = |s: &str| {

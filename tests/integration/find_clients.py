@@ -192,26 +192,11 @@ def findscu(server, model: str, ds: Dataset, workdir: Path, extra=(), keys=()) -
 # --- raw DIMSE client -----------------------------------------------------------------------
 
 
-def _us(v: int) -> bytes:
-    return struct.pack("<H", v)
-
-
 def c_find_rq(msg_id: int, model: str) -> bytes:
-    return R.encode_command([
-        (0x0002, R._pad_uid(FIND_UID[model])),
-        (0x0100, _us(C_FIND_RQ)),
-        (0x0110, _us(msg_id)),
-        (0x0700, _us(0)),
-        (0x0800, _us(0x0000)),
-    ])
+    return R.c_find_rq(msg_id, FIND_UID[model])
 
 
-def c_cancel_rq(msg_id_being_responded_to: int) -> bytes:
-    return R.encode_command([
-        (0x0100, _us(C_CANCEL_RQ)),
-        (0x0120, _us(msg_id_being_responded_to)),
-        (0x0800, _us(0x0101)),
-    ])
+c_cancel_rq = R.c_cancel_rq
 
 
 class RawFind(R.RawAssociation):
@@ -228,32 +213,6 @@ class RawFind(R.RawAssociation):
         assert self.accepted_context(1) and self.accepted_context(5)
         return self
 
-    def read_message(self, timeout: float | None = None) -> tuple[dict, bytes | None]:
-        """One DIMSE message: (command {element: raw}, data set bytes or None)."""
-        cmd = b""
-        data = b""
-        command = None
-        while True:
-            pdu = self.recv_pdu(timeout=timeout)
-            if pdu.type != R.P_DATA_TF:
-                raise R.UnexpectedPDU(pdu)
-            off = 0
-            while off < len(pdu.body):
-                ilen = struct.unpack_from(">I", pdu.body, off)[0]
-                mch = pdu.body[off + 5]
-                frag = pdu.body[off + 6: off + 4 + ilen]
-                off += 4 + ilen
-                if mch & 0x01:
-                    cmd += frag
-                    if mch & 0x02:
-                        command = R.parse_command(cmd)
-                        if struct.unpack("<H", command[0x0800])[0] == 0x0101:
-                            return command, None
-                else:
-                    data += frag
-                    if mch & 0x02:
-                        return command, data
-
     def find_responses(self, stop_after: int | None = None, on_pending=None) -> FindResult:
         """Read C-FIND responses until the final one."""
         res = FindResult()
@@ -269,11 +228,6 @@ class RawFind(R.RawAssociation):
                 if 0x0902 in command:
                     res.comment = command[0x0902].decode("utf-8", "replace").rstrip("\x00 ")
                 return res
-
-    def send_message(self, cid: int, command: bytes, dataset: bytes | None = None) -> None:
-        self.send_fragments(cid, command, True, self.default_frag())
-        if dataset is not None:
-            self.send_fragments(cid, dataset, False, self.default_frag())
 
 
 def decode_explicit(data: bytes | None) -> Dataset | None:

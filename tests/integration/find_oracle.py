@@ -153,14 +153,17 @@ def _str_match(pattern: str, value: str, case_insensitive: bool = False) -> bool
     return pattern == value
 
 
-def pn_candidates(name: str) -> list[str]:
-    """Whole value, each component group, each group without '^', each component (the contract)."""
+def pn_candidates(name: str, fuzzy: bool = False) -> list[str]:
+    """Whole value, each component group, each group without '^' (PS3.4 C.2.2.2.4: a key is
+    matched against the value, per component group); with fuzzy semantic matching negotiated
+    also each single component (the contract of the Conformance Statement, 4.2.1.7.4)."""
     out = [name]
     groups = name.split("=")
     for g in groups:
         out.append(g)
         out.append(g.replace("^", ""))
-        out.extend(g.split("^"))
+        if fuzzy:
+            out.extend(g.split("^"))
     return [c for c in out if c != ""]
 
 
@@ -328,7 +331,7 @@ class Archive:
 
     # --- the query -----------------------------------------------------------------------
     def find(self, model: str, ident: Dataset, combined_datetime: bool = False,
-             case_insensitive_names: bool = True) -> Answer:
+             case_insensitive_names: bool = True, fuzzy_names: bool = False) -> Answer:
         level = ident.get("QueryRetrieveLevel")
         level = str(level).strip() if level is not None else None
         ans = Answer(level=level, unique_tag=None,
@@ -356,8 +359,8 @@ class Archive:
                     combined.add((da, tm))
 
         for ent in self.entities(level):
-            if self._matches(ent, keys, model, L, combined, case_insensitive_names):
-                ans.expected[str(ent.uid)] = self._response(ent, ident, keys, level)
+            if self._matches(ent, keys, model, L, combined, case_insensitive_names, fuzzy_names):
+                ans.expected[str(ent.uid)] = self._response(ent, ident, keys, level, fuzzy_names)
                 ans.upper[str(ent.uid)] = {tag_for_keyword(kw): normalize("LO" if kw == "PatientID" else "UI",
                                                                           self.raw(ent, kw), kw)
                                            for kw in UNIQUE.values()}
@@ -400,7 +403,7 @@ class Archive:
         if bad_values:
             raise QueryFailure(UNABLE_TO_PROCESS, "; ".join(bad_values))
 
-    def _matches(self, ent: Entity, keys, model, L, combined, ci_names) -> bool:
+    def _matches(self, ent: Entity, keys, model, L, combined, ci_names, fuzzy) -> bool:
         done = set()
         for da, tm in combined:
             d = self.raw(ent, da)
@@ -422,7 +425,7 @@ class Archive:
             if lvl is None:
                 continue  # not a matching key of MIFAS: never matched (0xFF01)
             if e.VR == "SQ":
-                if not self._seq_match(ent, e):
+                if not self._seq_match(ent, e, fuzzy):
                     return False
                 continue
             if _is_empty(e.value):
@@ -431,11 +434,11 @@ class Archive:
             if e.VR not in ("DA", "TM", "DT", "UI") and qvals == ["*"]:
                 continue  # a lone '*' is universal matching
             ev = self.raw(ent, e.keyword)
-            if not match_values(e.VR, qvals, ev, ci_names):
+            if not match_values(e.VR, qvals, ev, ci_names, fuzzy):
                 return False
         return True
 
-    def _seq_match(self, ent: Entity, e) -> bool:
+    def _seq_match(self, ent: Entity, e, fuzzy: bool) -> bool:
         items = list(e.value or [])
         if not items or len(items[0]) == 0:
             return True
@@ -444,12 +447,12 @@ class Archive:
         for sitem in stored:
             if all(_is_empty(k.value) or match_values(k.VR, [str(v) for v in _values(k.value)],
                                                     sitem[k.keyword].value if k.keyword in sitem else None,
-                                                    True)
+                                                    True, fuzzy)
                    for k in qitem):
                 return True
         return False
 
-    def _response(self, ent: Entity, ident: Dataset, keys, level) -> dict:
+    def _response(self, ent: Entity, ident: Dataset, keys, level, fuzzy: bool = False) -> dict:
         out = {int(QUERY_RETRIEVE_LEVEL): level}
         for e in keys:
             if e.VR == "SQ" and effective_level(int(e.tag), STUDY_ROOT) is not None:
@@ -461,7 +464,7 @@ class Archive:
                 matching = [p for p, s in zip(proj, stored)
                             if all(_is_empty(k.value) or match_values(
                                 k.VR, [str(v) for v in _values(k.value)],
-                                s[k.keyword].value if k.keyword in s else None, True) for k in qkeys)]
+                                s[k.keyword].value if k.keyword in s else None, True, fuzzy) for k in qkeys)]
                 out[int(e.tag)] = SeqExpect(all_items=proj, matching=matching, keys=[int(k.tag) for k in qkeys])
                 continue
             v = self.value(ent, e.keyword)
@@ -482,7 +485,7 @@ def self_get(keys, keyword):
     return None
 
 
-def match_values(vr: str, qvals: list[str], stored, ci_names: bool = True) -> bool:
+def match_values(vr: str, qvals: list[str], stored, ci_names: bool = True, fuzzy: bool = False) -> bool:
     """Does one key (its query values) match an entity's stored value(s)?"""
     svals = [str(v) for v in _values(stored)]
     svals = [s for s in svals if s != ""]
@@ -497,7 +500,7 @@ def match_values(vr: str, qvals: list[str], stored, ci_names: bool = True) -> bo
         lo, hi = tm_interval(qvals[0])
         return any(_in(parse_tm(s)[0], lo, hi) for s in svals)
     if vr == "PN":
-        return any(_str_match(q, c, ci_names) for q in qvals for s in svals for c in pn_candidates(s))
+        return any(_str_match(q, c, ci_names) for q in qvals for s in svals for c in pn_candidates(s, fuzzy))
     if vr in ("IS", "US", "UL", "SS", "SL"):
         try:
             return any(int(q) == int(s) for q in qvals for s in svals)

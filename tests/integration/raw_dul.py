@@ -4,6 +4,8 @@ pynetdicom and DCMTK refuse to produce most of the byte sequences the hostile an
 fragmentation tests need (mismatched UIDs, truncated data sets, several PDVs in one
 PDU, one-byte command fragments, oversized PDUs, aborts in the middle of an object).
 This module builds every PDU by hand (PS3.8 section 9) so the tests control each byte.
+The benchmarks use it too (bench/harness.py): as a C-FIND client with almost no per-response
+cost, and as the pre-encoded C-STORE sender that bounds any C-MOVE into a destination.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ A_ABORT = 0x07
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
+C_FIND_RQ = 0x0020
 C_ECHO_RQ = 0x0030
 C_ECHO_RSP = 0x8030
+C_CANCEL_RQ = 0x0FFF
+PENDING = (0xFF00, 0xFF01)
 
 
 class PeerClosed(Exception):
@@ -60,8 +65,10 @@ def build_associate_rq(
     calling: str,
     contexts: list[tuple[int, str, list[str]]],
     max_pdu: int = 16384,
+    scp_roles: tuple[str, ...] = (),
 ) -> bytes:
-    """contexts: [(context_id, abstract_syntax, [transfer_syntax, ...]), ...]"""
+    """contexts: [(context_id, abstract_syntax, [transfer_syntax, ...]), ...]; scp_roles: SOP
+    classes for which we propose the SCP role (SCP/SCU Role Selection, PS3.7 D.3.3.4)."""
     body = struct.pack(">HH", 1, 0) + _ae(called) + _ae(calling) + b"\x00" * 32
     body += _item(0x10, APP_CONTEXT.encode("ascii"))
     for cid, abstract, tss in contexts:
@@ -72,6 +79,9 @@ def build_associate_rq(
     user = _item(0x51, struct.pack(">I", max_pdu))
     user += _item(0x52, IMPL_CLASS_UID.encode("ascii"))
     user += _item(0x55, IMPL_VERSION.encode("ascii"))
+    for uid in scp_roles:
+        raw = uid.encode("ascii")
+        user += _item(0x54, struct.pack(">H", len(raw)) + raw + b"\x01\x01")
     body += _item(0x50, user)
     return struct.pack(">BBI", A_ASSOCIATE_RQ, 0, len(body)) + body
 
@@ -131,6 +141,53 @@ def c_echo_rq(msg_id: int) -> bytes:
             (0x0800, _us(0x0101)),  # no data set
         ]
     )
+
+
+def c_find_rq(msg_id: int, sop_class: str) -> bytes:
+    return encode_command([
+        (0x0002, _pad_uid(sop_class)),
+        (0x0100, _us(C_FIND_RQ)),
+        (0x0110, _us(msg_id)),
+        (0x0700, _us(0)),
+        (0x0800, _us(0x0000)),  # an identifier follows
+    ])
+
+
+def c_cancel_rq(msg_id_being_responded_to: int) -> bytes:
+    return encode_command([
+        (0x0100, _us(C_CANCEL_RQ)),
+        (0x0120, _us(msg_id_being_responded_to)),
+        (0x0800, _us(0x0101)),
+    ])
+
+
+def pdata_stream(cid: int, data: bytes, command: bool, max_pdu: int) -> bytes:
+    """`data` as P-DATA-TF PDUs of one PDV each within the peer's max PDU (0 = unlimited)."""
+    frag = ((max_pdu or 1 << 20) - 6) & ~1
+    frags = [data[i: i + frag] for i in range(0, len(data), frag)] or [b""]
+    return b"".join(build_pdata([(cid, (0x01 if command else 0) | (0x02 if i == len(frags) - 1 else 0), f)])
+                    for i, f in enumerate(frags))
+
+
+def read_part10(path) -> tuple[str, str, str, bytes]:
+    """(SOP Class, SOP Instance, transfer syntax, data set bytes) of a Part-10 file, no pydicom."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[128:132] != b"DICM":
+        raise ValueError(f"{path}: not a Part-10 file")
+    pos, meta = 132, {}
+    while pos + 8 <= len(data):  # group 0002 is always Explicit VR Little Endian
+        group, elem = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            break
+        if data[pos + 4: pos + 6] in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            (length,), vpos = struct.unpack_from("<I", data, pos + 8), pos + 12
+        else:
+            (length,), vpos = struct.unpack_from("<H", data, pos + 6), pos + 8
+        meta[elem] = data[vpos: vpos + length]
+        pos = vpos + length
+    uid = lambda e: meta[e].rstrip(b"\0 ").decode("ascii")  # noqa: E731
+    return uid(0x0002), uid(0x0003), uid(0x0010), data[pos:]
 
 
 def parse_command(raw: bytes) -> dict[int, bytes]:
@@ -235,14 +292,22 @@ def parse_ac(body: bytes) -> AssociateAC:
 class RawAssociation:
     """One TCP connection speaking hand-made PDUs."""
 
-    def __init__(self, host: str, port: int, timeout: float = 30.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 30.0, rcvbuf: int | None = None):
+        if rcvbuf is None:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        else:
+            # a small receive window, set before connecting (a peer that reads slowly or not at all)
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((host, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.ac: AssociateAC | None = None
         self.rj: AssociateRJ | None = None
         self.peer_max_pdu = 0
         self._msg_id = 0
+        self._buf = bytearray()  # bytes received beyond the PDU being read
 
     # --- low level -------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -252,16 +317,19 @@ class RawAssociation:
             raise PeerClosed(f"send failed: {e}") from e
 
     def _recv_exact(self, n: int) -> bytes:
-        buf = bytearray()
+        # large reads: one recv usually brings several PDUs (C-FIND pending responses)
+        buf = self._buf
         while len(buf) < n:
             try:
-                chunk = self.sock.recv(n - len(buf))
+                chunk = self.sock.recv(max(n - len(buf), 262144))
             except (ConnectionResetError, BrokenPipeError) as e:
                 raise PeerClosed(str(e)) from e
             if not chunk:
                 raise PeerClosed(f"EOF after {len(buf)} of {n} bytes")
             buf += chunk
-        return bytes(buf)
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
 
     def recv_pdu(self, timeout: float | None = None) -> PDU:
         self.sock.settimeout(self.timeout if timeout is None else timeout)
@@ -313,10 +381,11 @@ class RawAssociation:
         calling: str = "RAWSCU",
         contexts: list[tuple[int, str, list[str]]] | None = None,
         max_pdu: int = 16384,
+        scp_roles: tuple[str, ...] = (),
     ) -> PDU:
         if contexts is None:
             contexts = [(1, VERIFICATION, [IMPLICIT_LE])]
-        self.send(build_associate_rq(called, calling, contexts, max_pdu))
+        self.send(build_associate_rq(called, calling, contexts, max_pdu, scp_roles))
         pdu = self.recv_pdu()
         if pdu.type == A_ASSOCIATE_AC:
             self.ac = parse_ac(pdu.body)
@@ -378,6 +447,49 @@ class RawAssociation:
                 buf += frag
                 if mch & 0x02:
                     return Response(parse_command(buf))
+
+    def read_message(self, timeout: float | None = None) -> tuple[dict[int, bytes], bytes | None]:
+        """One DIMSE message: (command {element: raw value}, data set bytes or None)."""
+        cmd, data = b"", b""
+        command = None
+        while True:
+            pdu = self.recv_pdu(timeout=timeout)
+            if pdu.type != P_DATA_TF:
+                raise UnexpectedPDU(pdu)
+            off = 0
+            while off < len(pdu.body):
+                ilen = struct.unpack_from(">I", pdu.body, off)[0]
+                mch = pdu.body[off + 5]
+                frag = pdu.body[off + 6: off + 4 + ilen]
+                off += 4 + ilen
+                if mch & 0x01:
+                    cmd += frag
+                    if mch & 0x02:
+                        command = parse_command(cmd)
+                        if struct.unpack("<H", command[0x0800])[0] == 0x0101:
+                            return command, None
+                else:
+                    data += frag
+                    if mch & 0x02:
+                        return command, data
+
+    def send_message(self, cid: int, command: bytes, dataset: bytes | None = None) -> None:
+        self.send_fragments(cid, command, True, self.default_frag())
+        if dataset is not None:
+            self.send_fragments(cid, dataset, False, self.default_frag())
+
+    def find(self, cid: int, sop_class: str, identifier: bytes) -> list[tuple[int, bytes | None, float]]:
+        """One C-FIND: [(status, identifier bytes or None, time.perf_counter() at arrival)], the
+        final response last. Identifiers stay bytes: decoding is the caller's, after timing."""
+        self.send(pdata_stream(cid, c_find_rq(self.next_msg_id(), sop_class), True, self.peer_max_pdu)
+                  + pdata_stream(cid, identifier, False, self.peer_max_pdu))
+        out = []
+        while True:
+            command, data = self.read_message()
+            status = struct.unpack("<H", command[0x0900])[0]
+            out.append((status, data, time.perf_counter()))
+            if status not in PENDING:
+                return out
 
     def echo(self, cid: int = 1) -> Response:
         self.send(build_pdata([(cid, 0x03, c_echo_rq(self.next_msg_id()))]))

@@ -535,7 +535,7 @@ class Orthanc:
     Ready when *our* process answers REST /system with our unique Name."""
 
     def __init__(self, workdir: Path, dicom_port: int | None = None, aet: str = "ORTHANC",
-                 modalities: dict | None = None):
+                 modalities: dict | None = None, config: dict | None = None):
         self.workdir = Path(workdir)
         self.dicom_port = dicom_port or free_port()
         self.http_port = free_port()
@@ -559,6 +559,7 @@ class Orthanc:
             "AuthenticationEnabled": False,
             "Plugins": [],
             "DicomModalities": modalities or {},
+            **(config or {}),  # e.g. DicomAlwaysAllowFind for the C-FIND cross-check
         }, indent=1))
         self.log = self.workdir / "orthanc.log"
         self.proc: subprocess.Popen | None = None
@@ -602,6 +603,24 @@ class Orthanc:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             raw = r.read()
         return json.loads(raw) if raw.strip() else None
+
+    @property
+    def host(self) -> str:  # with .port and .aet: usable wherever the tests take a MifasServer
+        return "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return self.dicom_port
+
+    def upload(self, paths) -> int:
+        """POST every Part-10 file to REST /instances; returns how many Orthanc accepted."""
+        n = 0
+        for p in paths:
+            req = urllib.request.Request(self._url("/instances"), data=Path(p).read_bytes(), method="POST",
+                                         headers={"Content-Type": "application/dicom"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                n += json.loads(r.read()).get("Status") in ("Success", "AlreadyStored")
+        return n
 
     def instances(self) -> dict[str, str]:
         """{SOP Instance UID: Orthanc id}"""

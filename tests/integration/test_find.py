@@ -106,13 +106,17 @@ CASES = [
     # --- person names: case-insensitive, whole value / groups / components ---
     ("pn_prefix_ci", SR, study(PatientName="müller*"), 4),
     ("pn_whole_value", SR, study(PatientName="MÜLLER^JÜRGEN"), 3),
-    ("pn_component", SR, study(PatientName="jürgen"), 3),
+    # Per component group (PS3.4 C.2.2.2.4): a given name or a single component alone is not the
+    # value of a group, so without fuzzy matching it finds nothing (see FUZZY_CASES).
+    ("pn_component", SR, study(PatientName="jürgen"), 0),
     ("pn_ideographic_prefix", SR, study(PatientName="郭*"), 5),
     ("pn_group_without_caret", SR, study(PatientName="郭政達"), 4),
-    ("pn_family_component", SR, study(PatientName="KUO"), 2),
+    ("pn_family_component", SR, study(PatientName="KUO"), 0),
     ("pn_alphabetic_group", SR, study(PatientName="wang^xiaodong"), 2),
     ("pn_ideographic_group", SR, study(PatientName="王^小东"), 1),
-    ("pn_exact_component", SR, study(PatientName="smith"), 3),
+    ("pn_exact_component", SR, study(PatientName="smith"), 0),
+    ("pn_given_name_prefix", SR, study(PatientName="ann*"), 0),
+    ("pn_ideographic_given_name", SR, study(PatientName="政*"), 0),
     ("pn_component_prefix", SR, study(PatientName="smith*"), 4),
     ("pn_whole_wildcard", SR, study(PatientName="Smi?h^J*"), 3),
     ("pn_patient_level", PR, patient(PatientName="*ller*"), 3),
@@ -210,8 +214,8 @@ def archive(tmp_path_factory):
     served.close()
 
 
-def check(oracle, model, ds, res, combined=False, expect_n=None):
-    ans = oracle.find(model, ds, combined_datetime=combined)
+def check(oracle, model, ds, res, combined=False, expect_n=None, fuzzy=False):
+    ans = oracle.find(model, ds, combined_datetime=combined, fuzzy_names=fuzzy)
     if expect_n is not None:
         assert len(ans.expected) == expect_n, (
             f"oracle self-check: {len(ans.expected)} matches, the case says {expect_n}")
@@ -245,7 +249,7 @@ CHARSET_CASES = [
     ("ISO_IR 100", "guo*", 1),         # a GB18030-stored name
     ("ISO_IR 192", "郭*", 5),
     ("ISO_IR 192", "MÜLLER^JÜRGEN", 3),
-    ("ISO_IR 192", "jürgen", 3),
+    ("ISO_IR 192", "*^jürgen", 3),
     ("ISO_IR 192", "王*", 2),
     ("GB18030", "郭*", 5),
     ("GB18030", "müller*", 4),
@@ -257,7 +261,7 @@ CHARSET_CASES = [
     ("GB18030", "m?ller*", 4),
     ("GB18030", "郭?達", 4),
     ("ISO_IR 192", "?政達", 4),
-    (None, "kuo", 2),                  # ASCII query, non-ASCII answer: ISO_IR 192
+    (None, "kuo*", 2),                 # ASCII query, non-ASCII answer: ISO_IR 192
     (None, "smith*", 4),               # ASCII answer: no (0008,0005)
 ]
 
@@ -384,8 +388,8 @@ def test_undecodable_identifier(archive):
 
 @pytest.mark.parametrize("model", [SR, PR])
 def test_extended_negotiation_answer(archive, model):
-    """Relational (byte 1) declined, combined date-time (byte 2) accepted, fuzzy PN (3) and
-    timezone adjustment (4) declined."""
+    """Relational (byte 1) declined, combined date-time (byte 2) and fuzzy semantic matching of
+    person names (3) accepted, timezone adjustment (4) declined."""
     from find_clients import FIND_UID, pyn_associate
     server, _ = archive
     assoc = pyn_associate(server, ext_info=b"\x01\x01\x01\x01", models=(model,))
@@ -394,8 +398,33 @@ def test_extended_negotiation_answer(archive, model):
     finally:
         assoc.release()
     assert info is not None, "no SOP Class Extended Negotiation item in the A-ASSOCIATE-AC"
-    assert len(info) >= 2 and info[0] == 0 and info[1] == 1, f"got {info!r}"
-    assert all(b == 0 for b in info[2:]), f"fuzzy matching / timezone adjustment accepted: {info!r}"
+    assert len(info) == 4 and info[0] == 0 and info[1] == 1 and info[2] == 1, f"got {info!r}"
+    assert info[3] == 0, f"timezone adjustment accepted: {info!r}"
+
+
+# --- fuzzy semantic matching of person names (extended negotiation byte 3) ---------------------
+
+# (id, keys, number of matches with fuzzy matching negotiated, number without)
+FUZZY_CASES = [
+    ("given_name", study(PatientName="jürgen"), 3, 0),
+    ("family_component", study(PatientName="KUO"), 2, 0),
+    ("exact_component", study(PatientName="smith"), 3, 0),
+    ("given_name_prefix", study(PatientName="ann*"), 1, 0),
+    ("ideographic_given_name", study(PatientName="政*"), 2, 0),
+    # Group matching holds either way.
+    ("family_prefix", study(PatientName="müller*"), 4, 4),
+    ("ideographic_prefix", study(PatientName="郭*"), 5, 5),
+]
+
+
+@pytest.mark.parametrize("case_id,keys,n_fuzzy,n_plain", FUZZY_CASES, ids=[c[0] for c in FUZZY_CASES])
+def test_fuzzy_person_names(archive, case_id, keys, n_fuzzy, n_plain):
+    """With fuzzy semantic matching negotiated a PN key is also matched against single name
+    components; without it, per component group only (PS3.4 C.2.2.2.4, C.5.1.1)."""
+    server, oracle = archive
+    ds = identifier(keys)
+    check(oracle, SR, ds, pyn_find(server, SR, ds, ext_info=b"\x00\x00\x01"), fuzzy=True, expect_n=n_fuzzy)
+    check(oracle, SR, ds, pyn_find(server, SR, ds, ext_info=b"\x00\x00\x00"), fuzzy=False, expect_n=n_plain)
 
 
 # (id, keys, number of matches with combined matching, number without)

@@ -211,11 +211,11 @@ def test_max_results_other_levels(limited):
 # --- [query] case_insensitive_names = false ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,n", [("BULK*", 2), ("bulk*", 0), ("PATIENT", 2), ("patient", 0),
+@pytest.mark.parametrize("name,n", [("BULK*", 2), ("bulk*", 0), ("*PATIENT", 2), ("*patient", 0),
                                     ("BULK^PATIENT", 2), ("Bulk^Patient", 0)])
 def test_case_sensitive_names(limited, name, n):
     """With case-insensitive PN matching switched off, names match case-sensitively (still over
-    the whole value and each component)."""
+    the whole value and each component group)."""
     server, oracle = limited
     ds = identifier(dict(QueryRetrieveLevel="PATIENT", PatientID="", PatientName=name))
     res = pyn_find(server, PR, ds)

@@ -16,6 +16,8 @@ use super::{Level, Model, Query, QueryError, QueryKey};
 pub struct ParseOptions {
     pub case_insensitive_names: bool,
     pub combined_datetime: bool,
+    /// Fuzzy semantic matching of person names was negotiated (C-FIND only).
+    pub fuzzy_names: bool,
 }
 
 fn element_text(e: &InMemElement) -> String {
@@ -79,6 +81,7 @@ pub fn parse(
         keys: Vec::new(),
         case_insensitive_names: options.case_insensitive_names,
         combined_datetime: options.combined_datetime,
+        fuzzy_names: options.fuzzy_names,
         unsupported_matching_keys: false,
     };
     for element in identifier.iter() {

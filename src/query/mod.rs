@@ -1,17 +1,17 @@
-//! The query engine shared by C-FIND, C-MOVE/C-GET and (later) the web: a typed query, a
-//! planner that picks the most selective secondary index, and the DICOM matching rules applied
-//! to every candidate. Results come with the requested return keys filled from the index
-//! records and the stored headers; object files are never opened.
+//! The query model shared by C-FIND, C-MOVE/C-GET and (later) the web: a typed query (level,
+//! model, keys with their conditions), the identifier parser, the query key table and the DICOM
+//! matching rules. No storage here: the index executes a [`Query`] (see `index::find`) and
+//! yields [`Match`]es.
 
-mod execute;
+pub mod charset;
 pub mod identifier;
 pub mod keys;
 pub mod matching;
-#[cfg(test)]
-mod tests;
+mod outcome;
+pub mod un;
 
-pub use execute::{FindOutcome, Match};
-pub use matching::{Condition, ValueKind};
+pub use matching::{Condition, NameRules, ValueKind};
+pub use outcome::{FindOutcome, Match};
 
 use dicom_core::{Tag, VR};
 
@@ -93,6 +93,9 @@ pub struct Query {
     pub keys: Vec<QueryKey>,
     /// PN matching ignores case (the default; configurable).
     pub case_insensitive_names: bool,
+    /// Fuzzy semantic matching of person names was negotiated (C-FIND extended negotiation,
+    /// PS3.4 C.5.1.1 byte 3): PN keys also match single name components.
+    pub fuzzy_names: bool,
     /// Combined date-time range matching was negotiated (C.2.2.2.5.1).
     pub combined_datetime: bool,
     /// The identifier asked to match on keys we only return (answer with pending 0xFF01).
@@ -100,6 +103,14 @@ pub struct Query {
 }
 
 impl Query {
+    /// How this query compares person names.
+    pub fn name_rules(&self) -> NameRules {
+        NameRules {
+            case_insensitive: self.case_insensitive_names,
+            fuzzy: self.fuzzy_names,
+        }
+    }
+
     pub fn key(&self, tag: Tag) -> Option<&QueryKey> {
         self.keys.iter().find(|k| k.tag == tag)
     }

@@ -13,26 +13,10 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
-use super::matching::{Condition, ValueKind, literal_prefix, normalize_temporal};
-use super::{Level, Query, QueryError, QueryKey};
 use crate::index::{Index, InstanceRecord, TreeId, compound_key, fold_case};
-
-/// One matching entity with its response identifier.
-#[derive(Debug, Clone)]
-pub struct Match {
-    pub level: Level,
-    /// Unique key of the matched entity (patient key, study/series/SOP instance UID).
-    pub key: String,
-    pub identifier: InMemDicomObject,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FindOutcome {
-    /// Every candidate was examined.
-    Complete,
-    /// The caller stopped the search (cancel, limit, closed connection).
-    Stopped,
-}
+use crate::query::charset::{self, dataset::Declared};
+use crate::query::matching::{Condition, ValueKind, literal_prefix, normalize_temporal};
+use crate::query::{FindOutcome, Level, Match, NameRules, Query, QueryError, QueryKey};
 
 type Result<T> = std::result::Result<T, QueryError>;
 
@@ -561,16 +545,13 @@ impl<'a> View<'a> {
                 continue;
             }
             if let Some(items) = &key.items {
-                if !self.sequence_matches(key.tag, items, q.case_insensitive_names)? {
+                if !self.sequence_matches(key.tag, items, q.name_rules())? {
                     return Ok(false);
                 }
                 continue;
             }
             let value = self.text(key.tag)?.unwrap_or_default();
-            if !key
-                .condition
-                .matches(key.kind(), &value, q.case_insensitive_names)
-            {
+            if !key.condition.matches(key.kind(), &value, q.name_rules()) {
                 return Ok(false);
             }
         }
@@ -580,7 +561,7 @@ impl<'a> View<'a> {
             if !condition.matches(
                 ValueKind::DateTime,
                 &format!("{}{}", date.trim(), time.trim()),
-                false,
+                NameRules::default(),
             ) {
                 return Ok(false);
             }
@@ -589,7 +570,12 @@ impl<'a> View<'a> {
     }
 
     /// Sequence matching: some item of the stored sequence matches every key of the query item.
-    fn sequence_matches(&mut self, tag: Tag, item_keys: &[QueryKey], ci: bool) -> Result<bool> {
+    fn sequence_matches(
+        &mut self,
+        tag: Tag,
+        item_keys: &[QueryKey],
+        names: NameRules,
+    ) -> Result<bool> {
         if item_keys.iter().all(|k| k.condition.is_universal()) {
             return Ok(true);
         }
@@ -607,7 +593,7 @@ impl<'a> View<'a> {
                     .and_then(|e| e.to_str().ok())
                     .map(|s| s.to_string())
                     .unwrap_or_default();
-                k.condition.matches(k.kind(), &value, ci)
+                k.condition.matches(k.kind(), &value, names)
             })
         }))
     }
@@ -701,5 +687,12 @@ fn combined_pairs(q: &Query) -> Vec<(Tag, Tag, Condition)> {
 }
 
 fn decode_header(bytes: &[u8]) -> Option<InMemDicomObject> {
-    InMemDicomObject::read_dataset_with_ts(bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased()).ok()
+    let header =
+        InMemDicomObject::read_dataset_with_ts(bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased()).ok()?;
+    // Headers are indexed as Unicode (index::entry); one indexed before ISO 2022 code
+    // extensions were decoded still declares them, and is read right here.
+    if charset::dataset::declares_code_extensions(&header) {
+        return Some(charset::dataset::to_unicode(&header, Declared::Utf8).unwrap_or(header));
+    }
+    Some(header)
 }

@@ -23,7 +23,7 @@ pub struct KeyDef {
     pub key_type: KeyType,
 }
 
-const TABLE: &str = include_str!("../../../dictionaries/query-keys.tsv");
+const TABLE: &str = include_str!("../../dictionaries/query-keys.tsv");
 
 static KEYS: LazyLock<Vec<KeyDef>> = LazyLock::new(|| {
     TABLE

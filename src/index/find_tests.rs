@@ -4,9 +4,9 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 
-use super::identifier::{ParseOptions, parse};
-use super::*;
 use crate::index::{Index, InstanceEntry, ObjectFacts};
+use crate::query::identifier::{ParseOptions, parse};
+use crate::query::*;
 
 struct Inst<'a> {
     patient_id: &'a str,
@@ -128,12 +128,22 @@ fn ident(level: &str, keys: &[(dicom_core::Tag, VR, &str)]) -> InMemDicomObject 
 }
 
 fn run(index: &Index, model: Model, id: &InMemDicomObject) -> Vec<InMemDicomObject> {
+    run_names(index, model, id, false)
+}
+
+fn run_names(
+    index: &Index,
+    model: Model,
+    id: &InMemDicomObject,
+    fuzzy_names: bool,
+) -> Vec<InMemDicomObject> {
     let q = parse(
         id,
         model,
         ParseOptions {
             case_insensitive_names: true,
             combined_datetime: false,
+            fuzzy_names,
         },
     )
     .unwrap();
@@ -200,15 +210,29 @@ fn study_level_keys_and_counts() {
 }
 
 #[test]
-fn names_match_by_group_and_component() {
+fn names_match_by_group_and_with_fuzzy_matching_by_component() {
     let (_d, index) = index();
-    for q in ["郭*", "kuo*", "JÜRGEN", "*ITH*"] {
-        let r = run(
-            &index,
-            Model::StudyRoot,
-            &ident("STUDY", &[(tags::PATIENT_NAME, VR::PN, q)]),
+    // (key, matches without fuzzy matching, with it)
+    for (q, plain, fuzzy) in [
+        ("郭*", 1, 1),
+        ("kuo*", 1, 1),
+        ("郭政達", 1, 1),
+        ("*ITH*", 1, 1),
+        ("JÜRGEN", 0, 1),
+        ("ann*", 0, 1),
+        ("政*", 0, 1),
+    ] {
+        let id = ident("STUDY", &[(tags::PATIENT_NAME, VR::PN, q)]);
+        assert_eq!(
+            run_names(&index, Model::StudyRoot, &id, false).len(),
+            plain,
+            "{q}"
         );
-        assert_eq!(r.len(), 1, "{q}");
+        assert_eq!(
+            run_names(&index, Model::StudyRoot, &id, true).len(),
+            fuzzy,
+            "{q} fuzzy"
+        );
     }
 }
 
@@ -304,6 +328,7 @@ fn malformed_identifiers_are_refused() {
     let opts = ParseOptions {
         case_insensitive_names: true,
         combined_datetime: false,
+        fuzzy_names: false,
     };
     let mut no_level = InMemDicomObject::new_empty();
     no_level.put(DataElement::new(

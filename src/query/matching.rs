@@ -51,6 +51,18 @@ impl ValueKind {
     }
 }
 
+/// How person names are compared (PS3.4 C.2.2.2.1, C.2.2.2.4, C.5.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NameRules {
+    /// Ignore case (`query.case_insensitive_names`).
+    pub case_insensitive: bool,
+    /// Fuzzy semantic matching of person names was negotiated (byte 3 of the FIND extended
+    /// negotiation): a key is also tried against each single component, so `WIL*` finds
+    /// `SMITH^WILLIAM`. Without it a key is matched against the whole value and each component
+    /// group only, so a surname prefix finds surnames.
+    pub fuzzy: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConditionError {
     #[error("invalid range {0:?}")]
@@ -208,7 +220,7 @@ impl Condition {
 
     /// Does a stored value (possibly multi-valued with `\`) satisfy the condition?
     /// An absent or empty stored value only matches a universal key.
-    pub fn matches(&self, kind: ValueKind, stored: &str, case_insensitive_names: bool) -> bool {
+    pub fn matches(&self, kind: ValueKind, stored: &str, names: NameRules) -> bool {
         if self.is_universal() {
             return true;
         }
@@ -218,14 +230,15 @@ impl Condition {
         }
         stored
             .split('\\')
-            .any(|v| self.matches_one(kind, v.trim(), case_insensitive_names))
+            .any(|v| self.matches_one(kind, v.trim(), names))
     }
 
-    fn matches_one(&self, kind: ValueKind, value: &str, ci_names: bool) -> bool {
+    fn matches_one(&self, kind: ValueKind, value: &str, names: NameRules) -> bool {
+        let ci_names = names.case_insensitive;
         match self {
             Condition::Universal => true,
             Condition::UidList(uids) => uids.iter().any(|u| u == crate::uid::trim(value)),
-            Condition::AnyOf(parts) => parts.iter().any(|c| c.matches_one(kind, value, ci_names)),
+            Condition::AnyOf(parts) => parts.iter().any(|c| c.matches_one(kind, value, names)),
             Condition::Range { low, high } => {
                 let (Ok(lo_v), Ok(hi_v)) = (
                     normalize_temporal(kind, value, false),
@@ -238,7 +251,9 @@ impl Condition {
                 low.as_ref().is_none_or(|l| hi_v >= *l) && high.as_ref().is_none_or(|h| lo_v <= *h)
             }
             Condition::Single(q) => match kind {
-                ValueKind::PersonName => name_candidates(value).any(|v| text_eq(q, &v, ci_names)),
+                ValueKind::PersonName => {
+                    name_candidates(value, names.fuzzy).any(|v| text_eq(q, &v, ci_names))
+                }
                 ValueKind::Number => match (q.trim().parse::<f64>(), value.parse::<f64>()) {
                     (Ok(a), Ok(b)) => a == b,
                     _ => q.trim() == value,
@@ -253,7 +268,7 @@ impl Condition {
                     } else {
                         pattern.clone()
                     };
-                    name_candidates(value).any(|v| {
+                    name_candidates(value, names.fuzzy).any(|v| {
                         let v = if ci_names { v.to_lowercase() } else { v };
                         wildcard_match(&p, &v)
                     })
@@ -286,24 +301,27 @@ fn text_eq(q: &str, v: &str, ci: bool) -> bool {
     }
 }
 
-/// The strings a PN query is tried against: the whole value, each component group
-/// (alphabetic, ideographic, phonetic) and each component of each group, so "郭*" finds
-/// "Kuo^Cheng-Ta=郭^政達" and "JÜRGEN" finds "MÜLLER^JÜRGEN".
-fn name_candidates(value: &str) -> impl Iterator<Item = String> + '_ {
+/// The strings a PN key is tried against (PS3.4 C.2.2.2.1, C.2.2.2.4: a key is matched
+/// against the value, per component group): the whole value, each component group
+/// (alphabetic, ideographic, phonetic), and each group without its `^` separators — so `郭*`
+/// finds `Kuo^Cheng-Ta=郭^政達` and `郭政達` finds `郭^政達`, while `WIL*` does not find
+/// `SMITH^WILLIAM`. With fuzzy semantic matching (`fuzzy`) also each single component, so
+/// `JÜRGEN` finds `MÜLLER^JÜRGEN`.
+fn name_candidates(value: &str, fuzzy: bool) -> impl Iterator<Item = String> + '_ {
     let whole = std::iter::once(value.trim_end_matches(['^', '=', ' ']).to_string());
     let groups = value
         .split('=')
         .filter(|g| !g.is_empty())
-        .flat_map(|group| {
+        .flat_map(move |group| {
             let g = group.trim_end_matches(['^', ' ']);
             let compact: String = g.replace('^', "");
+            let components = g
+                .split('^')
+                .filter(move |c| fuzzy && !c.trim().is_empty())
+                .map(|c| c.trim().to_string());
             std::iter::once(g.to_string())
                 .chain(std::iter::once(compact))
-                .chain(
-                    g.split('^')
-                        .filter(|c| !c.trim().is_empty())
-                        .map(|c| c.trim().to_string()),
-                )
+                .chain(components)
         });
     whole.chain(groups)
 }
@@ -347,10 +365,25 @@ mod tests {
     use super::*;
     use ValueKind::*;
 
+    const CI: NameRules = NameRules {
+        case_insensitive: true,
+        fuzzy: false,
+    };
+    const FUZZY: NameRules = NameRules {
+        case_insensitive: true,
+        fuzzy: true,
+    };
+
     fn m(kind: ValueKind, query: &str, stored: &str) -> bool {
         Condition::parse(kind, query)
             .unwrap()
-            .matches(kind, stored, true)
+            .matches(kind, stored, CI)
+    }
+
+    fn fuzzy(query: &str, stored: &str) -> bool {
+        Condition::parse(PersonName, query)
+            .unwrap()
+            .matches(PersonName, stored, FUZZY)
     }
 
     #[test]
@@ -374,18 +407,33 @@ mod tests {
     }
 
     #[test]
-    fn person_names_over_groups_and_components() {
+    fn person_names_per_component_group() {
         assert!(m(PersonName, "müller*", "MÜLLER^JÜRGEN"));
         assert!(m(PersonName, "郭*", "郭政達"));
         assert!(m(PersonName, "郭*", "Kuo^Cheng-Ta=郭^政達"));
-        assert!(m(PersonName, "JÜRGEN", "MÜLLER^JÜRGEN"));
+        assert!(m(PersonName, "郭*", "Guo^Zhengda=郭^政達"));
+        assert!(m(PersonName, "郭政達", "Guo^Zhengda=郭^政達"));
+        assert!(m(PersonName, "WIL*", "WILSON^JOHN"));
         assert!(m(PersonName, "doe^john", "DOE^JOHN"));
         assert!(!m(PersonName, "SMITH*", "DOE^JOHN"));
-        assert!(
-            !Condition::parse(PersonName, "doe^john")
-                .unwrap()
-                .matches(PersonName, "DOE^JOHN", false)
-        );
+        // A surname prefix does not find given names (C.2.2.2.4 matches the value).
+        assert!(!m(PersonName, "WIL*", "SMITH^WILLIAM"));
+        assert!(!m(PersonName, "JÜRGEN", "MÜLLER^JÜRGEN"));
+        assert!(!m(PersonName, "政*", "Guo^Zhengda=郭^政達"));
+        assert!(!Condition::parse(PersonName, "doe^john").unwrap().matches(
+            PersonName,
+            "DOE^JOHN",
+            NameRules::default()
+        ));
+    }
+
+    #[test]
+    fn fuzzy_person_names_also_match_single_components() {
+        assert!(fuzzy("WIL*", "SMITH^WILLIAM"));
+        assert!(fuzzy("JÜRGEN", "MÜLLER^JÜRGEN"));
+        assert!(fuzzy("政*", "Guo^Zhengda=郭^政達"));
+        assert!(fuzzy("WIL*", "WILSON^JOHN"));
+        assert!(!fuzzy("SMITH*", "DOE^JOHN"));
     }
 
     #[test]

@@ -1,0 +1,93 @@
+//! C-GET SCP (PS3.4 C.4.3): the sub-operations go on the requesting association itself, to the
+//! requestor in the SCP role it took by role selection; a C-CANCEL (seen by the session while we
+//! wait for each C-STORE-RSP) stops them after the current one.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::association::{Context, Peer, ServerSession, unsupported};
+use super::message::{Command, Response};
+use super::retrieve::{self, Progress};
+use super::session::Exit;
+use super::store_scu::{self, StoreContext, StoreOutcome, StoreRequestInfo};
+
+pub(crate) async fn handle(
+    session: &mut ServerSession,
+    peer: &mut Peer,
+    context_id: u8,
+    context: &Context,
+    command: Command,
+    identifier: Vec<u8>,
+    cancel: CancellationToken,
+) -> Result<(), Exit> {
+    let Some(model) = retrieve::get_model_of(&context.abstract_syntax) else {
+        return session.respond(context_id, &unsupported(&command)).await;
+    };
+    let span = tracing::info_span!("c_get", message_id = command.message_id);
+    let _enter = span.enter();
+    let (items, query) =
+        match retrieve::items_to_retrieve(peer, context, &command, model, &identifier).await {
+            Ok(found) => found,
+            Err(response) => return session.respond(context_id, &response).await,
+        };
+    let mut store_contexts: Vec<StoreContext> = peer
+        .contexts
+        .iter()
+        .filter(|(_, c)| c.requestor_is_scp)
+        .map(|(id, c)| StoreContext {
+            id: *id,
+            abstract_syntax: c.abstract_syntax.clone(),
+            transfer_syntax: c.transfer_syntax.clone(),
+        })
+        .collect();
+    store_contexts.sort_by_key(|c| c.id);
+    tracing::info!(
+        level = query.level.as_str(),
+        instances = items.len(),
+        storage_contexts = store_contexts.len(),
+        "C-GET"
+    );
+    let response_timeout = Duration::from_secs(peer.ctx.config.retrieve.response_timeout_secs);
+    let archive = peer.ctx.archive.clone();
+    let mut progress = Progress::new(items.len());
+    let mut sub_operations = store_scu::SubOperations::new(&archive, &store_contexts, &items);
+    while !cancel.is_cancelled() {
+        let Some(item) = sub_operations.peek() else {
+            break;
+        };
+        peer.sub_message_id = peer.sub_message_id.wrapping_add(1).max(1);
+        let info = StoreRequestInfo {
+            message_id: peer.sub_message_id,
+            priority: command.priority,
+            move_originator: None,
+            response_timeout,
+        };
+        let Some(result) = sub_operations.step(session, info).await else {
+            break;
+        };
+        let (_, outcome) = result?;
+        if let StoreOutcome::Failed(reason) = &outcome {
+            tracing::warn!(sop_instance_uid = %item.sop_instance_uid, %reason, "sub-operation failed");
+        }
+        progress.record(&item.sop_instance_uid, &outcome);
+        if progress.remaining() > 0 && !cancel.is_cancelled() {
+            let pending = Response::for_request(&command, retrieve::PENDING)
+                .with_counts(progress.pending_counts());
+            session.respond(context_id, &pending).await?;
+        }
+    }
+    let cancelled = cancel.is_cancelled();
+    if cancelled {
+        tracing::info!(done = progress.done(), "C-GET cancelled by the peer");
+    }
+    retrieve::respond_final(
+        session,
+        (context_id, context),
+        &command,
+        &progress,
+        cancelled,
+        None,
+    )
+    .await
+}
