@@ -423,7 +423,9 @@ fn mount(state: &Arc<Mutex<State>>, mountpoint: &Path) -> std::io::Result<Backgr
     // No AutoUnmount: its fusermount3 helper would own the unmount, and a power cut must
     // unmount and mount again within this process. The test unmounts lazily if we die.
     config.mount_options = vec![MountOption::FSName("powercut".into())];
-    config.acl = SessionACL::All;
+    // Only the mounting user (the test, and the mifas it starts) uses it: no allow_other,
+    // which a non-root user could only ask for with user_allow_other in /etc/fuse.conf.
+    config.acl = SessionACL::Owner;
     config.n_threads = Some(2);
     fuser::spawn_mount(
         PowercutFs {
