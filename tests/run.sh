@@ -41,10 +41,8 @@ done
 command -v "$PYTHON" >/dev/null || missing+=(python3 python3-venv)
 command -v cc >/dev/null || missing+=(build-essential)
 command -v mount >/dev/null || missing+=(mount)   # the disk-full test mounts a small tmpfs
-# the power-loss test mounts a FUSE filesystem of our own (fuser crate: libfuse3 + pkg-config)
+# the power-loss test mounts a FUSE file system of our own (tests/powercut; fuser without libfuse)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
-dpkg -s libfuse3-dev >/dev/null 2>&1 || missing+=(libfuse3-dev)
-command -v pkg-config >/dev/null || missing+=(pkg-config)
 # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv
 [ -x "$VENV/bin/python" ] || "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
@@ -78,8 +76,8 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
 fi
 "$PY" -c 'import pydicom, pynetdicom, pytest, numpy, pylibjpeg, libjpeg, openjpeg; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__, "pytest", pytest.__version__)'
 
-step "cargo build --release"
-cargo build --release
+step "cargo build --release (the binary, and the examples: tests/powercut's FUSE file system)"
+cargo build --release --bins --examples
 
 status=0
 step "cargo test --release (unit tests)"
