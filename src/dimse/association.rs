@@ -9,6 +9,7 @@ use dicom_ul::association::Association as _;
 use dicom_ul::association::server::AsyncServerAssociation;
 use dicom_ul::pdu::PresentationContextResultReason;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::assembler::Assembler;
@@ -16,6 +17,7 @@ use super::message::{Command, Response, command_field};
 use super::session::{Event, Exit, Session};
 use super::status::Status;
 use super::{DimseContext, c_echo, c_find, c_get, c_move, c_store, negotiation, retrieve};
+use crate::query::Model;
 
 pub(crate) type ServerSession = Session<AsyncServerAssociation<TcpStream>>;
 
@@ -30,6 +32,18 @@ pub(crate) struct Context {
     pub(crate) fuzzy_names: bool,
     /// The requestor took the SCP role for this SOP class (it receives C-GET sub-operations).
     pub(crate) requestor_is_scp: bool,
+}
+
+/// A whole C-FIND, C-MOVE or C-GET request: what its service needs.
+pub(crate) struct QueryRequest {
+    pub(crate) context_id: u8,
+    pub(crate) context: Context,
+    pub(crate) command: Command,
+    /// The information model of the context's SOP class.
+    pub(crate) model: Model,
+    pub(crate) identifier: Vec<u8>,
+    /// Fired by a C-CANCEL of this request's Message ID.
+    pub(crate) cancel: CancellationToken,
 }
 
 /// What the services need to know of the association beyond its session.
@@ -163,61 +177,62 @@ async fn on_command(
         command_field::C_STORE_RQ if command.has_dataset => {
             c_store::handle(session, peer, context_id, &context, command).await
         }
-        command_field::C_FIND_RQ | command_field::C_MOVE_RQ | command_field::C_GET_RQ
-            if command.has_dataset
-                && takes_identifier(command.command_field, &context.abstract_syntax) =>
+        field @ (command_field::C_FIND_RQ | command_field::C_MOVE_RQ | command_field::C_GET_RQ)
+            if command.has_dataset =>
         {
+            let Some(model) = query_model(field, &context.abstract_syntax) else {
+                // A request that does not fit its context's SOP class: read its data set, refuse.
+                skip_dataset(session, idle).await?;
+                return session.respond(context_id, &unsupported(&command)).await;
+            };
             let identifier = session
                 .read_dataset(idle, c_find::MAX_IDENTIFIER_SIZE)
                 .await?;
-            // Registered before the work starts, so an early C-CANCEL is not lost.
-            let cancel = session.watch(command.message_id);
             let message_id = command.message_id;
-            let result = match command.command_field {
-                command_field::C_FIND_RQ => {
-                    c_find::handle(
-                        session, peer, context_id, &context, command, identifier, cancel,
-                    )
-                    .await
-                }
-                command_field::C_MOVE_RQ => {
-                    c_move::handle(
-                        session, peer, context_id, &context, command, identifier, cancel,
-                    )
-                    .await
-                }
-                _ => {
-                    c_get::handle(
-                        session, peer, context_id, &context, command, identifier, cancel,
-                    )
-                    .await
-                }
+            let rq = QueryRequest {
+                context_id,
+                context,
+                command,
+                model,
+                identifier,
+                // Registered before the work starts, so an early C-CANCEL is not lost.
+                cancel: session.watch(message_id),
+            };
+            let result = match field {
+                command_field::C_FIND_RQ => c_find::handle(session, peer, rq).await,
+                command_field::C_MOVE_RQ => c_move::handle(session, peer, rq).await,
+                _ => c_get::handle(session, peer, rq).await,
             };
             session.unwatch(message_id);
             result
         }
         _ if command.has_dataset => {
-            // Read and drop the data set, then refuse.
-            loop {
-                match session.next_event(Some(idle)).await? {
-                    Event::Data { last: true, .. } => break,
-                    Event::Data { .. } => {}
-                    _ => return Err(Exit::Abort("data set expected".into())),
-                }
-            }
+            skip_dataset(session, idle).await?;
             session.respond(context_id, &unsupported(&command)).await
         }
         _ => session.respond(context_id, &unsupported(&command)).await,
     }
 }
 
-/// Whether a C-FIND/C-MOVE/C-GET request fits the SOP class of its presentation context.
-fn takes_identifier(command_field: u16, abstract_syntax: &str) -> bool {
+/// The information model of a C-FIND/C-MOVE/C-GET request, if it fits the SOP class of its
+/// presentation context.
+fn query_model(command_field: u16, abstract_syntax: &str) -> Option<Model> {
     match command_field {
-        command_field::C_FIND_RQ => c_find::model_of(abstract_syntax).is_some(),
-        command_field::C_MOVE_RQ => retrieve::move_model_of(abstract_syntax).is_some(),
-        command_field::C_GET_RQ => retrieve::get_model_of(abstract_syntax).is_some(),
-        _ => false,
+        command_field::C_FIND_RQ => c_find::model_of(abstract_syntax),
+        command_field::C_MOVE_RQ => retrieve::move_model_of(abstract_syntax),
+        command_field::C_GET_RQ => retrieve::get_model_of(abstract_syntax),
+        _ => None,
+    }
+}
+
+/// Read and drop the data set of a request that is refused.
+async fn skip_dataset(session: &mut ServerSession, idle: std::time::Duration) -> Result<(), Exit> {
+    loop {
+        match session.next_event(Some(idle)).await? {
+            Event::Data { last: true, .. } => return Ok(()),
+            Event::Data { .. } => {}
+            _ => return Err(Exit::Abort("data set expected".into())),
+        }
     }
 }
 

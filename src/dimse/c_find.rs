@@ -8,10 +8,8 @@ use dicom_encoding::text::SpecificCharacterSet;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use tokio_util::sync::CancellationToken;
-
-use super::association::{Context, Peer, ServerSession, unsupported};
-use super::message::{Command, Response};
+use super::association::{Peer, QueryRequest, ServerSession};
+use super::message::Response;
 use super::session::Exit;
 use super::status::Status;
 use crate::query::charset::CodeExtensions;
@@ -192,20 +190,21 @@ pub fn fill_service_keys(identifier: &mut InMemDicomObject, asked: &InMemDicomOb
 pub(crate) async fn handle(
     session: &mut ServerSession,
     peer: &Peer,
-    context_id: u8,
-    context: &Context,
-    command: Command,
-    identifier_bytes: Vec<u8>,
-    cancel: CancellationToken,
+    rq: QueryRequest,
 ) -> Result<(), Exit> {
+    let QueryRequest {
+        context_id,
+        context,
+        command,
+        model,
+        identifier: identifier_bytes,
+        cancel,
+    } = rq;
     let span = tracing::info_span!("c_find", message_id = command.message_id);
     let config = &peer.ctx.config;
     let fail = |status: Status, comment: String| {
         tracing::warn!(parent: &span, %status, reason = %comment, "C-FIND refused");
         Response::for_request(&command, status).with_comment(comment)
-    };
-    let Some(model) = model_of(&context.abstract_syntax) else {
-        return session.respond(context_id, &unsupported(&command)).await;
     };
     if command.affected_sop_class_uid != context.abstract_syntax {
         let r = fail(

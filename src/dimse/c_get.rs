@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
-use super::association::{Context, Peer, ServerSession, unsupported};
-use super::message::{Command, Response};
+use super::association::{Peer, QueryRequest, ServerSession};
+use super::message::Response;
 use super::retrieve::{self, Progress};
 use super::session::Exit;
 use super::store_scu::{self, StoreContext, StoreOutcome, StoreRequestInfo};
@@ -15,22 +13,21 @@ use super::store_scu::{self, StoreContext, StoreOutcome, StoreRequestInfo};
 pub(crate) async fn handle(
     session: &mut ServerSession,
     peer: &mut Peer,
-    context_id: u8,
-    context: &Context,
-    command: Command,
-    identifier: Vec<u8>,
-    cancel: CancellationToken,
+    rq: QueryRequest,
 ) -> Result<(), Exit> {
-    let Some(model) = retrieve::get_model_of(&context.abstract_syntax) else {
-        return session.respond(context_id, &unsupported(&command)).await;
-    };
-    let span = tracing::info_span!("c_get", message_id = command.message_id);
+    let span = tracing::info_span!("c_get", message_id = rq.command.message_id);
     let _enter = span.enter();
-    let (items, query) =
-        match retrieve::items_to_retrieve(peer, context, &command, model, &identifier).await {
-            Ok(found) => found,
-            Err(response) => return session.respond(context_id, &response).await,
-        };
+    let Some((items, query)) = retrieve::selected(session, peer, &rq).await? else {
+        return Ok(());
+    };
+    let QueryRequest {
+        context_id,
+        context,
+        command,
+        cancel,
+        ..
+    } = &rq;
+    let context_id = *context_id;
     let mut store_contexts: Vec<StoreContext> = peer
         .contexts
         .iter()
@@ -72,7 +69,7 @@ pub(crate) async fn handle(
         }
         progress.record(&item.sop_instance_uid, &outcome);
         if progress.remaining() > 0 && !cancel.is_cancelled() {
-            let pending = Response::for_request(&command, retrieve::PENDING)
+            let pending = Response::for_request(command, retrieve::PENDING)
                 .with_counts(progress.pending_counts());
             session.respond(context_id, &pending).await?;
         }
@@ -84,7 +81,7 @@ pub(crate) async fn handle(
     retrieve::respond_final(
         session,
         (context_id, context),
-        &command,
+        command,
         &progress,
         cancelled,
         None,

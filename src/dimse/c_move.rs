@@ -10,8 +10,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::association::{Context, Peer, ServerSession, unsupported};
-use super::message::{Command, Response};
+use super::association::{Peer, QueryRequest, ServerSession};
+use super::message::Response;
 use super::retrieve::{self, Progress};
 use super::session::Exit;
 use super::store_scu::{self, StoreOutcome, StoreRequestInfo};
@@ -53,22 +53,21 @@ pub struct MoveJob {
 pub(crate) async fn handle(
     session: &mut ServerSession,
     peer: &Peer,
-    context_id: u8,
-    context: &Context,
-    command: Command,
-    identifier: Vec<u8>,
-    cancel: CancellationToken,
+    rq: QueryRequest,
 ) -> Result<(), Exit> {
-    let Some(model) = retrieve::move_model_of(&context.abstract_syntax) else {
-        return session.respond(context_id, &unsupported(&command)).await;
-    };
-    let span = tracing::info_span!("c_move", message_id = command.message_id, destination = %command.move_destination);
+    let span = tracing::info_span!("c_move", message_id = rq.command.message_id, destination = %rq.command.move_destination);
     async {
-        let (items, query) =
-            match retrieve::items_to_retrieve(peer, context, &command, model, &identifier).await {
-                Ok(found) => found,
-                Err(response) => return session.respond(context_id, &response).await,
-            };
+        let Some((items, query)) = retrieve::selected(session, peer, &rq).await? else {
+            return Ok(());
+        };
+        let QueryRequest {
+            context_id,
+            context,
+            command,
+            cancel,
+            ..
+        } = &rq;
+        let (context_id, context) = (*context_id, context);
         let config = &peer.ctx.config;
         let destination = match config.remote_ae(&command.move_destination) {
             Some(remote) if remote.move_destination => remote.clone(),
@@ -79,7 +78,7 @@ pub(crate) async fn handle(
                     format!("unknown move destination {:?}", command.move_destination)
                 };
                 tracing::warn!(reason = %comment, "C-MOVE refused");
-                let response = Response::for_request(&command, retrieve::MOVE_DESTINATION_UNKNOWN)
+                let response = Response::for_request(command, retrieve::MOVE_DESTINATION_UNKNOWN)
                     .with_comment(comment);
                 return session.respond(context_id, &response).await;
             }
@@ -96,7 +95,7 @@ pub(crate) async fn handle(
             return retrieve::respond_final(
                 session,
                 (context_id, context),
-                &command,
+                command,
                 &progress,
                 false,
                 None,
@@ -133,7 +132,7 @@ pub(crate) async fn handle(
                 // Cancelled: the task stops after its current store; collect what it reports.
                 events.recv().await
             } else {
-                match session.until(&cancel, events.recv()).await? {
+                match session.until(cancel, events.recv()).await? {
                     Some(event) => event,
                     None => {
                         tracing::info!(done = progress.done(), "C-MOVE cancelled by the peer");
@@ -151,7 +150,7 @@ pub(crate) async fn handle(
                     }
                     next = index + 1;
                     if progress.remaining() > 0 && !cancelled {
-                        let pending = Response::for_request(&command, retrieve::PENDING)
+                        let pending = Response::for_request(command, retrieve::PENDING)
                             .with_counts(progress.pending_counts());
                         session.respond(context_id, &pending).await?;
                     }
@@ -171,7 +170,7 @@ pub(crate) async fn handle(
         retrieve::respond_final(
             session,
             (context_id, context),
-            &command,
+            command,
             &progress,
             cancelled,
             link_error,

@@ -5,7 +5,7 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 
-use super::association::{Context, Peer, ServerSession};
+use super::association::{Context, Peer, QueryRequest, ServerSession};
 use super::message::{Command, Response, SubOperationCounts};
 use super::session::Exit;
 use super::status::Status;
@@ -96,9 +96,24 @@ pub fn parse_identifier(
     }
 }
 
+/// The instances a C-MOVE/C-GET selects, or `None` once the refusal has been answered.
+pub(crate) async fn selected(
+    session: &mut ServerSession,
+    peer: &Peer,
+    rq: &QueryRequest,
+) -> Result<Option<(Vec<RetrieveItem>, Query)>, Exit> {
+    match items_to_retrieve(peer, &rq.context, &rq.command, rq.model, &rq.identifier).await {
+        Ok(found) => Ok(Some(found)),
+        Err(response) => session
+            .respond(rq.context_id, &response)
+            .await
+            .map(|()| None),
+    }
+}
+
 /// What C-MOVE and C-GET check first: SOP class, identifier (through the shared query engine),
 /// then the instances it selects. `Err` is the response that ends the request.
-pub(crate) async fn items_to_retrieve(
+async fn items_to_retrieve(
     peer: &Peer,
     context: &Context,
     command: &Command,
