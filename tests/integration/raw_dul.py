@@ -289,6 +289,15 @@ def parse_ac(body: bytes) -> AssociateAC:
     return ac
 
 
+def iter_pdvs(body: bytes):
+    """The PDVs of one P-DATA-TF body: (message control header, fragment) each (PS3.8 9.3.5.1)."""
+    off = 0
+    while off < len(body):
+        ilen = struct.unpack_from(">I", body, off)[0]
+        yield body[off + 5], body[off + 6: off + 4 + ilen]
+        off += 4 + ilen
+
+
 class RawAssociation:
     """One TCP connection speaking hand-made PDUs."""
 
@@ -436,12 +445,7 @@ class RawAssociation:
             pdu = self.recv_pdu(timeout=timeout)
             if pdu.type != P_DATA_TF:
                 raise UnexpectedPDU(pdu)
-            off = 0
-            while off < len(pdu.body):
-                ilen = struct.unpack_from(">I", pdu.body, off)[0]
-                mch = pdu.body[off + 5]
-                frag = pdu.body[off + 6 : off + 4 + ilen]
-                off += 4 + ilen
+            for mch, frag in iter_pdvs(pdu.body):
                 if not mch & 0x01:
                     raise AssertionError("server sent a data PDV in a response without data set")
                 buf += frag
@@ -456,12 +460,7 @@ class RawAssociation:
             pdu = self.recv_pdu(timeout=timeout)
             if pdu.type != P_DATA_TF:
                 raise UnexpectedPDU(pdu)
-            off = 0
-            while off < len(pdu.body):
-                ilen = struct.unpack_from(">I", pdu.body, off)[0]
-                mch = pdu.body[off + 5]
-                frag = pdu.body[off + 6: off + 4 + ilen]
-                off += 4 + ilen
+            for mch, frag in iter_pdvs(pdu.body):
                 if mch & 0x01:
                     cmd += frag
                     if mch & 0x02:

@@ -503,12 +503,7 @@ def test_pdv_fragments_even(archive, ts):
         while final is None:
             pdu = a.recv_pdu()
             assert pdu.type == R.P_DATA_TF, f"unexpected PDU {pdu.describe()}"
-            off = 0
-            while off < len(pdu.body):
-                ilen = struct.unpack_from(">I", pdu.body, off)[0]
-                mch = pdu.body[off + 5]
-                frag = pdu.body[off + 6: off + 4 + ilen]
-                off += 4 + ilen
+            for mch, frag in R.iter_pdvs(pdu.body):
                 pdvs += 1
                 if len(frag) % 2:
                     odd.append(("command" if mch & 1 else "data", len(frag)))
