@@ -25,6 +25,10 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         .local_addr()
         .map_err(|e| CliError::Other(format!("cannot read the listening address: {e}")))?;
     tracing::info!(addr = %local, aet = %config.dicom.aet, data_dir = %config.storage.data_dir.display(), "MIFAS listening");
+    // Handlers installed before READY: a SIGTERM right after it must stop us cleanly, not kill us.
+    let shutdown = CancellationToken::new();
+    let signals = Signals::install()?;
+    tokio::spawn(signals.watch(shutdown.clone()));
     // The READY line is the readiness signal scripts and tests wait for.
     {
         let mut out = std::io::stdout().lock();
@@ -44,8 +48,6 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
             tracing::error!(error = %e, "object check failed");
         }
     });
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signal_watch(shutdown.clone()));
     let ctx = DimseContext::new(archive.clone(), Arc::new(config));
     dimse::serve(listener, ctx, shutdown).await;
     archive
@@ -56,18 +58,30 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn signal_watch(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+/// SIGTERM and SIGINT, caught from the moment `install` returns.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, CliError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind| {
+            signal(kind)
+                .map_err(|e| CliError::Other(format!("cannot install signal handlers: {e}")))
+        };
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+        })
     }
-    shutdown.cancel();
+
+    async fn watch(mut self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = self.int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+        shutdown.cancel();
+    }
 }
