@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::association::{Peer, QueryRequest, ServerSession};
 use super::message::Response;
 use super::retrieve::{self, Progress};
@@ -16,8 +18,16 @@ pub(crate) async fn handle(
     rq: QueryRequest,
 ) -> Result<(), Exit> {
     let span = tracing::info_span!("c_get", message_id = rq.command.message_id);
-    let _enter = span.enter();
-    let Some((items, query)) = retrieve::selected(session, peer, &rq).await? else {
+    serve(session, peer, &rq).instrument(span).await
+}
+
+/// The C-GET itself, inside its span (a span entered across `.await` would tag other tasks).
+async fn serve(
+    session: &mut ServerSession,
+    peer: &mut Peer,
+    rq: &QueryRequest,
+) -> Result<(), Exit> {
+    let Some((items, query)) = retrieve::selected(session, peer, rq).await? else {
         return Ok(());
     };
     let QueryRequest {
@@ -26,7 +36,7 @@ pub(crate) async fn handle(
         command,
         cancel,
         ..
-    } = &rq;
+    } = rq;
     let context_id = *context_id;
     let mut store_contexts: Vec<StoreContext> = peer
         .contexts

@@ -67,7 +67,7 @@ pub(crate) async fn handle(
             cancel,
             ..
         } = &rq;
-        let (context_id, context) = (*context_id, context);
+        let context_id = *context_id;
         let config = &peer.ctx.config;
         let destination = match config.remote_ae(&command.move_destination) {
             Some(remote) if remote.move_destination => remote.clone(),

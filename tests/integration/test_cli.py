@@ -247,7 +247,8 @@ def test_embedded_defaults(mifas, tmp_path):
         try:
             probe.bind(("0.0.0.0", 11112))
         except OSError:
-            pytest.skip("port 11112 is in use on this machine")
+            pytest.fail("port 11112 (the default DICOM port this test checks) is in use on this "
+                        "machine: stop whatever listens there and run again")
     s = mifas(start=False)
     s.argv_override = ["serve"]
     s.data_dir = s.workdir / "mifas-data"
