@@ -134,6 +134,19 @@ def _uid(tag: str, *parts) -> str:
     return generate_uid(ROOT, [tag, *map(str, parts)])
 
 
+def st(i: int) -> str:
+    """Study Instance UID of study `i` of the C-FIND corpus (tag "find")."""
+    return _uid("find", "st", i)
+
+
+def se(i: int, j: int) -> str:
+    return _uid("find", "se", i, j)
+
+
+def sop(i: int, j: int, k: int) -> str:
+    return _uid("find", "i", i, j, k)
+
+
 def _instance(tag: str, sti: int, st: StudySpec, sei: int, se: SeriesSpec, i: int) -> Dataset:
     cs, name, sex, birth, extra = PATIENTS[st.patient]
     ds = Dataset()

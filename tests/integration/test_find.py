@@ -16,16 +16,7 @@ from find_clients import findscu, identifier, pyn_find
 from find_oracle import PATIENT_ROOT as PR, STUDY_ROOT as SR
 
 
-def st(i):
-    return C._uid("find", "st", i)
-
-
-def se(i, j):
-    return C._uid("find", "se", i, j)
-
-
-def sop(i, j, k):
-    return C._uid("find", "i", i, j, k)
+st, se, sop = C.st, C.se, C.sop  # the corpus' UIDs, from find_corpus
 
 
 CT, MR, US = C.SOP["CT"], C.SOP["MR"], C.SOP["US"]

@@ -38,16 +38,7 @@ from find_oracle import PATIENT_ROOT as PR, STUDY_ROOT as SR
 from retrieve_peers import Orthanc
 
 
-def st(i):
-    return C._uid("find", "st", i)
-
-
-def se(i, j):
-    return C._uid("find", "se", i, j)
-
-
-def sop(i, j, k):
-    return C._uid("find", "i", i, j, k)
+st, se, sop = C.st, C.se, C.sop  # the corpus' UIDs, from find_corpus
 
 
 # returned keys compared per level (PatientName: single-group names only, see above)
