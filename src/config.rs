@@ -126,6 +126,88 @@ pub struct StorageConfig {
     pub max_object_bytes: u64,
     pub duplicate_policy: DuplicatePolicy,
     pub group_commit_max: usize,
+    /// How many sites must hold an object durably before it is acknowledged.
+    pub ack: AckPolicy,
+    /// Replicated storage sites; empty = the embedded local store under `data_dir/objects`.
+    pub sites: Vec<SiteConfig>,
+    /// Seconds between background repair passes in `serve` (0 = never).
+    pub repair_interval_secs: u64,
+    /// Fraction (0.0..=1.0) of the placements whose SHA-256 a repair pass re-reads and checks;
+    /// every placement's size is always checked.
+    pub repair_sha256_sample: f64,
+}
+
+/// `[storage] ack`: "1", "quorum" (a majority of the sites) or "all".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AckPolicy {
+    #[serde(rename = "1")]
+    One,
+    #[serde(rename = "quorum")]
+    Quorum,
+    #[serde(rename = "all")]
+    All,
+}
+
+impl AckPolicy {
+    /// Sites that must hold an object before it is acknowledged, out of `sites`.
+    pub fn required(self, sites: usize) -> usize {
+        match self {
+            AckPolicy::One => 1.min(sites),
+            AckPolicy::Quorum => sites / 2 + 1,
+            AckPolicy::All => sites,
+        }
+    }
+}
+
+/// One `[[storage.sites]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Short name shown in logs, metrics and the portal; letters, digits, '-' and '_'.
+    pub name: String,
+    /// `hdfs://host:port`, `hdfs://nameservice` (with `namenodes`), or `file:///dir`.
+    pub url: String,
+    /// For an HA nameservice: its namenodes' RPC addresses, `host:port`.
+    #[serde(default)]
+    pub namenodes: Vec<String>,
+    /// HDFS replication factor of the files we write (0 = the cluster's default).
+    #[serde(default)]
+    pub replication: u32,
+    /// HDFS block size of the files we write, in MiB (0 = the cluster's default).
+    #[serde(default)]
+    pub block_size_mb: u64,
+    /// Directory on the site under which MIFAS keeps its files.
+    #[serde(default = "default_site_root")]
+    pub root: String,
+    /// HDFS user name (default: the user running MIFAS).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A pack file is sealed and a new one started past this size, in MiB.
+    #[serde(default = "default_pack_max_mb")]
+    pub pack_max_mb: u64,
+    /// Seconds one call to the site may take before the site counts as failing.
+    #[serde(default = "default_site_timeout")]
+    pub timeout_secs: u64,
+    /// Namenode failover attempts of the HDFS client per call (hdfs-native's default, 15,
+    /// takes minutes to give up on a dead namenode).
+    #[serde(default = "default_failover_attempts")]
+    pub failover_attempts: u32,
+    /// Extra Hadoop client settings for this site only (e.g. "dfs.client.use.datanode.hostname").
+    #[serde(default)]
+    pub hadoop: std::collections::BTreeMap<String, String>,
+}
+
+fn default_site_root() -> String {
+    "/mifas".into()
+}
+fn default_pack_max_mb() -> u64 {
+    1024
+}
+fn default_site_timeout() -> u64 {
+    30
+}
+fn default_failover_attempts() -> u32 {
+    2
 }
 
 /// What to do when a SOP Instance UID that is already stored arrives again.
@@ -180,6 +262,10 @@ impl Default for StorageConfig {
             max_object_bytes: 0,
             duplicate_policy: DuplicatePolicy::Ignore,
             group_commit_max: 128,
+            ack: AckPolicy::Quorum,
+            sites: Vec::new(),
+            repair_interval_secs: 3600,
+            repair_sha256_sample: 0.01,
         }
     }
 }
@@ -337,6 +423,39 @@ impl Config {
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return invalid("storage.data_dir", "must not be empty");
+        }
+        if !(0.0..=1.0).contains(&self.storage.repair_sha256_sample) {
+            return invalid("storage.repair_sha256_sample", "must be between 0.0 and 1.0");
+        }
+        for (i, site) in self.storage.sites.iter().enumerate() {
+            let key = |k: &str| format!("storage.sites[{i}].{k}");
+            let name_ok = !site.name.is_empty()
+                && site.name.len() <= 32
+                && site
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok {
+                return invalid(
+                    &key("name"),
+                    "must be 1-32 letters, digits, '-' or '_'",
+                );
+            }
+            if self.storage.sites[..i].iter().any(|s| s.name == site.name) {
+                return invalid(&key("name"), "the same site name is listed twice");
+            }
+            if let Err(message) = crate::storage::SiteUrl::parse(&site.url, &site.namenodes) {
+                return invalid(&key("url"), &message);
+            }
+            if site.timeout_secs == 0 {
+                return invalid(&key("timeout_secs"), "must be at least 1");
+            }
+            if site.pack_max_mb == 0 {
+                return invalid(&key("pack_max_mb"), "must be at least 1");
+            }
+            if !site.root.starts_with('/') || site.root.contains("..") {
+                return invalid(&key("root"), "must be an absolute path without '..'");
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid(

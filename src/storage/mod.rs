@@ -2,8 +2,12 @@
 //! Local disk is the embedded default; HDFS sites and replication arrive later behind the same trait.
 
 mod local;
+mod packfs;
+mod site;
 
 pub use local::{LocalStore, fsync_dir};
+pub use packfs::{FsEntry, PackFs, PackReader, PackWriter};
+pub use site::{ListPage, ListedObject, Locator, PutSource, Site, SiteUrl};
 
 use std::path::Path;
 
@@ -25,6 +29,18 @@ pub enum StorageError {
     NotFound(String),
     #[error("background task failed: {0}")]
     Task(String),
+    /// The site cannot be reached or did not answer in time (namenode down, timeout, refused
+    /// connection): the caller tries another site or queues the work.
+    #[error("site {site} unavailable: {reason}")]
+    Unavailable { site: String, reason: String },
+    /// The site answered, but with bytes that are not what we stored (short read, bad pack
+    /// record, checksum mismatch).
+    #[error("site {site}: corrupt object {locator}: {reason}")]
+    Corrupt {
+        site: String,
+        locator: String,
+        reason: String,
+    },
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
