@@ -1,11 +1,15 @@
 //! Object stores. The archive puts spooled objects in, reads them (whole or by range) back out.
 //! Local disk is the embedded default; HDFS sites and replication arrive later behind the same trait.
 
+mod hdfs;
 mod local;
+mod localfs;
 mod packfs;
 mod site;
 
+pub use hdfs::{HdfsFs, checks as hdfs_checks};
 pub use local::{LocalStore, fsync_dir};
+pub use localfs::LocalFs;
 pub use packfs::{FsEntry, PackFs, PackReader, PackWriter};
 pub use site::{ListPage, ListedObject, Locator, PutSource, Site, SiteUrl};
 
