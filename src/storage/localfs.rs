@@ -332,13 +332,11 @@ impl PackReader for LocalReader {
         match read {
             Ok(buf) => Ok(Bytes::from(buf)),
             // shorter than when opened: someone truncated a pack
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Err(StorageError::Corrupt {
-                    site: self.site.clone(),
-                    locator: format!("{}@{offset}+{want}", self.key),
-                    reason: "file shorter than when opened".into(),
-                })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(StorageError::Corrupt {
+                site: self.site.clone(),
+                locator: format!("{}@{offset}+{want}", self.key),
+                reason: "file shorter than when opened".into(),
+            }),
             Err(e) => Err(StorageError::io("read", &self.key, e)),
         }
     }

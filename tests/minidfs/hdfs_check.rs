@@ -83,12 +83,21 @@ async fn main() -> ExitCode {
             report($name, &$e, &mut failed)
         };
     }
-    check!("read_while_open", hdfs_checks::check_read_while_open(&fs, &dir).await);
-    check!("create_exists", hdfs_checks::check_create_exists(&fs, &dir).await);
+    check!(
+        "read_while_open",
+        hdfs_checks::check_read_while_open(&fs, &dir).await
+    );
+    check!(
+        "create_exists",
+        hdfs_checks::check_create_exists(&fs, &dir).await
+    );
     check!("rename", hdfs_checks::check_rename(&fs, &dir).await);
     check!("list", hdfs_checks::check_list(&fs, &dir).await);
     check!("delete", hdfs_checks::check_delete(&fs, &dir).await);
-    check!("read_clamped", hdfs_checks::check_read_clamped(&fs, &dir).await);
+    check!(
+        "read_clamped",
+        hdfs_checks::check_read_clamped(&fs, &dir).await
+    );
     check!("recover", hdfs_checks::check_recover(&fs, &dir).await);
     check!(
         "dead_addresses",

@@ -1,27 +1,27 @@
 //! [`PackFs`] on one HDFS cluster, through hdfs-native: one [`Client`] per site, configured from
 //! the site's own `[[storage.sites]]` entry only, every call bounded by the site's timeout.
 
+mod ctx;
+mod io;
+mod tail;
+
+/// Checks against a live cluster (the integration harness and `examples/hdfs_check` call them).
+pub mod checks;
+
 use std::collections::HashMap;
-use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use hdfs_native::file::{FileReader, FileWriter};
-use hdfs_native::{Client, ClientBuilder, HdfsError, WriteOptions};
+use hdfs_native::{Client, ClientBuilder, WriteOptions};
 
 use super::packfs::{FsEntry, PackFs, PackReader, PackWriter};
 use super::site::SiteUrl;
 use super::{Result, StorageError};
 use crate::config::SiteConfig;
-
-/// Java exception classes the namenode answers with that we tell apart.
-const FILE_NOT_FOUND: &str = "java.io.FileNotFoundException";
-const STANDBY: &str = "org.apache.hadoop.ipc.StandbyException";
-const QUOTA_EXCEEDED: &[&str] = &[
-    "org.apache.hadoop.hdfs.protocol.DSQuotaExceededException",
-    "org.apache.hadoop.hdfs.protocol.NSQuotaExceededException",
-];
+use ctx::Ctx;
+use io::{HdfsReader, HdfsWriter};
+use tail::Tails;
 
 /// hdfs-native reads `core-site.xml`/`hdfs-site.xml` from `HADOOP_CONF_DIR` (or
 /// `$HADOOP_HOME/etc/hadoop`) unless a config directory is given, and then only the files that
@@ -29,16 +29,14 @@ const QUOTA_EXCEEDED: &[&str] = &[
 /// global Hadoop configuration leaks into a site: each site is exactly its TOML entry.
 const NO_CONF_DIR: &str = "/dev/null";
 
-/// Checks against a live cluster (the integration harness and `examples/hdfs_check` call them).
-#[path = "hdfs_tests.rs"]
-pub mod checks;
-
 /// One HDFS cluster (a single namenode or an HA nameservice).
 pub struct HdfsFs {
     site: String,
     client: Client,
     timeout: Duration,
     write_options: WriteOptions,
+    /// The files this process is writing, for readers of their synced but unreadable tail.
+    tails: Arc<Tails>,
 }
 
 impl std::fmt::Debug for HdfsFs {
@@ -136,9 +134,7 @@ impl HdfsFs {
             builder = builder.with_user(user.clone());
         }
         let client = builder.build().map_err(|e| invalid(e.to_string()))?;
-        let mut write_options = WriteOptions::default()
-            .overwrite(false)
-            .create_parent(true);
+        let mut write_options = WriteOptions::default().overwrite(false).create_parent(true);
         if site.replication > 0 {
             write_options = write_options.replication(site.replication);
         }
@@ -150,6 +146,7 @@ impl HdfsFs {
             client,
             timeout: Duration::from_secs(site.timeout_secs.max(1)),
             write_options,
+            tails: Arc::default(),
         })
     }
 
@@ -167,86 +164,6 @@ impl HdfsFs {
     }
 }
 
-/// What a call is about, to bound it and to name it in errors.
-#[derive(Clone)]
-struct Ctx {
-    site: String,
-    timeout: Duration,
-    op: &'static str,
-    path: String,
-}
-
-impl Ctx {
-    async fn run<T>(&self, fut: impl Future<Output = hdfs_native::Result<T>>) -> Result<T> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map_err(|e| self.error(e)),
-            Err(_) => Err(self.unavailable(format!(
-                "{} {}: no answer within {} s",
-                self.op,
-                self.path,
-                self.timeout.as_secs()
-            ))),
-        }
-    }
-
-    fn unavailable(&self, reason: String) -> StorageError {
-        StorageError::Unavailable {
-            site: self.site.clone(),
-            reason,
-        }
-    }
-
-    fn io(&self, kind: std::io::ErrorKind, e: HdfsError) -> StorageError {
-        StorageError::io(self.op, &self.path, std::io::Error::new(kind, e))
-    }
-
-    /// Sort hdfs-native's errors into ours: what says "the site is not there / not working"
-    /// becomes Unavailable (the caller goes elsewhere or retries later), what says "the bytes
-    /// are bad" Corrupt, a missing file NotFound, the rest Io.
-    fn error(&self, e: HdfsError) -> StorageError {
-        use std::io::ErrorKind as K;
-        match e {
-            HdfsError::FileNotFound(_) => StorageError::NotFound(self.path.clone()),
-            HdfsError::RPCError(ref class, _) if class == FILE_NOT_FOUND => {
-                StorageError::NotFound(self.path.clone())
-            }
-            HdfsError::AlreadyExists(_) => self.io(K::AlreadyExists, e),
-            HdfsError::RPCError(ref class, _) if QUOTA_EXCEEDED.contains(&class.as_str()) => {
-                self.io(K::QuotaExceeded, e)
-            }
-            // Failovers exhausted on standby namenodes: no active namenode.
-            HdfsError::RPCError(ref class, _) | HdfsError::FatalRPCError(ref class, _)
-                if class == STANDBY =>
-            {
-                self.unavailable(format!("{} {}: {e}", self.op, self.path))
-            }
-            // "could only be written to 0 of the 1 minReplication nodes": no datanode takes
-            // the block (all dead or full) — the site cannot store now.
-            HdfsError::RPCError(_, ref msg) if msg.contains("could only be written to") => {
-                self.unavailable(format!("{} {}: {e}", self.op, self.path))
-            }
-            HdfsError::ChecksumError => StorageError::Corrupt {
-                site: self.site.clone(),
-                locator: self.path.clone(),
-                reason: e.to_string(),
-            },
-            // Connection-level trouble with the namenode or every datanode of a block.
-            HdfsError::IOError(_)
-            | HdfsError::DataTransferError(_)
-            | HdfsError::BlocksNotFound(_)
-            | HdfsError::FatalRPCError(..)
-            | HdfsError::InvalidRPCResponse(_) => {
-                self.unavailable(format!("{} {}: {e}", self.op, self.path))
-            }
-            HdfsError::InvalidPath(_) | HdfsError::InvalidArgument(_) => {
-                self.io(K::InvalidInput, e)
-            }
-            HdfsError::IsADirectoryError(_) => self.io(K::IsADirectory, e),
-            other => self.io(K::Other, other),
-        }
-    }
-}
-
 #[async_trait]
 impl PackFs for HdfsFs {
     async fn create(&self, path: &str) -> Result<Box<dyn PackWriter>> {
@@ -254,23 +171,39 @@ impl PackFs for HdfsFs {
         let writer = ctx
             .run(self.client.create(path, &self.write_options))
             .await?;
-        Ok(Box::new(HdfsWriter {
+        // The block size decides which bytes readers cannot get from HDFS yet (see tail.rs);
+        // the cluster's default when the site does not set one. Unknown: keep every byte.
+        let block_size = match self.write_options.block_size {
+            Some(b) => b,
+            None => match ctx.run(self.client.get_file_info(path)).await {
+                Ok(status) => status.blocksize.unwrap_or(0),
+                Err(e) => {
+                    let mut w = writer;
+                    let _ = tokio::time::timeout(self.timeout, w.close()).await;
+                    return Err(e);
+                }
+            },
+        };
+        let tail = self.tails.register(path, block_size);
+        Ok(Box::new(HdfsWriter::new(
             ctx,
             writer,
-            written: 0,
-            synced: 0,
-            failed: false,
-        }))
+            Arc::clone(&self.tails),
+            tail,
+        )))
     }
 
     async fn open(&self, path: &str) -> Result<Box<dyn PackReader>> {
         let ctx = self.ctx("open", path);
+        // tail first: bytes it marks synced were synced before the reader's length is taken
+        let tail = self.tails.get(path);
         let reader = ctx.run(self.client.read(path)).await?;
-        Ok(Box::new(HdfsReader {
-            len: reader.file_length() as u64,
+        Ok(Box::new(HdfsReader::new(
+            self.ctx("read", path),
+            self.client.clone(),
             reader,
-            ctx: self.ctx("read", path),
-        }))
+            tail,
+        )))
     }
 
     async fn len(&self, path: &str) -> Result<u64> {
@@ -347,121 +280,5 @@ impl PackFs for HdfsFs {
             .run(self.client.get_file_info("/"))
             .await
             .map(|_| ())
-    }
-}
-
-/// An open HDFS file being appended to.
-struct HdfsWriter {
-    ctx: Ctx,
-    writer: FileWriter,
-    written: u64,
-    synced: u64,
-    /// A call failed or timed out part-way: the writer's pipeline state is unknown, so nothing
-    /// more goes through it (the caller starts a new file).
-    failed: bool,
-}
-
-impl HdfsWriter {
-    fn check(&self) -> Result<()> {
-        if self.failed {
-            return Err(self.ctx.unavailable(format!(
-                "{}: an earlier write to this file failed",
-                self.ctx.path
-            )));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl PackWriter for HdfsWriter {
-    async fn write(&mut self, bytes: Bytes) -> Result<()> {
-        self.check()?;
-        let n = bytes.len() as u64;
-        let ctx = Ctx {
-            op: "write",
-            ..self.ctx.clone()
-        };
-        match ctx.run(self.writer.write_bytes(bytes)).await {
-            Ok(_) => {
-                self.written += n;
-                Ok(())
-            }
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
-        }
-    }
-
-    async fn sync(&mut self) -> Result<()> {
-        self.check()?;
-        let ctx = Ctx {
-            op: "hsync",
-            ..self.ctx.clone()
-        };
-        match ctx.run(self.writer.hsync()).await {
-            Ok(()) => {
-                self.synced = self.written;
-                Ok(())
-            }
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
-        }
-    }
-
-    async fn close(mut self: Box<Self>) -> Result<()> {
-        self.check()?;
-        // close() completes the file but the datanodes do not fsync on it (synconclose is
-        // off by default): hsync first so "closed" implies "durable".
-        if self.synced < self.written {
-            self.sync().await?;
-        }
-        let ctx = Ctx {
-            op: "close",
-            ..self.ctx.clone()
-        };
-        ctx.run(self.writer.close()).await
-    }
-
-    fn written(&self) -> u64 {
-        self.written
-    }
-}
-
-/// Positional reads of an HDFS file, up to its length when opened.
-struct HdfsReader {
-    ctx: Ctx,
-    reader: FileReader,
-    len: u64,
-}
-
-#[async_trait]
-impl PackReader for HdfsReader {
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    async fn read_at(&self, offset: u64, len: u64) -> Result<Bytes> {
-        // hdfs-native panics on a range past the end: clamp here.
-        let end = offset.saturating_add(len).min(self.len);
-        if offset >= end {
-            return Ok(Bytes::new());
-        }
-        let want = (end - offset) as usize;
-        let bytes = self
-            .ctx
-            .run(self.reader.read_range(offset as usize, want))
-            .await?;
-        if bytes.len() != want {
-            return Err(StorageError::Corrupt {
-                site: self.ctx.site.clone(),
-                locator: format!("{}@{offset}+{want}", self.ctx.path),
-                reason: format!("short read: {} of {want} bytes", bytes.len()),
-            });
-        }
-        Ok(bytes)
     }
 }

@@ -90,10 +90,15 @@ pub async fn check_read_while_open(fs: &HdfsFs, dir: &str) -> CheckResult {
         "range across the hsync boundary differs".into()
     })?;
 
-    ensure(w.written() == all.len() as u64, || "written() is off".into())?;
+    ensure(w.written() == all.len() as u64, || {
+        "written() is off".into()
+    })?;
     w.close().await.map_err(fail("close"))?;
     read_back(fs, &path, &all).await?;
-    Ok(format!("{} bytes synced in 2 steps, both read while open", all.len()))
+    Ok(format!(
+        "{} bytes synced in 2 steps, both read while open",
+        all.len()
+    ))
 }
 
 /// `create` of an existing file fails and leaves it alone.
@@ -166,7 +171,9 @@ pub async fn check_list(fs: &HdfsFs, dir: &str) -> CheckResult {
         .list(&format!("{dir}/no-such-dir"))
         .await
         .map_err(fail("list of a missing directory"))?;
-    ensure(missing.is_empty(), || "a missing directory lists entries".into())?;
+    ensure(missing.is_empty(), || {
+        "a missing directory lists entries".into()
+    })?;
     Ok("3 entries, missing directory empty".into())
 }
 
@@ -180,7 +187,9 @@ pub async fn check_delete(fs: &HdfsFs, dir: &str) -> CheckResult {
         Err(StorageError::NotFound(_)) => {}
         other => return Err(format!("len after delete: {other:?}")),
     }
-    fs.delete(&path).await.map_err(fail("delete of a missing file"))?;
+    fs.delete(&path)
+        .await
+        .map_err(fail("delete of a missing file"))?;
     match fs.open(&path).await {
         Err(StorageError::NotFound(_)) => Ok("deleted; missing = ok; open = NotFound".into()),
         Err(e) => Err(format!("open of a deleted file: {e}")),
@@ -196,13 +205,21 @@ pub async fn check_read_clamped(fs: &HdfsFs, dir: &str) -> CheckResult {
     w.write(data.clone()).await.map_err(fail("write"))?;
     w.close().await.map_err(fail("close"))?;
     let r = fs.open(&path).await.map_err(fail("open"))?;
-    let tail = r.read_at(4000, 10_000).await.map_err(fail("read past end"))?;
+    let tail = r
+        .read_at(4000, 10_000)
+        .await
+        .map_err(fail("read past end"))?;
     ensure(tail[..] == data[4000..], || {
         format!("clamped read gave {} bytes", tail.len())
     })?;
     let none = r.read_at(9000, 10).await.map_err(fail("read after end"))?;
-    ensure(none.is_empty(), || "read after the end returned bytes".into())?;
-    let huge = r.read_at(1, u64::MAX).await.map_err(fail("read of u64::MAX"))?;
+    ensure(none.is_empty(), || {
+        "read after the end returned bytes".into()
+    })?;
+    let huge = r
+        .read_at(1, u64::MAX)
+        .await
+        .map_err(fail("read of u64::MAX"))?;
     ensure(huge.len() == 4999, || "u64::MAX length not clamped".into())?;
     Ok("past-end reads clamped".into())
 }
@@ -284,9 +301,10 @@ pub async fn check_dead_addresses(timeout_secs: u64) -> CheckResult {
             Err(StorageError::Unavailable { .. }) => {}
             other => return Err(format!("{what} address: probe gave {other:?}")),
         }
-        ensure(took <= Duration::from_secs(timeout_secs) + Duration::from_secs(2), || {
-            format!("{what} address: Unavailable only after {}", ms(took))
-        })?;
+        ensure(
+            took <= Duration::from_secs(timeout_secs) + Duration::from_secs(2),
+            || format!("{what} address: Unavailable only after {}", ms(took)),
+        )?;
         notes.push(format!("{what}: Unavailable in {}", ms(took)));
     }
     drop(silent);
@@ -358,11 +376,16 @@ pub async fn measure(fs: &HdfsFs, dir: &str) -> std::result::Result<Vec<String>,
         let t = Instant::now();
         let r = fs.open(&path).await.map_err(fail("open"))?;
         let off = (i as u64 * 512 * 1024) % (r.len() - half.len() as u64 + 1);
-        let b = r.read_at(off, half.len() as u64).await.map_err(fail("read"))?;
+        let b = r
+            .read_at(off, half.len() as u64)
+            .await
+            .map_err(fail("read"))?;
         t_open_read.push(t.elapsed());
         ensure(b.len() == half.len(), || "short read".into())?;
         let t = Instant::now();
-        r.read_at(off, half.len() as u64).await.map_err(fail("read"))?;
+        r.read_at(off, half.len() as u64)
+            .await
+            .map_err(fail("read"))?;
         t_read.push(t.elapsed());
     }
     w.close().await.map_err(fail("close"))?;
@@ -396,7 +419,9 @@ pub async fn measure(fs: &HdfsFs, dir: &str) -> std::result::Result<Vec<String>,
     while off < r.len() {
         let b = r.read_at(off, 4 * mb as u64).await.map_err(fail("read"))?;
         let i = (off / mb as u64) as usize;
-        ensure(b[..mb] == chunks[i][..], || format!("64 MiB file differs at {off}"))?;
+        ensure(b[..mb] == chunks[i][..], || {
+            format!("64 MiB file differs at {off}")
+        })?;
         off += b.len() as u64;
     }
     let took = t.elapsed();
