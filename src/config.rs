@@ -489,7 +489,10 @@ impl Config {
             return invalid("storage.data_dir", "must not be empty");
         }
         if !(0.0..=1.0).contains(&self.storage.repair_sha256_sample) {
-            return invalid("storage.repair_sha256_sample", "must be between 0.0 and 1.0");
+            return invalid(
+                "storage.repair_sha256_sample",
+                "must be between 0.0 and 1.0",
+            );
         }
         for (i, site) in self.storage.sites.iter().enumerate() {
             let key = |k: &str| format!("storage.sites[{i}].{k}");
@@ -500,10 +503,7 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !name_ok {
-                return invalid(
-                    &key("name"),
-                    "must be 1-32 letters, digits, '-' or '_'",
-                );
+                return invalid(&key("name"), "must be 1-32 letters, digits, '-' or '_'");
             }
             if self.storage.sites[..i].iter().any(|s| s.name == site.name) {
                 return invalid(&key("name"), "the same site name is listed twice");

@@ -3,15 +3,19 @@
 //! sites are pack sites (a local directory or an HDFS cluster) behind the same trait, with the
 //! ack policy deciding how many must hold an object before it is acknowledged ([`Sites`]).
 
+mod hdfs;
 mod local;
+mod localfs;
 mod pack;
 mod packfs;
 mod site;
 mod sites;
 
+pub use hdfs::{HdfsFs, checks as hdfs_checks};
 pub use local::{LOCAL_SITE, LocalStore, fsync_dir};
-pub use sites::{AckFailure, GroupPut, Sites};
+pub use localfs::LocalFs;
 pub use pack::{PackSite, RecordHeader};
+pub use sites::{AckFailure, GroupPut, Sites};
 pub use packfs::{FsEntry, PackFs, PackReader, PackWriter};
 pub use site::{ListPage, ListedObject, Locator, PutSource, Site, SiteUrl};
 
@@ -82,20 +86,9 @@ pub async fn open_site(config: &SiteConfig) -> Result<Arc<dyn Site>> {
         }
     })?;
     let fs: Arc<dyn PackFs> = match url {
-        SiteUrl::File(_dir) => {
-            return Err(StorageError::Unavailable {
-                site: config.name.clone(),
-                reason: "file:// sites arrive with LocalFs".into(),
-            });
-        }
-        SiteUrl::Hdfs { .. } => {
-            return Err(StorageError::Unavailable {
-                site: config.name.clone(),
-                reason: "hdfs:// sites arrive with HdfsFs".into(),
-            });
-        }
+        SiteUrl::File(dir) => Arc::new(LocalFs::new(&config.name, dir)),
+        SiteUrl::Hdfs { .. } => Arc::new(HdfsFs::connect(config)?),
     };
-    #[allow(unreachable_code)]
     let site = PackSite::open(
         &config.name,
         fs,

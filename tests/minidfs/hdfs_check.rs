@@ -1,0 +1,149 @@
+//! Run every HdfsFs check against a live HDFS site and print one line per check:
+//!
+//! ```text
+//! cargo run --release --example hdfs_check -- hdfs://127.0.0.1:9000
+//! cargo run --release --example hdfs_check -- hdfs://ns --namenodes 127.0.0.1:9001,127.0.0.1:9002
+//! ```
+//!
+//! Exits 1 if any check fails. `--kill-datanode CMD` runs CMD (sh -c) in the middle of a write
+//! to check pipeline recovery; `--failover` waits for a line on stdin (after you killed or
+//! transitioned namenodes) and times how long the client takes to follow.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use mifas::storage::hdfs_checks::{self, CheckResult};
+use mifas::storage::{HdfsFs, PackFs};
+
+#[derive(Parser)]
+struct Args {
+    /// hdfs://host:port or hdfs://nameservice
+    url: String,
+    /// For a nameservice: host:port,host:port
+    #[arg(long, value_delimiter = ',')]
+    namenodes: Vec<String>,
+    /// Scratch directory on the site (default /mifas-check/<unix time>)
+    #[arg(long)]
+    dir: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    timeout_secs: u64,
+    /// Replication factor of the files written (0 = the cluster's default)
+    #[arg(long, default_value_t = 0)]
+    replication: u32,
+    /// Shell command that stops one datanode (and returns when it is down)
+    #[arg(long)]
+    kill_datanode: Option<String>,
+    /// After the checks, wait for a line on stdin, then time the client's failover
+    #[arg(long)]
+    failover: bool,
+    /// Skip the latency and throughput measurements
+    #[arg(long)]
+    no_measure: bool,
+}
+
+fn report(name: &str, r: &CheckResult, failed: &mut bool) {
+    match r {
+        Ok(note) => println!("ok   {name}: {note}"),
+        Err(e) => {
+            *failed = true;
+            println!("FAIL {name}: {e}");
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut site = hdfs_checks::test_site(&args.url, &args.namenodes, args.timeout_secs);
+    site.replication = args.replication;
+    let fs = match HdfsFs::connect(&site) {
+        Ok(fs) => fs,
+        Err(e) => {
+            println!("FAIL connect: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| format!("/mifas-check/{stamp}"));
+    let mut failed = false;
+
+    let t = Instant::now();
+    let probe = fs.probe().await.map(|()| format!("{:?}", t.elapsed()));
+    report("probe", &probe.map_err(|e| e.to_string()), &mut failed);
+
+    macro_rules! check {
+        ($name:literal, $e:expr) => {
+            report($name, &$e, &mut failed)
+        };
+    }
+    check!(
+        "read_while_open",
+        hdfs_checks::check_read_while_open(&fs, &dir).await
+    );
+    check!(
+        "create_exists",
+        hdfs_checks::check_create_exists(&fs, &dir).await
+    );
+    check!("rename", hdfs_checks::check_rename(&fs, &dir).await);
+    check!("list", hdfs_checks::check_list(&fs, &dir).await);
+    check!("delete", hdfs_checks::check_delete(&fs, &dir).await);
+    check!(
+        "read_clamped",
+        hdfs_checks::check_read_clamped(&fs, &dir).await
+    );
+    check!("recover", hdfs_checks::check_recover(&fs, &dir).await);
+    check!(
+        "dead_addresses",
+        hdfs_checks::check_dead_addresses(args.timeout_secs.min(3)).await
+    );
+    if let Some(cmd) = &args.kill_datanode {
+        let kill = async {
+            let status = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .status()
+                .await;
+            println!("     (kill-datanode command: {status:?})");
+        };
+        check!(
+            "write_survives_datanode_loss",
+            hdfs_checks::check_write_survives_datanode_loss(&fs, &dir, kill).await
+        );
+    }
+    if !args.no_measure {
+        match hdfs_checks::measure(&fs, &dir).await {
+            Ok(lines) => lines.iter().for_each(|l| println!("     {l}")),
+            Err(e) => report("measure", &Err(e), &mut failed),
+        }
+    }
+    if args.failover {
+        println!("WAITING for failover: change the namenodes, then press enter");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let t = Instant::now();
+        let first = fs.probe().await;
+        let took = t.elapsed();
+        let r = match first {
+            Ok(()) => Ok(format!("first probe after the change answered in {took:?}")),
+            Err(e) => Err(format!("first probe after the change: {e} after {took:?}")),
+        };
+        report("failover_probe", &r, &mut failed);
+        let t = Instant::now();
+        let r = hdfs_checks::check_read_while_open(&fs, &format!("{dir}/after-failover"))
+            .await
+            .map(|n| format!("{n} ({:?})", t.elapsed()));
+        report("failover_write_read", &r, &mut failed);
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
