@@ -44,7 +44,7 @@ pub enum StorageError {
     #[error("site {site} unavailable: {reason}")]
     Unavailable { site: String, reason: String },
     /// Fewer sites than the ack policy requires could store a group.
-    #[error("not enough storage sites: {0}")]
+    #[error("{0}")]
     AckNotMet(AckFailure),
     /// The site answered, but with bytes that are not what we stored (short read, bad pack
     /// record, checksum mismatch).

@@ -20,15 +20,14 @@ pub struct AckFailure {
 
 impl std::fmt::Display for AckFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names first: a DICOM ErrorComment keeps only 64 characters.
+        let names: Vec<&str> = self.failures.iter().map(|(s, _)| s.as_str()).collect();
         write!(
             f,
-            "needed {} site(s), stored on {}",
-            self.needed,
-            if self.stored_on.is_empty() {
-                "none".to_string()
-            } else {
-                self.stored_on.join(", ")
-            }
+            "sites failed: {} (stored on {} of {} needed)",
+            names.join(", "),
+            self.stored_on.len(),
+            self.needed
         )?;
         for (site, error) in &self.failures {
             write!(f, "; {site}: {error}")?;
