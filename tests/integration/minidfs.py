@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import re
 import select
 import shutil
@@ -78,18 +79,30 @@ def ensure_launcher() -> list[str]:
     return [java, *opts, "-cp", cp, MAIN_CLASS]
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (all held open together so they differ)."""
-    socks = []
+def _ephemeral_low() -> int:
     try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports below the kernel's ephemeral range. Namenode ports are fixed for
+    the life of a site (they must survive restarts), so they are taken where no port-0 bind, such
+    as another site's datanodes starting at the same time, can be handed them."""
+    high = _ephemeral_low()
+    low = max(1024, high - 12000)
+    ports: list[int] = []
+    for p in random.sample(range(low, high), k=min(4 * n + 64, high - low)):
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", p))
+            except OSError:
+                continue
+        ports.append(p)
+        if len(ports) == n:
+            return ports
+    raise MiniDfsError(f"no {n} free TCP ports in {low}..{high - 1}")
 
 
 class Site:

@@ -79,6 +79,10 @@ def test_ha_failover_by_command(sites):
     assert M.webhdfs_get(a.http[1], "/ha/before.bin") == before
     during = os.urandom(150_000)
     M.webhdfs_put(a.http[1], "/ha/during.bin", during)
+    # a datanode restarts while one namenode of its pair is down (it registers with the other)
+    a.kill_datanode(0)
+    assert a.restart_datanode(0) == "datanode 0 up"
+    assert a.state()["datanodes"] == ["up", "up"]
 
     assert a.restart_namenode(0) == "namenode 0 standby"
     assert a.state()["namenodes"] == ["standby", "active"]
@@ -148,11 +152,22 @@ def test_corrupt_block_fails_reads(sites):
         M.webhdfs_get(h, "/corrupt.bin")
 
 
-def test_launcher_exits_when_stdin_closes(tmp_path):
-    s = M.Site("solo", tmp_path / "solo", datanodes=1).start()
+def test_bind_address_then_exit_when_stdin_closes(tmp_path):
+    # --bind-address (for sites in network namespaces): 127.0.0.2 is another loopback address
+    s = M.Site("solo", tmp_path / "solo", datanodes=1, bind_address="127.0.0.2").start()
     pid = s.proc.pid
-    assert s.state()["namenodes"] == ["active"]
+    assert s.namenodes == [f"127.0.0.2:{s.nn_ports[0]}"] and s.url == f"hdfs://127.0.0.2:{s.nn_ports[0]}"
+    assert s.client_conf()["dfs.client.use.datanode.hostname"] == "true"
+    data = os.urandom(70_000)
+    M.webhdfs_put(s.http[0], "/bound.bin", data)
+    assert M.webhdfs_get(s.http[0], "/bound.bin") == data
+    # the namenode records the datanode as 127.0.0.1 (its registration's source address), but
+    # the datanode listens on the bind address only: hence use.datanode.hostname
+    ((name,),) = M.webhdfs_block_hosts(s.http[0], "/bound.bin")
+    port = int(name.rsplit(":", 1)[1])
+    assert _refused(f"127.0.0.1:{port}") and not _refused(f"127.0.0.2:{port}")
+
     assert s.close() == 0
     # the JVM is gone and its ports are free: a crashed test leaves nothing behind
     assert not os.path.exists(f"/proc/{pid}")
-    assert _refused(s.namenodes[0]) and _refused(s.http[0])
+    assert _refused(s.namenodes[0]) and _refused(s.http[0]) and _refused(f"127.0.0.2:{port}")
