@@ -51,10 +51,6 @@ final class MiniDfsSite {
         return opts.namenodes == 2;
     }
 
-    boolean running() {
-        return cluster != null;
-    }
-
     /**
      * The configuration every daemon of the site starts from. Built anew for each start because
      * MiniDFSCluster writes the topology, directories and ports into the object it is given.
@@ -76,7 +72,7 @@ final class MiniDfsSite {
         conf.setBoolean("dfs.namenode.avoid.write.stale.datanode", true);
         // with 2 datanodes one stale node is 50 %: keep avoiding it whatever the ratio
         conf.setFloat("dfs.namenode.write.stale.datanode.ratio", 1.0f);
-        // the namenode's own DFS clients (none in normal use) follow what we ask of MIFAS
+        // the DFS clients inside the site (WebHDFS on the datanodes) behave as we ask MIFAS to
         conf.setBoolean("dfs.client.block.write.replace-datanode-on-failure.enable", false);
         // the datanodes' internal DFS client (WebHDFS reads) waits 3 s per retry round over
         // replicas that all failed; corrupt-block tests then take 10 s per read
@@ -91,7 +87,9 @@ final class MiniDfsSite {
         conf.setInt("dfs.namenode.handler.count", 4);
         conf.setInt("dfs.namenode.service.handler.count", 2);
         conf.setInt("dfs.datanode.handler.count", 2);
-        conf.setInt("dfs.namenode.fs-limits.min-block-size", 4096);
+        // a client may choose small blocks (multiple of 512), so multi-block objects need no
+        // hundreds of MB; the default floor is 1 MiB
+        conf.setLong("dfs.namenode.fs-limits.min-block-size", 4096);
         if (ha()) {
             // our own shared edits directory: MiniDFSCluster deletes the one it manages at every
             // build, which would make a restart of the whole site (format=false) impossible
