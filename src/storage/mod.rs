@@ -1,10 +1,14 @@
 //! Object stores. The archive puts spooled objects in, reads them (whole or by range) back out.
 //! Local disk is the embedded default; HDFS sites and replication arrive later behind the same trait.
 
+pub mod coalloc;
+pub mod health;
 mod local;
 mod packfs;
 mod site;
 
+pub use coalloc::{CoAllocator, ObjectSources, ObjectStream, ObjectsStream};
+pub use health::{SiteHealth, SiteSnapshot, SiteState};
 pub use local::{LocalStore, fsync_dir};
 pub use packfs::{FsEntry, PackFs, PackReader, PackWriter};
 pub use site::{ListPage, ListedObject, Locator, PutSource, Site, SiteUrl};
