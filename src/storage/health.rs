@@ -460,6 +460,7 @@ fn number(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{ListPage, Locator, PutSource, Result, StorageError};
 
     fn config() -> HealthConfig {
         HealthConfig {
@@ -563,6 +564,86 @@ mod tests {
         h.record_transfer("a", 1, Duration::from_secs(1));
         assert!(h.throughput("a") > 0.9 * a);
         assert_eq!(h.snapshot()[0].bytes_read, (12 << 20) + 1);
+    }
+
+    /// A site whose probe answers, fails or hangs as the test says.
+    #[derive(Debug)]
+    struct ProbeFake {
+        mode: std::sync::atomic::AtomicU8,
+    }
+    const ANSWER: u8 = 0;
+    const FAIL: u8 = 1;
+    const HANG: u8 = 2;
+
+    #[async_trait::async_trait]
+    impl Site for ProbeFake {
+        fn name(&self) -> &str {
+            "p"
+        }
+        async fn put_group(&self, _: &[PutSource]) -> Result<Vec<Locator>> {
+            Ok(Vec::new())
+        }
+        async fn read_at(&self, _: &Locator, _: u64, _: u64) -> Result<bytes::Bytes> {
+            Ok(bytes::Bytes::new())
+        }
+        async fn size(&self, _: &Locator) -> Result<u64> {
+            Ok(0)
+        }
+        async fn delete(&self, _: &Locator) -> Result<()> {
+            Ok(())
+        }
+        async fn list(&self, _: Option<String>, _: usize) -> Result<ListPage> {
+            Ok(Default::default())
+        }
+        async fn probe(&self) -> Result<()> {
+            match self.mode.load(std::sync::atomic::Ordering::SeqCst) {
+                ANSWER => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(())
+                }
+                FAIL => Err(StorageError::Unavailable {
+                    site: "p".into(),
+                    reason: "refused".into(),
+                }),
+                _ => std::future::pending().await,
+            }
+        }
+    }
+
+    /// The prober takes a site down after `down_after` failed or hung probes and back up after
+    /// `up_after` good ones, and stops with its token.
+    #[tokio::test(start_paused = true)]
+    async fn prober_follows_the_site() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let health = Arc::new(SiteHealth::new(config()));
+        let fake = Arc::new(ProbeFake {
+            mode: std::sync::atomic::AtomicU8::new(ANSWER),
+        });
+        let cancel = CancellationToken::new();
+        let task = health.spawn_prober(vec![fake.clone() as Arc<dyn Site>], cancel.clone());
+        let tick = Duration::from_secs(1);
+        tokio::time::sleep(tick / 2).await;
+        let latency = health.probe_latency("p").expect("probed at once");
+        assert_eq!(latency, Duration::from_millis(20));
+        assert_eq!(health.state("p"), SiteState::Up);
+
+        fake.mode.store(FAIL, SeqCst);
+        tokio::time::sleep(tick * 2).await;
+        assert_eq!(health.state("p"), SiteState::Up, "two failed probes");
+        fake.mode.store(HANG, SeqCst);
+        // a hanging probe fails at its timeout (one interval), then the next one starts
+        tokio::time::sleep(tick * 3).await;
+        assert_eq!(health.state("p"), SiteState::Down);
+
+        fake.mode.store(ANSWER, SeqCst);
+        tokio::time::sleep(tick * 3).await;
+        assert_eq!(health.state("p"), SiteState::Up);
+
+        cancel.cancel();
+        tokio::time::timeout(tick, task)
+            .await
+            .expect("prober stops when cancelled")
+            .expect("task");
     }
 
     #[test]

@@ -722,3 +722,24 @@ async fn retrieve_holds_at_most_the_slots() {
     );
     assert!(peak <= 5 * MB, "{peak}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn edge_cases_empty_object_no_copy_no_items() {
+    let meter = Arc::new(Meter::default());
+    let (empty, empty_sha) = object(0, 30);
+    let a = Fake::new("a", FakeSpec::default(), &meter).holding(&[("e", &empty)]);
+    let (alloc, _) = allocator(&config(8));
+    let (out, _) = drain(alloc.read_object(sources(&[&a], "e"), 0, empty_sha), &meter).await;
+    assert_eq!(out.expect("empty object").len(), 0);
+    // no copy at all: an error, not an empty success, for both paths
+    for size in [10, 10 * MB] {
+        let (out, _) = drain(alloc.read_object(Vec::new(), size, [0; 32]), &meter).await;
+        assert!(
+            matches!(out, Err(StorageError::Unavailable { .. })),
+            "{out:?}"
+        );
+    }
+    let mut none = alloc.read_objects(Vec::new());
+    assert!(none.is_empty());
+    assert!(none.next_object().await.is_none());
+}
