@@ -208,7 +208,10 @@ impl CoAllocator {
     }
 }
 
-/// Try the copies one after the other, best site first, until one reads whole and verifies.
+/// Try the copies best site first, until one reads whole and verifies. A copy that fails
+/// passes the turn to the next; one that is still outstanding past its straggler time gets the
+/// next copy read beside it (a hedge; first good answer wins, the rest are dropped), so a hung
+/// site costs a straggler wait, not the hard call timeout.
 async fn fetch_whole_with_fallback(
     health: &SiteHealth,
     limits: &Limits,
@@ -220,26 +223,62 @@ async fn fetch_whole_with_fallback(
             .partial_cmp(&rank(health, b.name()))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
+    let mut next = sources.into_iter();
+    let mut running: tokio::task::JoinSet<(String, Locator, Instant, Result<Bytes, StorageError>)> =
+        tokio::task::JoinSet::new();
     let mut failures = Failures::default();
-    for (site, locator) in sources {
+    let mut start_next = |running: &mut tokio::task::JoinSet<_>| -> Option<Instant> {
+        let (site, locator) = next.next()?;
         let name = site.name().to_string();
         let timeout = limits.call_timeout(health, &name, item.size);
         let started = Instant::now();
-        let result = read_verified(site, locator.clone(), item.size, item.sha256, timeout).await;
-        match result {
-            Ok(bytes) => {
+        let straggler_at = started + limits.straggler_after(health, &name, item.size);
+        let (size, sha256) = (item.size, item.sha256);
+        running.spawn(async move {
+            let result = read_verified(site, locator.clone(), size, sha256, timeout).await;
+            (name, locator, started, result)
+        });
+        Some(straggler_at)
+    };
+    // when to hedge: the straggler time of the newest read
+    let mut hedge_at = start_next(&mut running);
+    loop {
+        if running.is_empty() {
+            return Err(failures.into_error()); // every copy tried
+        }
+        let joined = tokio::select! {
+            joined = running.join_next(), if !running.is_empty() => joined,
+            _ = tokio::time::sleep_until(hedge_at.unwrap_or_else(Instant::now)), if hedge_at.is_some() => {
+                hedge_at = start_next(&mut running);
+                continue;
+            }
+        };
+        let Some(joined) = joined else {
+            continue; // (not reached: the branch runs only with reads in flight)
+        };
+        match joined {
+            Ok((name, _, started, Ok(bytes))) => {
                 health.record_ok(&name);
                 health.record_transfer(&name, item.size, started.elapsed());
                 return Ok(bytes);
             }
-            Err(e) => {
+            Ok((name, locator, _, Err(e))) => {
                 tracing::warn!(site = %name, %locator, error = %e, "read failed, trying the next copy");
                 health.record_error(&name);
                 failures.push(&name, &locator, e);
+                if let Some(at) = start_next(&mut running) {
+                    hedge_at = Some(at);
+                }
+            }
+            Err(e) => {
+                // a read task panicked: its site is unknown here, so only the reason is kept
+                failures.reasons.push(format!("read task: {e}"));
+                if let Some(at) = start_next(&mut running) {
+                    hedge_at = Some(at);
+                }
             }
         }
     }
-    Err(failures.into_error())
 }
 
 /// Lower is better: up before degraded before down, then the faster.

@@ -318,3 +318,34 @@ async fn edge_cases_empty_object_no_copy_no_items() {
     assert!(none.is_empty());
     assert!(none.next_object().await.is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn small_object_on_a_hung_site_is_hedged() {
+    let meter = Arc::new(Meter::default());
+    let (data, sha) = object(MB, 12);
+    let hung = FakeSpec {
+        hang_after: Some(0),
+        ..rate(100.0)
+    };
+    let fast_hung = Fake::new("fast", hung, &meter).holding(&[("obj", &data)]);
+    let slow = Fake::new("slow", rate(10.0), &meter).holding(&[("obj", &data)]);
+    let (alloc, health) = allocator(&config(8));
+    health.record_transfer("fast", 100 * MB, Duration::from_secs(1));
+    health.record_transfer("slow", 10 * MB, Duration::from_secs(1));
+    let stream = alloc.read_object(sources(&[&slow, &fast_hung], "obj"), MB, sha);
+    let (out, elapsed) = drain(stream, &meter).await;
+    assert!(out.expect("the other copy") == data);
+    assert_eq!(
+        fast_hung.hung.load(Ordering::SeqCst),
+        1,
+        "best site asked first"
+    );
+    // straggler wait (0.25 s floor) + 0.1 s on the slow copy, not the 30 s call timeout
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        fast_hung.active.load(Ordering::SeqCst),
+        0,
+        "the hung read was dropped"
+    );
+}
