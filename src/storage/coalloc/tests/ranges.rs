@@ -349,3 +349,34 @@ async fn small_object_on_a_hung_site_is_hedged() {
         "the hung read was dropped"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn down_sites_are_a_last_resort() {
+    let meter = Arc::new(Meter::default());
+    let (data, sha) = object(8 * MB, 13);
+    let a = Fake::new("a", rate(20.0), &meter).holding(&[("obj", &data)]);
+    let b = Fake::new("b", rate(20.0), &meter).holding(&[("obj", &data)]);
+    let (alloc, health) = allocator(&config(8));
+    for _ in 0..HealthConfig::default().down_after {
+        health.record_probe_error("b");
+    }
+    assert_eq!(health.state("b"), SiteState::Down);
+    let (out, _) = drain(
+        alloc.read_object(sources(&[&a, &b], "obj"), 8 * MB, sha),
+        &meter,
+    )
+    .await;
+    assert!(out.expect("read") == data);
+    assert_eq!(
+        (a.served(), b.served()),
+        (8 * MB, 0),
+        "b is down: not asked"
+    );
+    // with only down sites left, they are still tried rather than giving up
+    let (out, _) = drain(
+        alloc.read_object(sources(&[&b], "obj"), 8 * MB, sha),
+        &meter,
+    )
+    .await;
+    assert!(out.expect("read from the down site") == data);
+}
