@@ -23,7 +23,7 @@ pub use ingest::IngestOutcome;
 pub use reconcile::{MissingObjects, ReconcileReport};
 pub use repair::{RepairReport, SiteRepair};
 pub use replication::{ReplicationError, ReplicationPass};
-pub use retrieve::{DatasetStream, RetrieveError, RetrieveItem};
+pub use retrieve::{DatasetQueue, DatasetStream, RetrieveError, RetrieveItem, convert_object};
 pub use spool::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, IngestRequest, Spool};
 pub use structure::{DEFAULT_MAX_SEQUENCE_DEPTH, check_dataset_bytes};
 
@@ -35,7 +35,7 @@ use crate::storage::fsync_dir;
 
 use crate::config::{Config, DuplicatePolicy};
 use crate::index::{Index, IndexError, Totals};
-use crate::storage::{LocalStore, Site, Sites, StorageError};
+use crate::storage::{CoAllocator, LocalStore, Site, SiteHealth, Sites, StorageError};
 
 /// Errors opening the archive.
 #[derive(Debug, thiserror::Error)]
@@ -67,17 +67,20 @@ pub(crate) fn unix_now() -> u64 {
 async fn open_sites(
     config: &Config,
     data_dir: &Path,
+    health: &Arc<SiteHealth>,
 ) -> Result<(Arc<Sites>, Option<Arc<LocalStore>>), OpenError> {
     if config.storage.sites.is_empty() {
         let local = Arc::new(LocalStore::open(&data_dir.join("objects"))?);
-        let sites = Sites::new(vec![local.clone() as Arc<dyn Site>], config.storage.ack);
+        let sites = Sites::new(vec![local.clone() as Arc<dyn Site>], config.storage.ack)
+            .with_health(health.clone());
         return Ok((Arc::new(sites), Some(local)));
     }
     let mut sites: Vec<Arc<dyn Site>> = Vec::new();
     for site in &config.storage.sites {
         sites.push(crate::storage::open_site(site).await?);
     }
-    Ok((Arc::new(Sites::new(sites, config.storage.ack)), None))
+    let sites = Sites::new(sites, config.storage.ack).with_health(health.clone());
+    Ok((Arc::new(sites), None))
 }
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -95,6 +98,10 @@ struct Inner {
     local: Option<Arc<LocalStore>>,
     /// Wakes the replication worker when copies were queued.
     replication: Arc<tokio::sync::Notify>,
+    /// The information service (site states, throughput, errors) and the co-allocated reader
+    /// that uses it.
+    health: Arc<SiteHealth>,
+    coalloc: CoAllocator,
     spool_dir: PathBuf,
     /// Quota and object size limits, checked by each spool as its data arrives.
     spool_limits: spool::SpoolLimits,
@@ -128,7 +135,9 @@ impl Archive {
         let index_dir = data_dir.join("index");
         let index = Index::open(&index_dir).map_err(|e| OpenError::Index(index_dir.clone(), e))?;
         let index = Arc::new(index);
-        let (sites, local) = open_sites(config, data_dir).await?;
+        let health = Arc::new(SiteHealth::new(config.storage.health.clone()));
+        let (sites, local) = open_sites(config, data_dir, &health).await?;
+        let coalloc = CoAllocator::new(health.clone(), &config.storage.coalloc);
         // The names of index/, objects/ and spool/ (perhaps just created) must survive a power
         // cut like everything below them.
         let parents = created.iter().rev().filter_map(|d| d.parent());
@@ -157,6 +166,8 @@ impl Archive {
                 sites,
                 local,
                 replication,
+                health,
+                coalloc,
                 spool_dir,
                 spool_limits,
                 duplicate_policy: config.storage.duplicate_policy,
@@ -189,6 +200,26 @@ impl Archive {
     /// Flush the index; called at shutdown after the last association ended.
     pub async fn close(&self) -> Result<(), IndexError> {
         self.inner.index.flush().await
+    }
+
+    /// The information service of the storage sites (for the prober and /metrics).
+    pub fn health(&self) -> &Arc<SiteHealth> {
+        &self.inner.health
+    }
+
+    /// The storage sites (the embedded local store when none is configured).
+    pub fn sites(&self) -> Vec<Arc<dyn Site>> {
+        self.inner.sites.all().to_vec()
+    }
+
+    /// Prometheus text of the archive's own gauges (the sites' are [`SiteHealth`]'s).
+    pub fn metrics_text(&self) -> String {
+        format!(
+            "# HELP mifas_replication_queue Copies owed to storage sites, waiting in the replication queue.\n\
+             # TYPE mifas_replication_queue gauge\n\
+             mifas_replication_queue {}\n",
+            self.replication_backlog()
+        )
     }
 
     pub fn spool_dir(&self) -> &Path {

@@ -7,21 +7,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Archive;
 use crate::index::{IndexError, Placement, PlacementState, ReplicationTask};
-use crate::storage::{Locator, ObjectKey, PutSource, Site, StorageError};
+use crate::storage::{ObjectKey, ObjectStream, PutSource, Site, StorageError};
 
 /// Tasks looked at per pass.
 const PASS_TASKS: usize = 512;
 /// Objects (and bytes) written to a site in one group.
 const COPY_GROUP: usize = 64;
 const COPY_GROUP_BYTES: u64 = 256 << 20;
-/// Bytes read from a source site per call while copying.
-const COPY_CHUNK: u64 = 4 << 20;
 /// Longest wait between attempts of one task.
 const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
 
@@ -259,7 +256,7 @@ impl Archive {
             }
         }
         if !sources.is_empty() {
-            match site.put_group(&sources).await {
+            match self.inner.sites.put_on(site, &sources).await {
                 Ok(locators) => {
                     let now = super::unix_now();
                     for ((i, _), locator) in staged.iter().zip(locators) {
@@ -300,76 +297,44 @@ impl Archive {
             .collect()
     }
 
-    /// Read a good copy of `job` (from any site but `exclude`) into a spool file, checking its
-    /// size and SHA-256; a bad copy is skipped for the next one.
+    /// Read a good copy of `job` (from the sites but `exclude`, co-allocated, SHA-256 checked)
+    /// into a spool file.
     async fn fetch_to_spool(
         &self,
         job: &CopyJob,
         exclude: &str,
     ) -> Result<PathBuf, ReplicationError> {
-        let copies = self
+        let copies: Vec<_> = self
             .copies(&job.key)
-            .map_err(|e| ReplicationError::Local(e.to_string()))?;
+            .map_err(|e| ReplicationError::Local(e.to_string()))?
+            .into_iter()
+            .filter(|(s, _)| s.name() != exclude)
+            .collect();
+        if copies.is_empty() {
+            return Err(ReplicationError::NoSource(job.key.to_string()));
+        }
         let path = self.inner.spool_dir.join(format!(
             "replica-{}-{}.tmp",
             job.key.sop_instance_uid(),
             rand::random::<u64>()
         ));
-        let mut last = None;
-        for (source, locator) in copies.iter().filter(|(s, _)| s.name() != exclude) {
-            match copy_verified(source.as_ref(), locator, &path, job).await {
-                Ok(()) => return Ok(path),
-                Err(e) => {
-                    tracing::warn!(site = %source.name(), object = %locator, error = %e, "copy source unusable; trying the next");
-                    last = Some(e);
-                }
-            }
+        let object = self.inner.coalloc.read_object(copies, job.size, job.sha256);
+        let written = write_object(object, &path).await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&path).await;
         }
-        let _ = tokio::fs::remove_file(&path).await;
-        Err(last.unwrap_or_else(|| ReplicationError::NoSource(job.key.to_string())))
+        written.map(|()| path)
     }
 }
 
-/// Stream one copy into `path`, then check its length and digest.
-async fn copy_verified(
-    site: &dyn Site,
-    locator: &Locator,
-    path: &PathBuf,
-    job: &CopyJob,
-) -> Result<(), ReplicationError> {
+/// Stream an object into a new file; the co-allocator has checked its digest when it ends.
+async fn write_object(mut object: ObjectStream, path: &PathBuf) -> Result<(), ReplicationError> {
     let local = |e: std::io::Error| ReplicationError::Local(format!("{}: {e}", path.display()));
     let mut file = tokio::fs::File::create(path).await.map_err(local)?;
-    let mut hasher = Sha256::new();
-    let mut offset = 0u64;
-    while offset < job.size {
-        let chunk = site
-            .read_at(locator, offset, COPY_CHUNK.min(job.size - offset))
-            .await?;
-        if chunk.is_empty() {
-            break;
-        }
-        hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(local)?;
-        offset += chunk.len() as u64;
+    while let Some(chunk) = object.next_chunk().await {
+        file.write_all(&chunk?).await.map_err(local)?;
     }
     file.flush().await.map_err(local)?;
-    let digest: [u8; 32] = hasher.finalize().into();
-    if offset != job.size || digest != job.sha256 {
-        return Err(StorageError::Corrupt {
-            site: site.name().to_string(),
-            locator: locator.0.clone(),
-            reason: format!(
-                "{offset} bytes read of {}, SHA-256 {}",
-                job.size,
-                if digest == job.sha256 {
-                    "matches"
-                } else {
-                    "differs"
-                }
-            ),
-        }
-        .into());
-    }
     Ok(())
 }
 

@@ -10,11 +10,12 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::Archive;
 use crate::query::{Query, QueryError};
-use crate::storage::{Locator, ObjectKey, Site, StorageError};
-use dicom_encoding::TransferSyntaxIndex;
+use bytes::Bytes;
 
-/// Bytes read from the store per range request while streaming an object.
-pub const RETRIEVE_CHUNK: u64 = 1 << 20;
+use crate::storage::{
+    Locator, ObjectKey, ObjectSources, ObjectStream, ObjectsStream, Site, StorageError,
+};
+use dicom_encoding::TransferSyntaxIndex;
 
 /// Part-10 preamble and magic: 128 bytes + "DICM".
 const PREAMBLE_AND_MAGIC: usize = 132;
@@ -37,6 +38,8 @@ pub enum RetrieveError {
     },
     #[error("background task failed: {0}")]
     Task(String),
+    #[error("no copy to read: {0}")]
+    NoCopy(String),
 }
 
 /// One instance selected for retrieval.
@@ -47,6 +50,8 @@ pub struct RetrieveItem {
     /// Transfer syntax of the stored data set.
     pub transfer_syntax: String,
     key: ObjectKey,
+    size: u64,
+    sha256: [u8; 32],
 }
 
 impl RetrieveItem {
@@ -57,6 +62,8 @@ impl RetrieveItem {
             sop_class_uid: sop_class_uid.into(),
             transfer_syntax: transfer_syntax.into(),
             key: ObjectKey::for_instance(uid),
+            size: 0,
+            sha256: [0; 32],
         }
     }
 }
@@ -78,6 +85,8 @@ impl Archive {
                     sop_class_uid: record.sop_class_uid,
                     transfer_syntax: record.transfer_syntax,
                     key,
+                    size: record.size,
+                    sha256: record.sha256,
                 });
                 true
             })?;
@@ -107,68 +116,69 @@ impl Archive {
         Ok(copies)
     }
 
-    /// The first `len` bytes of a stored generation, from the first copy that answers.
-    async fn read_head(
-        &self,
-        key: &ObjectKey,
-        len: u64,
-    ) -> Result<(Vec<(Arc<dyn Site>, Locator)>, bytes::Bytes), RetrieveError> {
-        let mut copies = self.copies(key)?;
-        let mut last = StorageError::NotFound(key.to_string());
-        while !copies.is_empty() {
-            let (site, locator) = copies[0].clone();
-            match site.read_at(&locator, 0, len).await {
-                Ok(head) => return Ok((copies, head)),
-                Err(e) => {
-                    tracing::warn!(site = %site.name(), object = %locator, error = %e, "copy unreadable; trying the next site");
-                    last = e;
-                    copies.remove(0);
+    /// Where to read `item` from: the copies of its generation, or, when it was replaced since
+    /// the query selected it (duplicate_policy = replace), those of the generation the index
+    /// names now, with that generation's size and digest.
+    fn sources(&self, item: &RetrieveItem) -> Result<ObjectSources, RetrieveError> {
+        let copies = self.copies(&item.key)?;
+        if !copies.is_empty() {
+            return Ok(ObjectSources {
+                sources: copies,
+                size: item.size,
+                sha256: item.sha256,
+            });
+        }
+        let record = self.inner.index.instance(&item.sop_instance_uid)?;
+        if let Some(record) = record {
+            if let Some(current) = ObjectKey::parse(&record.object_key) {
+                if current != item.key {
+                    return Ok(ObjectSources {
+                        sources: self.copies(&current)?,
+                        size: record.size,
+                        sha256: record.sha256,
+                    });
                 }
             }
         }
-        Err(last.into())
+        Err(StorageError::NotFound(item.key.to_string()).into())
     }
 
-    /// Stream the stored data set of `item` (without the Part-10 file meta), as it is.
+    /// Stream the stored data set of `item` (without the Part-10 file meta), as it is, read
+    /// from every site holding a copy (co-allocated) and checked against its SHA-256.
     pub async fn open_dataset(&self, item: &RetrieveItem) -> Result<DatasetStream, RetrieveError> {
-        let (key, copies, first) = match self.read_head(&item.key, RETRIEVE_CHUNK).await {
-            Ok((copies, first)) => (item.key.clone(), copies, first),
-            // Replaced since the query selected it (duplicate_policy = replace writes a new
-            // generation and removes the old one): read the generation the index names now.
-            Err(RetrieveError::Storage(StorageError::NotFound(missing))) => {
-                match self.current_key(item)? {
-                    Some(current) if current != item.key => {
-                        let (copies, first) = self.read_head(&current, RETRIEVE_CHUNK).await?;
-                        (current, copies, first)
-                    }
-                    _ => return Err(StorageError::NotFound(missing).into()),
+        let sources = self.sources(item)?;
+        let object = self
+            .inner
+            .coalloc
+            .read_object(sources.sources, sources.size, sources.sha256);
+        DatasetStream::open(item.key.clone(), object).await
+    }
+
+    /// The data sets of several instances, fetched ahead from all sites at once (different
+    /// instances from different sites) and handed out in the order of `items`.
+    pub fn open_datasets(&self, items: &[RetrieveItem]) -> DatasetQueue {
+        let mut failed = Vec::new();
+        let mut sources = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match self.sources(item) {
+                Ok(s) => sources.push(s),
+                Err(e) => {
+                    // An empty source list makes the co-allocator answer an error in this
+                    // item's place; the reason is kept for the sub-operation's report.
+                    failed.push((i, e.to_string()));
+                    sources.push(ObjectSources {
+                        sources: Vec::new(),
+                        size: item.size,
+                        sha256: item.sha256,
+                    });
                 }
             }
-            Err(e) => return Err(e),
-        };
-        let start = dataset_offset(&first)
-            .ok_or_else(|| RetrieveError::NotDicom(key.to_string(), "no file meta".into()))?;
-        // A first read shorter than asked is the whole object; only larger ones need their size.
-        let size = if (first.len() as u64) < RETRIEVE_CHUNK {
-            first.len() as u64
-        } else {
-            copies[0].0.size(&copies[0].1).await?
-        };
-        let buffered = first.get(start..).map(<[u8]>::to_vec).unwrap_or_default();
-        let next = start as u64 + buffered.len() as u64;
-        Ok(DatasetStream {
-            copies,
-            key,
-            pending: Some(buffered).filter(|b| !b.is_empty()),
-            next,
-            end: size,
-        })
-    }
-
-    /// The object generation the index names for `item` now (`None`: no longer indexed).
-    fn current_key(&self, item: &RetrieveItem) -> Result<Option<ObjectKey>, RetrieveError> {
-        let record = self.inner.index.instance(&item.sop_instance_uid)?;
-        Ok(record.and_then(|r| ObjectKey::parse(&r.object_key)))
+        }
+        DatasetQueue {
+            objects: self.inner.coalloc.read_objects(sources),
+            keys: items.iter().map(|i| i.key.clone()).collect(),
+            failed,
+        }
     }
 
     /// The data set of `item` in transfer syntax `ts_uid`, decoding compressed pixel data when
@@ -179,23 +189,58 @@ impl Archive {
         item: &RetrieveItem,
         ts_uid: &str,
     ) -> Result<Vec<u8>, RetrieveError> {
-        // read_at clamps to the object's end.
-        let bytes = match self.read_head(&item.key, u64::MAX).await {
-            Err(RetrieveError::Storage(StorageError::NotFound(missing))) => {
-                match self.current_key(item)? {
-                    // replaced since the query: the generation the index names now
-                    Some(current) if current != item.key => {
-                        self.read_head(&current, u64::MAX).await?.1
-                    }
-                    _ => return Err(StorageError::NotFound(missing).into()),
-                }
-            }
-            other => other?.1,
-        };
-        let (uid, ts_uid) = (item.sop_instance_uid.clone(), ts_uid.to_string());
-        tokio::task::spawn_blocking(move || convert(&bytes, &uid, &ts_uid))
-            .await
-            .map_err(|e| RetrieveError::Task(e.to_string()))?
+        let sources = self.sources(item)?;
+        let object = self
+            .inner
+            .coalloc
+            .read_object(sources.sources, sources.size, sources.sha256);
+        convert_object(object, &item.sop_instance_uid, ts_uid).await
+    }
+}
+
+/// Convert a whole object read through the co-allocator (see [`Archive::converted_dataset`]).
+pub async fn convert_object(
+    object: ObjectStream,
+    uid: &str,
+    ts_uid: &str,
+) -> Result<Vec<u8>, RetrieveError> {
+    let bytes = object.read_all().await?;
+    let (uid, ts_uid) = (uid.to_string(), ts_uid.to_string());
+    tokio::task::spawn_blocking(move || convert(&bytes, &uid, &ts_uid))
+        .await
+        .map_err(|e| RetrieveError::Task(e.to_string()))?
+}
+
+/// The objects of a retrieve being fetched ahead, taken in order.
+pub struct DatasetQueue {
+    objects: ObjectsStream,
+    keys: Vec<ObjectKey>,
+    /// Items that had no copy to read from, with the reason.
+    failed: Vec<(usize, String)>,
+}
+
+impl DatasetQueue {
+    /// The next object in the order of the items (`None` after the last).
+    pub async fn next_object(&mut self) -> Option<(usize, Result<ObjectStream, RetrieveError>)> {
+        let (i, object) = self.objects.next_object().await?;
+        if let Some((_, reason)) = self.failed.iter().find(|(f, _)| *f == i) {
+            return Some((i, Err(RetrieveError::NoCopy(reason.clone()))));
+        }
+        Some((i, Ok(object)))
+    }
+
+    /// Open the data set of an object taken from the queue.
+    pub async fn open(
+        &self,
+        index: usize,
+        object: ObjectStream,
+    ) -> Result<DatasetStream, RetrieveError> {
+        let key = self
+            .keys
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| ObjectKey::for_instance("0"));
+        DatasetStream::open(key, object).await
     }
 }
 
@@ -238,55 +283,97 @@ fn dataset_offset(head: &[u8]) -> Option<usize> {
         .checked_add(usize::try_from(group_length).ok()?)
 }
 
-/// A stored data set read range by range.
+/// A stored data set read chunk by chunk through the co-allocator. One chunk is held back
+/// until the next one (or the verified end) has arrived, so the last fragment of a data set is
+/// only sent once the whole object matched its SHA-256: a corrupt copy fails the transfer
+/// instead of reaching the receiver complete.
 pub struct DatasetStream {
-    /// The copies still believed good, the one being read first.
-    copies: Vec<(Arc<dyn Site>, Locator)>,
     key: ObjectKey,
-    pending: Option<Vec<u8>>,
-    next: u64,
-    end: u64,
+    object: ObjectStream,
+    held: Option<Bytes>,
+    /// The object stream has ended with its digest verified.
+    verified: bool,
 }
 
 impl DatasetStream {
+    async fn open(key: ObjectKey, mut object: ObjectStream) -> Result<DatasetStream, RetrieveError> {
+        // Read until the file meta group's length is known and passed.
+        let mut head = bytes::BytesMut::new();
+        let mut verified = false;
+        let start = loop {
+            if let Some(start) = dataset_offset(&head) {
+                if head.len() >= start {
+                    break start;
+                }
+            } else if head.len() >= PREAMBLE_AND_MAGIC + 12 {
+                return Err(RetrieveError::NotDicom(key.to_string(), "no file meta".into()));
+            }
+            match object.next_chunk().await {
+                Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    verified = true;
+                    match dataset_offset(&head) {
+                        Some(start) if head.len() >= start => break start,
+                        _ => {
+                            return Err(RetrieveError::NotDicom(
+                                key.to_string(),
+                                "no file meta".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+        };
+        let first = head.freeze().slice(start..);
+        let mut stream = DatasetStream {
+            key,
+            object,
+            held: None,
+            verified,
+        };
+        if first.is_empty() {
+            stream.advance().await?;
+        } else {
+            stream.held = Some(first);
+        }
+        if stream.held.is_none() {
+            return Err(RetrieveError::NotDicom(
+                stream.key.to_string(),
+                "empty data set".into(),
+            ));
+        }
+        Ok(stream)
+    }
+
+    /// Fetch the next non-empty chunk into `held`, or note the verified end.
+    async fn advance(&mut self) -> Result<(), RetrieveError> {
+        while !self.verified {
+            match self.object.next_chunk().await {
+                Some(Ok(chunk)) if chunk.is_empty() => continue,
+                Some(Ok(chunk)) => {
+                    self.held = Some(chunk);
+                    return Ok(());
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => self.verified = true,
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the last chunk has been handed out.
     pub fn is_done(&self) -> bool {
-        self.pending.is_none() && self.next >= self.end
+        self.held.is_none() && self.verified
     }
 
     /// The next bytes of the data set, `None` at its end.
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, RetrieveError> {
-        if let Some(chunk) = self.pending.take() {
-            return Ok(Some(chunk));
-        }
-        if self.next >= self.end {
+        let Some(current) = self.held.take() else {
             return Ok(None);
-        }
-        let len = RETRIEVE_CHUNK.min(self.end - self.next);
-        let chunk = loop {
-            let Some((site, locator)) = self.copies.first() else {
-                return Err(StorageError::NotFound(self.key.to_string()).into());
-            };
-            match site.read_at(locator, self.next, len).await {
-                Ok(chunk) => break chunk,
-                // Another site holds the same bytes: carry on from there.
-                Err(e) if self.copies.len() > 1 => {
-                    tracing::warn!(site = %site.name(), object = %locator, error = %e, "copy failed mid-read; going on from the next site");
-                    self.copies.remove(0);
-                }
-                Err(e) => return Err(e.into()),
-            }
         };
-        if chunk.is_empty() {
-            // The object shrank under us: never send a data set shorter than announced silently.
-            return Err(RetrieveError::Storage(StorageError::Io {
-                op: "read",
-                key: self.key.to_string(),
-                source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-            }));
-        }
-        self.next += chunk.len() as u64;
-        Ok(Some(chunk.to_vec()))
+        self.advance().await?;
+        Ok(Some(current.to_vec()))
     }
 }
 

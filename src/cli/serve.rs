@@ -27,6 +27,25 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     tracing::info!(addr = %local, aet = %config.dicom.aet, data_dir = %config.storage.data_dir.display(), "MIFAS listening");
     // Handlers installed before READY: a SIGTERM right after it must stop us cleanly, not kill us.
     let shutdown = CancellationToken::new();
+    // The HTTP listener (/metrics, /healthz) and the information service's probes.
+    let http_addr = std::net::SocketAddr::new(config.dicom.bind, config.http.port);
+    let http = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|source| CliError::Bind {
+            addr: http_addr.to_string(),
+            source,
+        })?;
+    let http_local = http
+        .local_addr()
+        .map_err(|e| CliError::Other(format!("cannot read the HTTP address: {e}")))?;
+    let _prober = archive
+        .health()
+        .spawn_prober(archive.sites(), shutdown.clone());
+    let metrics_archive = archive.clone();
+    let web_state = crate::web::WebState::new()
+        .with_metrics(Arc::clone(archive.health()))
+        .with_metrics(move || metrics_archive.metrics_text());
+    let web = tokio::spawn(crate::web::serve(http, web_state, shutdown.clone()));
     let signals = Signals::install()?;
     tokio::spawn(signals.watch(shutdown.clone()));
     // The READY line is the readiness signal scripts and tests wait for.
@@ -34,7 +53,7 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "MIFAS READY dicom={local} aet={} data={}",
+            "MIFAS READY dicom={local} aet={} data={} http={http_local}",
             config.dicom.aet,
             config.storage.data_dir.display()
         );
@@ -67,6 +86,9 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     let ctx = DimseContext::new(archive.clone(), Arc::new(config));
     dimse::serve(listener, ctx, shutdown).await;
     background.cancel();
+    if let Ok(Err(e)) = web.await {
+        tracing::error!(error = %e, "HTTP listener failed");
+    }
     archive
         .close()
         .await

@@ -15,7 +15,7 @@ use super::assembler::Assembler;
 use super::message::{StoreRequest, command_field};
 use super::session::{Event, Exit, Session};
 use super::status::{Category, Status};
-use crate::archive::{Archive, DatasetStream, RetrieveItem};
+use crate::archive::{Archive, DatasetQueue, DatasetStream, RetrieveItem, convert_object};
 use crate::config::RemoteAe;
 
 /// Uncompressed syntaxes every storage SCP accepts, in our order of preference.
@@ -179,22 +179,28 @@ enum Payload {
     Converted(Vec<u8>),
 }
 
+/// Take the next object from the queue (always, so the queue stays in step with the items) and
+/// open or convert it for its route.
 async fn prepare(
-    archive: &Archive,
+    queue: &mut DatasetQueue,
     contexts: &[StoreContext],
     item: &RetrieveItem,
 ) -> Result<Prepared, String> {
+    let (index, object) = queue
+        .next_object()
+        .await
+        .ok_or_else(|| "the retrieve queue ended early".to_string())?;
+    let object = object.map_err(|e| e.to_string())?;
     let route = route(contexts, item)?;
     let payload = match &route.convert_to {
         None => Payload::Stream(
-            archive
-                .open_dataset(item)
+            queue
+                .open(index, object)
                 .await
                 .map_err(|e| e.to_string())?,
         ),
         Some(ts) => {
-            let bytes = archive
-                .converted_dataset(item, ts)
+            let bytes = convert_object(object, &item.sop_instance_uid, ts)
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::debug!(sop_instance_uid = %item.sop_instance_uid, from = %item.transfer_syntax, to = %ts, "converted for the receiver");
@@ -207,13 +213,15 @@ async fn prepare(
     })
 }
 
-/// The sub-operations of one C-MOVE/C-GET, one instance per [`SubOperations::step`]. While the
-/// receiver works on one instance, the next one is read (pipelining the store's latency away);
-/// instances that need conversion are not read ahead, so at most one converted object is held.
+/// The sub-operations of one C-MOVE/C-GET, one instance per [`SubOperations::step`]. The
+/// archive fetches the instances ahead from every site holding copies (co-allocated, a bounded
+/// number at once) while the receiver works; the next one is opened while the receiver answers
+/// the current one. Instances that need conversion are not opened ahead, so at most one
+/// converted object is held.
 pub struct SubOperations<'a> {
-    archive: &'a Archive,
     contexts: &'a [StoreContext],
     items: &'a [RetrieveItem],
+    queue: DatasetQueue,
     next: usize,
     ahead: Option<Result<Prepared, String>>,
 }
@@ -225,9 +233,9 @@ impl<'a> SubOperations<'a> {
         items: &'a [RetrieveItem],
     ) -> SubOperations<'a> {
         SubOperations {
-            archive,
             contexts,
             items,
+            queue: archive.open_datasets(items),
             next: 0,
             ahead: None,
         }
@@ -254,7 +262,7 @@ impl<'a> SubOperations<'a> {
         self.next += 1;
         let prepared = match self.ahead.take() {
             Some(p) => p,
-            None => prepare(self.archive, self.contexts, item).await,
+            None => prepare(&mut self.queue, self.contexts, item).await,
         };
         let prepared = match prepared {
             Ok(p) => p,
@@ -265,11 +273,12 @@ impl<'a> SubOperations<'a> {
         if let Err(e) = send(session, item, prepared, &info).await {
             return Some(Err(e));
         }
+        let (queue, contexts) = (&mut self.queue, self.contexts);
         let read_ahead = async {
             let next = self.items.get(self.next)?;
-            let streamable = route(self.contexts, next).is_ok_and(|r| r.convert_to.is_none());
+            let streamable = route(contexts, next).is_ok_and(|r| r.convert_to.is_none());
             if streamable {
-                Some(prepare(self.archive, self.contexts, next).await)
+                Some(prepare(queue, contexts, next).await)
             } else {
                 None
             }

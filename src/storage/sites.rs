@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::{Locator, PutSource, Result, Site, StorageError};
+use super::{Locator, PutSource, Result, Site, SiteHealth, SiteState, StorageError};
 use crate::config::AckPolicy;
 
 /// Why a group could not be stored on enough sites.
@@ -45,17 +45,12 @@ pub struct GroupPut {
     pub pending: Vec<String>,
 }
 
-/// Decides the order in which sites are tried (the information service plugs in here).
-pub trait SiteRanking: Send + Sync + std::fmt::Debug {
-    /// Lower is better; a down site should rank last.
-    fn rank(&self, site: &str) -> u32;
-}
-
 #[derive(Debug)]
 pub struct Sites {
     sites: Vec<Arc<dyn Site>>,
     ack: AckPolicy,
-    ranking: Option<Arc<dyn SiteRanking>>,
+    /// The information service: orders the sites and hears how each write went.
+    health: Option<Arc<SiteHealth>>,
 }
 
 impl Sites {
@@ -63,12 +58,15 @@ impl Sites {
         Sites {
             sites,
             ack,
-            ranking: None,
+            health: None,
         }
     }
 
-    pub fn with_ranking(mut self, ranking: Arc<dyn SiteRanking>) -> Sites {
-        self.ranking = Some(ranking);
+    pub fn with_health(mut self, health: Arc<SiteHealth>) -> Sites {
+        for site in &self.sites {
+            health.register(site.name());
+        }
+        self.health = Some(health);
         self
     }
 
@@ -89,13 +87,38 @@ impl Sites {
         self.ack.required(self.sites.len())
     }
 
-    /// The sites in the order to try them: best first by the ranking, then configuration order.
+    /// The sites in the order to try them: up, then degraded, then down (the information
+    /// service's state), in configuration order within each state.
     pub fn ranked(&self) -> Vec<Arc<dyn Site>> {
         let mut sites = self.sites.clone();
-        if let Some(ranking) = &self.ranking {
-            sites.sort_by_key(|s| ranking.rank(s.name()));
+        if let Some(health) = &self.health {
+            sites.sort_by_key(|s| match health.state(s.name()) {
+                SiteState::Up => 0,
+                SiteState::Degraded => 1,
+                SiteState::Down => 2,
+            });
         }
         sites
+    }
+
+    /// Tell the information service how a write to `site` went.
+    fn record(&self, site: &str, bytes: u64, ok: bool) {
+        if let Some(health) = &self.health {
+            if ok {
+                health.record_ok(site);
+                health.record_written(site, bytes);
+            } else {
+                health.record_error(site);
+            }
+        }
+    }
+
+    /// Store a group on one site, telling the information service how it went.
+    pub async fn put_on(&self, site: &Arc<dyn Site>, objects: &[PutSource]) -> Result<Vec<Locator>> {
+        let result = site.put_group(objects).await;
+        let bytes = objects.iter().map(|o| o.size).sum();
+        self.record(site.name(), bytes, result.is_ok());
+        result
     }
 
     /// Let every site prepare an object as soon as it is spooled (see [`Site::prepare`]).
@@ -113,7 +136,7 @@ impl Sites {
         let needed = self.required();
         if self.sites.len() == 1 {
             let site = &self.sites[0];
-            let locators = site.put_group(objects).await?;
+            let locators = self.put_on(site, objects).await?;
             return Ok(GroupPut {
                 held: vec![(site.name().to_string(), locators)],
                 pending: Vec::new(),
@@ -125,6 +148,7 @@ impl Sites {
         let mut full: Option<StorageError> = None;
         let mut running = JoinSet::new();
         let shared: Arc<Vec<PutSource>> = Arc::new(objects.to_vec());
+        let bytes: u64 = objects.iter().map(|o| o.size).sum();
         loop {
             while held.len() + running.len() < needed {
                 let Some(site) = candidates.next() else { break };
@@ -138,8 +162,12 @@ impl Sites {
                 break;
             };
             match joined {
-                Ok((name, Ok(locators))) => held.push((name, locators)),
+                Ok((name, Ok(locators))) => {
+                    self.record(&name, bytes, true);
+                    held.push((name, locators));
+                }
                 Ok((name, Err(e))) => {
+                    self.record(&name, bytes, false);
                     tracing::warn!(site = %name, error = %e, objects = objects.len(), "site could not store a group; trying another");
                     failures.push((name, e.to_string()));
                     if matches!(e, StorageError::Full { .. }) {

@@ -23,7 +23,8 @@ ECHOSCU = "/usr/bin/echoscu"
 STORESCU = "/usr/bin/storescu"
 DCMDUMP = "/usr/bin/dcmdump"
 
-READY_RE = re.compile(r"^MIFAS READY dicom=(?P<ip>\S+):(?P<port>\d+) aet=(?P<aet>\S+) data=(?P<data>.+)$")
+READY_RE = re.compile(r"^MIFAS READY dicom=(?P<ip>\S+):(?P<port>\d+) aet=(?P<aet>\S+) data=(?P<data>.+) "
+                      r"http=(?P<http>\S+):(?P<http_port>\d+)$")
 
 # Environment for every child: DCMTK keeps Nagle on without this (≈40 ms per C-STORE).
 CHILD_ENV = dict(os.environ, TCP_NODELAY="1")
@@ -46,6 +47,8 @@ def _toml_value(v) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(x)}' for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
@@ -115,7 +118,8 @@ class MifasServer:
     def argv(self) -> list[str]:
         if self.argv_override is not None:
             return [str(MIFAS_BIN), *map(str, self.argv_override)]
-        args = [str(MIFAS_BIN), "serve", "--data-dir", str(self.data_dir), "--dicom-port", "0"]
+        args = [str(MIFAS_BIN), "serve", "--data-dir", str(self.data_dir), "--dicom-port", "0",
+                "--http-port", "0"]
         if self.config_path:
             args += ["--config", str(self.config_path)]
         return args + self.extra_args
@@ -135,6 +139,7 @@ class MifasServer:
         m = READY_RE.match(line)
         self.ready_line = line
         ip, self.port, self.aet = m["ip"], int(m["port"]), m["aet"]
+        self.http_port = int(m["http_port"])
         self.host = "127.0.0.1" if ip in ("0.0.0.0", "::", "[::]") else ip.strip("[]")
         # keep draining stdout so the server can never block on a full pipe
         threading.Thread(target=_drain, args=(self.proc.stdout, self.stdout_lines), daemon=True).start()

@@ -225,14 +225,14 @@ def test_explicit_ports_and_http_port_flag(mifas):
     s = mifas(start=False)
     s.argv_override = ["serve", "--data-dir", s.data_dir, "--dicom-port", port, "--http-port", http]
     s.start()
-    assert s.port == port, s.ready_line
+    assert s.port == port and s.http_port == http, s.ready_line
     s.echo_ok()
 
 
 def test_data_dir_from_config(mifas, tmp_path, corpus):
     cfg_dir = tmp_path / "from-config"
     s = mifas({"storage": {"data_dir": str(cfg_dir)}}, start=False)
-    s.argv_override = ["serve", "--config", s.config_path, "--dicom-port", 0]
+    s.argv_override = ["serve", "--config", s.config_path, "--dicom-port", 0, "--http-port", 0]
     s.data_dir = cfg_dir
     s.start()
     assoc = pyn_associate(s, contexts_for_files([corpus[0].path]))
@@ -243,17 +243,18 @@ def test_data_dir_from_config(mifas, tmp_path, corpus):
 
 def test_embedded_defaults(mifas, tmp_path):
     """No config, no flags: AE MIFAS, port 11112, data under ./mifas-data."""
-    with socket.socket() as probe:
-        try:
-            probe.bind(("0.0.0.0", 11112))
-        except OSError:
-            pytest.fail("port 11112 (the default DICOM port this test checks) is in use on this "
-                        "machine: stop whatever listens there and run again")
+    for default in (11112, 8080):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", default))
+            except OSError:
+                pytest.fail(f"port {default} (a default port this test checks) is in use on this "
+                            "machine: stop whatever listens there and run again")
     s = mifas(start=False)
     s.argv_override = ["serve"]
     s.data_dir = s.workdir / "mifas-data"
     s.start()
-    assert s.port == 11112 and s.aet == "MIFAS", s.ready_line
+    assert s.port == 11112 and s.aet == "MIFAS" and s.http_port == 8080, s.ready_line
     s.echo_ok()
     assert (s.workdir / "mifas-data").is_dir()
 

@@ -173,3 +173,29 @@ def test_retrieval_goes_on_when_a_sites_copies_are_gone(mifas, corpus, tmp_path)
     assert set(got) == {c.sop_instance for c in items}
     for c in items:
         assert file_dataset_bytes_from(got[c.sop_instance]) == file_dataset_bytes(c.path)
+
+
+def test_metrics_show_each_site_and_the_queue(mifas, corpus, tmp_path):
+    import urllib.request
+    base = tmp_path / "sites"
+    break_site(base, "c")
+    cfg = site_config(base, "quorum")
+    cfg["storage"]["health"] = {"probe_interval_secs": 1}
+    s = mifas(cfg)
+    store_all(s, [c.path for c in corpus[:3]])
+
+    def metrics() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/metrics", timeout=10) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+            return r.read().decode()
+
+    text = metrics()
+    for n in ("a", "b"):
+        assert f'mifas_site_up{{site="site-{n}"}} 1' in text, text
+        assert re.search(rf'mifas_site_bytes_written_total{{site="site-{n}"}} [1-9]', text), text
+    # site-c cannot take the copies: they wait in the queue, and its probes mark it down
+    assert re.search(r"^mifas_replication_queue [1-9]", text, re.M), text
+    # the site's directory goes away (an unmounted disk): its probes fail, it is marked down
+    shutil.rmtree(base / "c")
+    wait_until(lambda: 'mifas_site_up{site="site-c"} 0' in metrics(), 30, interval=0.2,
+               what="site-c reported down")
