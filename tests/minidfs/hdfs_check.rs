@@ -87,6 +87,16 @@ async fn main() -> ExitCode {
         "read_while_open",
         hdfs_checks::check_read_while_open(&fs, &dir).await
     );
+    // the same on 1 MiB blocks, to cross block boundaries while the file is open
+    let mut small = site.clone();
+    small.block_size_mb = 1;
+    match HdfsFs::connect(&small) {
+        Ok(fs1) => check!(
+            "read_while_open_across_blocks",
+            hdfs_checks::check_read_while_open_across_blocks(&fs1, &dir).await
+        ),
+        Err(e) => report("connect (1 MiB blocks)", &Err(e.to_string()), &mut failed),
+    }
     check!(
         "create_exists",
         hdfs_checks::check_create_exists(&fs, &dir).await

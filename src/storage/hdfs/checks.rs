@@ -101,6 +101,41 @@ pub async fn check_read_while_open(fs: &HdfsFs, dir: &str) -> CheckResult {
     ))
 }
 
+/// The same across block boundaries, on a site with a 1 MiB block size: after every hsync a
+/// new reader reads everything synced (part from HDFS's complete blocks, part from the writer),
+/// and a reader opened early still reads its range after the writer has moved two blocks on.
+pub async fn check_read_while_open_across_blocks(fs: &HdfsFs, dir: &str) -> CheckResult {
+    let path = format!("{dir}/blocks.pack");
+    let mut all = Vec::new();
+    let mut w = fs.create(&path).await.map_err(fail("create"))?;
+    let mut early = None;
+    for i in 0..10u64 {
+        let b = pattern(300 + i, 300_000);
+        all.extend_from_slice(&b);
+        w.write(b).await.map_err(fail("write"))?;
+        w.sync().await.map_err(fail("hsync"))?;
+        read_back(fs, &path, &all).await?;
+        if i == 1 {
+            early = Some(fs.open(&path).await.map_err(fail("open early"))?);
+        }
+    }
+    let early = early.ok_or("no early reader")?;
+    let got = early
+        .read_at(250_000, 350_000)
+        .await
+        .map_err(fail("early reader after the writer moved on"))?;
+    ensure(got[..] == all[250_000..600_000], || {
+        "early reader read different bytes".into()
+    })?;
+    w.close().await.map_err(fail("close"))?;
+    read_back(fs, &path, &all).await?;
+    Ok(format!(
+        "{} bytes over {} blocks, every hsync read back while open",
+        all.len(),
+        all.len().div_ceil(1 << 20)
+    ))
+}
+
 /// `create` of an existing file fails and leaves it alone.
 pub async fn check_create_exists(fs: &HdfsFs, dir: &str) -> CheckResult {
     let path = format!("{dir}/exists");
