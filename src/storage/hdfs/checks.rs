@@ -405,30 +405,38 @@ pub async fn measure(fs: &HdfsFs, dir: &str) -> std::result::Result<Vec<String>,
         ms(median(&mut t_sync))
     ));
 
-    // positional read of 0.5 MB from the still-open pack (open + read, then read alone)
-    let (mut t_open_read, mut t_read) = (Vec::new(), Vec::new());
-    for i in 0..N {
-        let t = Instant::now();
-        let r = fs.open(&path).await.map_err(fail("open"))?;
-        let off = (i as u64 * 512 * 1024) % (r.len() - half.len() as u64 + 1);
-        let b = r
-            .read_at(off, half.len() as u64)
-            .await
-            .map_err(fail("read"))?;
-        t_open_read.push(t.elapsed());
-        ensure(b.len() == half.len(), || "short read".into())?;
-        let t = Instant::now();
-        r.read_at(off, half.len() as u64)
-            .await
-            .map_err(fail("read"))?;
-        t_read.push(t.elapsed());
+    // positional reads of 0.5 MB: from the still-open pack (its open block comes from the
+    // writer's memory), then from the closed pack (datanodes)
+    let mut open_w = Some(w);
+    for state in ["open", "closed"] {
+        if state == "closed"
+            && let Some(w) = open_w.take()
+        {
+            w.close().await.map_err(fail("close"))?;
+        }
+        let (mut t_open_read, mut t_read) = (Vec::new(), Vec::new());
+        for i in 0..N {
+            let t = Instant::now();
+            let r = fs.open(&path).await.map_err(fail("open"))?;
+            let off = (i as u64 * 512 * 1024 + 4096) % (r.len() - half.len() as u64 + 1);
+            let b = r
+                .read_at(off, half.len() as u64)
+                .await
+                .map_err(fail("read"))?;
+            t_open_read.push(t.elapsed());
+            ensure(b.len() == half.len(), || "short read".into())?;
+            let t = Instant::now();
+            r.read_at(off, half.len() as u64)
+                .await
+                .map_err(fail("read"))?;
+            t_read.push(t.elapsed());
+        }
+        lines.push(format!(
+            "positional read 0.5 MB, {state} pack: open+read median {}, read alone median {}",
+            ms(median(&mut t_open_read)),
+            ms(median(&mut t_read))
+        ));
     }
-    w.close().await.map_err(fail("close"))?;
-    lines.push(format!(
-        "positional read 0.5 MB: open+read median {}, read alone median {}",
-        ms(median(&mut t_open_read)),
-        ms(median(&mut t_read))
-    ));
 
     // 64 MB sequential write in 1 MiB writes, hsync + close at the end
     let big = format!("{dir}/m-64mb");

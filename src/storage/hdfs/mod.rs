@@ -282,3 +282,6 @@ impl PackFs for HdfsFs {
             .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests;
