@@ -137,12 +137,30 @@ async fn main() -> ExitCode {
         println!("WAITING for failover: change the namenodes, then press enter");
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
+        // probe until the site answers again (up to 2 minutes): how long the client took to
+        // follow, how many calls failed meanwhile, and the longest single call
         let t = Instant::now();
-        let first = fs.probe().await;
-        let took = t.elapsed();
-        let r = match first {
-            Ok(()) => Ok(format!("first probe after the change answered in {took:?}")),
-            Err(e) => Err(format!("first probe after the change: {e} after {took:?}")),
+        let (mut failures, mut longest) = (0u32, std::time::Duration::ZERO);
+        let mut last_err = String::new();
+        let r = loop {
+            let c = Instant::now();
+            let res = fs.probe().await;
+            longest = longest.max(c.elapsed());
+            match res {
+                Ok(()) => {
+                    break Ok(format!(
+                        "answered {:?} after the change; {failures} failed calls before \
+                         (last: {last_err}); longest call {longest:?}",
+                        t.elapsed()
+                    ));
+                }
+                Err(e) if t.elapsed() < std::time::Duration::from_secs(120) => {
+                    failures += 1;
+                    last_err = e.to_string();
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => break Err(format!("still failing after 2 minutes: {e}")),
+            }
         };
         report("failover_probe", &r, &mut failed);
         let t = Instant::now();

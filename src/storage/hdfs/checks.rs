@@ -268,6 +268,8 @@ pub async fn check_recover(fs: &HdfsFs, dir: &str) -> CheckResult {
     w.write(data.clone()).await.map_err(fail("write"))?;
     w.sync().await.map_err(fail("hsync"))?;
     drop(w);
+    // before recovery the synced bytes are still readable (from the abandoned writer's tail)
+    read_back(fs, &path, &data).await?;
     let t = Instant::now();
     fs.recover(&path).await.map_err(fail("recover"))?;
     let took = t.elapsed();

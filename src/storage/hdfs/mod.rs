@@ -262,6 +262,7 @@ impl PackFs for HdfsFs {
         let mut pause = Duration::from_millis(100);
         loop {
             if ctx.run(self.client.recover_lease(path)).await? {
+                self.tails.recovered(path);
                 return Ok(());
             }
             if tokio::time::Instant::now() + pause > deadline {
