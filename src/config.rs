@@ -135,6 +135,68 @@ pub struct StorageConfig {
     /// Fraction (0.0..=1.0) of the placements whose SHA-256 a repair pass re-reads and checks;
     /// every placement's size is always checked.
     pub repair_sha256_sample: f64,
+    /// Co-allocated reads (`[storage.coalloc]`).
+    pub coalloc: CoallocConfig,
+    /// The information service (`[storage.health]`).
+    pub health: HealthConfig,
+}
+
+/// `[storage.coalloc]`: how reads are spread over the sites holding copies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoallocConfig {
+    /// Objects at least this large (MiB) are read as byte ranges from several sites at once;
+    /// smaller ones come whole from one site.
+    pub min_object_mb: u64,
+    /// Size of one range, in MiB (at least 1).
+    pub range_mb: u64,
+    /// Bytes read ahead of the consumer, in MiB (bounds memory per read).
+    pub buffer_mb: u64,
+    /// Objects of a multi-object retrieve fetched at once.
+    pub objects_in_flight: usize,
+    /// A range outstanding this many times longer than the site's expected time is re-requested
+    /// from another site (endgame; first answer wins).
+    pub straggler_factor: f64,
+}
+
+impl Default for CoallocConfig {
+    fn default() -> Self {
+        CoallocConfig {
+            min_object_mb: 4,
+            range_mb: 1,
+            buffer_mb: 32,
+            objects_in_flight: 8,
+            straggler_factor: 3.0,
+        }
+    }
+}
+
+/// `[storage.health]`: probes and states of the sites.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Seconds between latency probes of each site.
+    pub probe_interval_secs: u64,
+    /// Consecutive failed calls/probes before a site is marked down.
+    pub down_after: u32,
+    /// Consecutive successful probes before a down site is up again.
+    pub up_after: u32,
+    /// Error rate (moving average, 0..1) above which an up site is degraded.
+    pub degraded_error_rate: f64,
+    /// Probe latency in milliseconds above which an up site is degraded.
+    pub degraded_latency_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            probe_interval_secs: 5,
+            down_after: 3,
+            up_after: 2,
+            degraded_error_rate: 0.2,
+            degraded_latency_ms: 1000,
+        }
+    }
 }
 
 /// `[storage] ack`: "1", "quorum" (a majority of the sites) or "all".
@@ -266,6 +328,8 @@ impl Default for StorageConfig {
             sites: Vec::new(),
             repair_interval_secs: 3600,
             repair_sha256_sample: 0.01,
+            coalloc: CoallocConfig::default(),
+            health: HealthConfig::default(),
         }
     }
 }

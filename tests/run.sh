@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # MIFAS test suite: the single test command (README). Run as root on Debian/Ubuntu:
 #   bash tests/run.sh
-# Installs what is missing (Debian: dcmtk, orthanc, fuse3, python3-venv, a C toolchain; Rust via
-# rustup if there is no cargo), creates the project-local virtual environment .venv/ (ignored by
-# git) and installs the Python packages there (pydicom, pynetdicom, pytest, numpy, pylibjpeg +
-# pylibjpeg-libjpeg/-openjpeg), builds the release binary, runs the Rust unit tests, then the
-# integration tests (tests/integration) with .venv's interpreter against the real binary with
-# DCMTK, Orthanc and pynetdicom.
+# Installs what is missing (Debian: dcmtk, orthanc, fuse3, python3-venv, a C toolchain, Java 17 and
+# Maven for the HDFS test sites; Rust via rustup if there is no cargo), creates the project-local
+# virtual environment .venv/ (ignored by git) and installs the Python packages there (pydicom,
+# pynetdicom, pytest, numpy, pylibjpeg + pylibjpeg-libjpeg/-openjpeg), builds the release binary
+# and the HDFS launcher (tests/minidfs), runs the Rust unit tests, then the integration tests
+# (tests/integration) with .venv's interpreter against the real binary with DCMTK, Orthanc,
+# pynetdicom and MiniDFSCluster sites.
 # Nothing is pip-installed outside .venv/ and .venv/bin is never put on PATH: pynetdicom's own
 # storescu/findscu/echoscu entry points live there and must not shadow DCMTK's (the tests call
 # DCMTK by absolute path, /usr/bin/...).
@@ -43,6 +44,9 @@ command -v cc >/dev/null || missing+=(build-essential)
 command -v mount >/dev/null || missing+=(mount)   # the disk-full test mounts a small tmpfs
 # the power-loss test mounts a FUSE file system of our own (tests/powercut; fuser without libfuse)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
+# the HDFS tests run real HDFS sites: our MiniDFSCluster launcher (tests/minidfs), Java 17 + Maven
+command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null || missing+=(maven)
 # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv
 [ -x "$VENV/bin/python" ] || "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
@@ -59,6 +63,7 @@ fi
 echo "dcmtk: $(/usr/bin/storescu --version 2>&1 | head -1)"
 echo "orthanc: $(/usr/sbin/Orthanc --version 2>&1 | head -1)"
 echo "cargo: $(cargo --version)"
+echo "java: $(java -version 2>&1 | head -1); $(mvn -B -v 2>/dev/null | sed "s/\x1b\[[0-9;]*m//g" | head -1)"
 
 step "python packages (project-local virtual environment $VENV)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
@@ -80,6 +85,10 @@ step "cargo build --release (the binary, and the examples: tests/powercut's FUSE
 cargo build --release --bins --examples
 
 status=0
+step "HDFS test sites: MiniDFSCluster launcher (tests/minidfs: classpath resolved once into ~/.m2, javac)"
+# a failure here (e.g. Maven Central unreachable) fails the run; the HDFS tests then fail with the reason
+bash tests/minidfs/build.sh || { echo "MINIDFS LAUNCHER BUILD FAILED"; status=1; }
+
 step "cargo test --release (unit tests)"
 cargo test --release || { echo "UNIT TESTS FAILED"; status=1; }
 

@@ -1,17 +1,17 @@
 //! Group commit: objects that became ready while the previous commit ran are made durable
-//! together — one fsync pass and one index write + flush for the whole group — so concurrent
-//! associations share the cost of durability.
+//! together — one store pass on the sites the ack policy requires and one index write + flush
+//! for the whole group — so concurrent associations share the cost of durability.
 
 use std::sync::{Arc, Weak};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::IngestError;
-use crate::index::{Applied, Index, IndexError, InstanceEntry};
-use crate::storage::{ObjectKey, ObjectStore};
+use crate::index::{Applied, Index, IndexError, InstanceEntry, Placement, PlacementState};
+use crate::storage::{GroupPut, PutSource, Sites, StorageError};
 
 struct CommitRequest {
-    key: ObjectKey,
+    source: PutSource,
     entry: InstanceEntry,
     reply: oneshot::Sender<Result<Applied, CommitFailure>>,
 }
@@ -19,16 +19,17 @@ struct CommitRequest {
 /// Why a group was refused; shared by every object of the group, so cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) enum CommitFailure {
-    /// ENOSPC/EDQUOT while making the objects or the index durable.
+    /// ENOSPC/EDQUOT while making the objects or the index durable, or too few sites could
+    /// take the group (the ack policy cannot be met).
     OutOfResources(String),
     Storage(String),
     Index(String),
 }
 
 impl CommitFailure {
-    fn from_storage(err: &crate::storage::StorageError) -> CommitFailure {
+    fn from_storage(err: &StorageError) -> CommitFailure {
         match err {
-            crate::storage::StorageError::Full { .. } => {
+            StorageError::Full { .. } | StorageError::AckNotMet(_) => {
                 CommitFailure::OutOfResources(err.to_string())
             }
             other => CommitFailure::Storage(other.to_string()),
@@ -59,9 +60,7 @@ impl From<CommitFailure> for IngestError {
     fn from(failure: CommitFailure) -> IngestError {
         match failure {
             CommitFailure::OutOfResources(m) => IngestError::OutOfResources(m),
-            CommitFailure::Storage(m) => {
-                IngestError::Storage(crate::storage::StorageError::Task(m))
-            }
+            CommitFailure::Storage(m) => IngestError::Storage(StorageError::Task(m)),
             CommitFailure::Index(m) => IngestError::Index(IndexError::Write(m)),
         }
     }
@@ -74,28 +73,33 @@ pub(crate) struct CommitterHandle {
 
 pub(crate) fn spawn(
     index: &Arc<Index>,
-    store: Arc<dyn ObjectStore>,
+    sites: Arc<Sites>,
     max_group: usize,
+    replication: Arc<Notify>,
 ) -> CommitterHandle {
     // Bounded: a stalled disk pushes back on the associations instead of queueing without end.
     let (tx, rx) = mpsc::channel(max_group * 4);
     // Weak: the archive owns the index; dropping the archive closes the database at once.
-    tokio::spawn(run(rx, Arc::downgrade(index), store, max_group));
+    tokio::spawn(run(rx, Arc::downgrade(index), sites, max_group, replication));
     CommitterHandle { tx }
 }
 
 impl CommitterHandle {
-    /// Make an object already moved into the store durable and indexed under `key` (the
+    /// Store the spooled object on the sites, durably, and index it under `source.key` (the
     /// record names this generation of the object).
     pub(crate) async fn commit(
         &self,
-        key: ObjectKey,
+        source: PutSource,
         mut entry: InstanceEntry,
     ) -> Result<Applied, IngestError> {
-        entry.instance.object_key = key.to_string();
+        entry.instance.object_key = source.key.to_string();
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(CommitRequest { key, entry, reply })
+            .send(CommitRequest {
+                source,
+                entry,
+                reply,
+            })
             .await
             .map_err(|_| IngestError::ShuttingDown)?;
         match rx.await {
@@ -108,46 +112,52 @@ impl CommitterHandle {
 
 /// A group whose objects are durable, waiting for its index write.
 struct SyncedGroup {
-    keys: Vec<ObjectKey>,
+    put: GroupPut,
     entries: Vec<InstanceEntry>,
     replies: Vec<oneshot::Sender<Result<Applied, CommitFailure>>>,
 }
 
-/// Two stages: the objects of one group are fsynced while the previous group is being indexed,
-/// so index cost (which grows with the archive) hides behind the disk instead of adding to it.
-/// The index stage only ever sees groups whose objects are already durable.
+/// Two stages: the objects of one group are stored while the previous group is being indexed,
+/// so index cost (which grows with the archive) hides behind the storage instead of adding to
+/// it. The index stage only ever sees groups whose objects are already durable.
 async fn run(
     mut rx: mpsc::Receiver<CommitRequest>,
     index: Weak<Index>,
-    store: Arc<dyn ObjectStore>,
+    sites: Arc<Sites>,
     max_group: usize,
+    replication: Arc<Notify>,
 ) {
     let (synced_tx, synced_rx) = mpsc::channel::<SyncedGroup>(1);
-    let indexer = tokio::spawn(index_stage(synced_rx, index, store.clone()));
+    let indexer = tokio::spawn(index_stage(synced_rx, index, sites.clone(), replication));
     let mut group = Vec::with_capacity(max_group);
     while rx.recv_many(&mut group, max_group).await > 0 {
-        let keys: Vec<ObjectKey> = group.iter().map(|r| r.key.clone()).collect();
-        let (entries, replies): (Vec<_>, Vec<_>) =
-            group.drain(..).map(|r| (r.entry, r.reply)).unzip();
+        let mut sources = Vec::with_capacity(group.len());
+        let mut entries = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        for r in group.drain(..) {
+            sources.push(r.source);
+            entries.push(r.entry);
+            replies.push(r.reply);
+        }
         let started = std::time::Instant::now();
-        let synced = store.sync(&keys).await;
+        let stored = sites.put_group(&sources).await;
         tracing::trace!(
-            size = keys.len(),
+            size = sources.len(),
             elapsed_us = started.elapsed().as_micros() as u64,
             "group durable"
         );
-        if let Err(e) = synced {
-            fail_group(
-                store.as_ref(),
-                &keys,
-                replies,
-                CommitFailure::from_storage(&e),
-            )
-            .await;
-            continue;
-        }
+        let put = match stored {
+            Ok(put) => put,
+            Err(e) => {
+                tracing::error!(size = sources.len(), error = %e, "group could not be stored; objects of the group are refused");
+                for reply in replies {
+                    let _ = reply.send(Err(CommitFailure::from_storage(&e)));
+                }
+                continue;
+            }
+        };
         let group = SyncedGroup {
-            keys,
+            put,
             entries,
             replies,
         };
@@ -162,15 +172,40 @@ async fn run(
 async fn index_stage(
     mut rx: mpsc::Receiver<SyncedGroup>,
     index: Weak<Index>,
-    store: Arc<dyn ObjectStore>,
+    sites: Arc<Sites>,
+    replication: Arc<Notify>,
 ) {
     while let Some(group) = rx.recv().await {
         let Some(index) = index.upgrade() else { break };
         let SyncedGroup {
-            keys,
-            entries,
+            put,
+            mut entries,
             replies,
         } = group;
+        let now = super::unix_now();
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let generation = crate::storage::ObjectKey::parse(&entry.instance.object_key)
+                .map(|k| k.generation())
+                .unwrap_or(0);
+            entry.placements = put
+                .held
+                .iter()
+                .filter_map(|(site, locators)| {
+                    let locator = locators.get(i)?;
+                    Some((
+                        site.clone(),
+                        Placement {
+                            generation,
+                            locator: locator.0.clone(),
+                            state: PlacementState::Held,
+                            stored_at: now,
+                            verified_at: now,
+                        },
+                    ))
+                })
+                .collect();
+            entry.replicate_to = put.pending.clone();
+        }
         let size = entries.len();
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || apply_durably(&index, entries))
@@ -187,8 +222,11 @@ async fn index_stage(
                 for (reply, a) in replies.into_iter().zip(applied) {
                     let _ = reply.send(Ok(a));
                 }
+                if !put.pending.is_empty() {
+                    replication.notify_one();
+                }
             }
-            Err(failure) => fail_group(store.as_ref(), &keys, replies, failure).await,
+            Err(failure) => fail_group(&sites, &put, replies, failure).await,
         }
     }
 }
@@ -215,16 +253,20 @@ fn apply_durably(
     Ok(applied)
 }
 
-/// Refuse every object of a group and remove what was moved into the store.
+/// Refuse every object of a group and remove the copies the sites made of it.
 async fn fail_group(
-    store: &dyn ObjectStore,
-    keys: &[ObjectKey],
+    sites: &Sites,
+    put: &GroupPut,
     replies: Vec<oneshot::Sender<Result<Applied, CommitFailure>>>,
     failure: CommitFailure,
 ) {
-    tracing::error!(size = keys.len(), error = %failure.message(), "group commit failed; objects of the group are refused");
-    for key in keys {
-        let _ = store.delete(key).await;
+    tracing::error!(size = replies.len(), error = %failure.message(), "group commit failed; objects of the group are refused");
+    for (name, locators) in &put.held {
+        if let Some(site) = sites.get(name) {
+            for locator in locators {
+                let _ = site.delete(locator).await;
+            }
+        }
     }
     for reply in replies {
         let _ = reply.send(Err(failure.clone()));
@@ -235,18 +277,18 @@ async fn fail_group(
 mod tests {
     //! The committer's ordering, with a store whose durability barrier the test controls.
 
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::sync::Mutex;
 
     use async_trait::async_trait;
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::{tags, uids};
     use dicom_object::InMemDicomObject;
-    use tokio::sync::{Notify, Semaphore};
+    use tokio::sync::Semaphore;
 
     use super::*;
     use crate::index::ObjectFacts;
-    use crate::storage::{Result as StoreResult, StorageError};
+    use crate::storage::{ListPage, Locator, ObjectKey, Result as StoreResult, Site};
 
     /// `sync` waits for a permit the test hands out, or fails when told to.
     #[derive(Debug)]
@@ -254,7 +296,7 @@ mod tests {
         gate: Semaphore,
         sync_started: Notify,
         fail_sync: bool,
-        deleted: Mutex<Vec<ObjectKey>>,
+        deleted: Mutex<Vec<Locator>>,
     }
 
     impl GatedStore {
@@ -269,11 +311,11 @@ mod tests {
     }
 
     #[async_trait]
-    impl ObjectStore for GatedStore {
-        async fn put_file(&self, _: &ObjectKey, _: &Path) -> StoreResult<()> {
-            Ok(())
+    impl Site for GatedStore {
+        fn name(&self) -> &str {
+            "gated"
         }
-        async fn sync(&self, _: &[ObjectKey]) -> StoreResult<()> {
+        async fn put_group(&self, objects: &[PutSource]) -> StoreResult<Vec<Locator>> {
             self.sync_started.notify_one();
             if self.fail_sync {
                 return Err(StorageError::Task("disk went away".into()));
@@ -281,29 +323,33 @@ mod tests {
             let permit = self.gate.acquire().await;
             permit
                 .map(|p| p.forget())
-                .map_err(|e| StorageError::Task(e.to_string()))
+                .map_err(|e| StorageError::Task(e.to_string()))?;
+            Ok(objects.iter().map(|o| Locator(o.key.to_string())).collect())
         }
-        async fn get_range(&self, key: &ObjectKey, _: u64, _: u64) -> StoreResult<Vec<u8>> {
-            Err(StorageError::NotFound(key.to_string()))
+        async fn read_at(&self, l: &Locator, _: u64, _: u64) -> StoreResult<bytes::Bytes> {
+            Err(StorageError::NotFound(l.to_string()))
         }
-        async fn size(&self, key: &ObjectKey) -> StoreResult<u64> {
-            Err(StorageError::NotFound(key.to_string()))
+        async fn size(&self, l: &Locator) -> StoreResult<u64> {
+            Err(StorageError::NotFound(l.to_string()))
         }
-        async fn exists(&self, _: &ObjectKey) -> StoreResult<bool> {
-            Ok(true)
-        }
-        async fn delete(&self, key: &ObjectKey) -> StoreResult<()> {
-            self.deleted.lock().unwrap().push(key.clone());
+        async fn delete(&self, l: &Locator) -> StoreResult<()> {
+            self.deleted.lock().unwrap().push(l.clone());
             Ok(())
         }
-        async fn missing(&self, _: Vec<ObjectKey>) -> StoreResult<Vec<ObjectKey>> {
-            Ok(Vec::new())
+        async fn list(&self, _: Option<String>, _: usize) -> StoreResult<ListPage> {
+            Ok(ListPage::default())
         }
-        async fn list(&self) -> StoreResult<Vec<ObjectKey>> {
-            Ok(Vec::new())
+        async fn probe(&self) -> StoreResult<()> {
+            Ok(())
         }
-        fn local_path(&self, _: &ObjectKey) -> Option<PathBuf> {
-            None
+    }
+
+    fn source(sop: &str) -> PutSource {
+        PutSource {
+            key: ObjectKey::for_instance(sop),
+            path: PathBuf::from("/nonexistent"),
+            size: 10,
+            sha256: [0; 32],
         }
     }
 
@@ -340,17 +386,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::open(&dir.path().join("index")).unwrap());
         let store = Arc::new(store);
-        let committer = spawn(&index, store.clone(), 8);
+        let sites = Arc::new(Sites::new(
+            vec![store.clone() as Arc<dyn Site>],
+            crate::config::AckPolicy::Quorum,
+        ));
+        let committer = spawn(&index, sites, 8, Arc::new(Notify::new()));
         (dir, index, store, committer)
     }
 
     #[tokio::test]
     async fn nothing_is_indexed_before_its_object_is_durable() {
         let (_dir, index, store, committer) = setup(GatedStore::new(false));
-        let key = ObjectKey::for_instance("1.2.3.1");
         let task = tokio::spawn({
             let committer = committer.clone();
-            async move { committer.commit(key, entry("1.2.3.1")).await }
+            async move { committer.commit(source("1.2.3.1"), entry("1.2.3.1")).await }
         });
         store.sync_started.notified().await;
         // The object's durability barrier has not returned, so its index entry must not appear.
@@ -365,12 +414,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_sync_refuses_the_group_and_removes_its_objects() {
-        let (_dir, index, store, committer) = setup(GatedStore::new(true));
-        let key = ObjectKey::for_instance("1.2.3.2");
-        let result = committer.commit(key.clone(), entry("1.2.3.2")).await;
+    async fn a_failed_store_refuses_the_group() {
+        let (_dir, index, _store, committer) = setup(GatedStore::new(true));
+        let result = committer.commit(source("1.2.3.2"), entry("1.2.3.2")).await;
         assert!(result.is_err());
         assert!(!index.contains_instance("1.2.3.2").unwrap());
-        assert_eq!(*store.deleted.lock().unwrap(), vec![key]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_index_flush_removes_the_stored_copies() {
+        let (_dir, index, store, committer) = setup(GatedStore::new(false));
+        store.gate.add_permits(1);
+        index
+            .fail_flushes
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let result = committer.commit(source("1.2.3.3"), entry("1.2.3.3")).await;
+        assert!(result.is_err());
+        assert!(!index.contains_instance("1.2.3.3").unwrap());
+        let key = ObjectKey::for_instance("1.2.3.3");
+        assert_eq!(*store.deleted.lock().unwrap(), vec![Locator(key.to_string())]);
     }
 }

@@ -15,7 +15,7 @@ fn replace_config(dir: &Path) -> Config {
 }
 
 fn object_bytes(archive: &Archive, key: &ObjectKey) -> Vec<u8> {
-    std::fs::read(archive.inner.store.local_path(key).unwrap()).unwrap()
+    std::fs::read(archive.inner.local.as_ref().unwrap().path(key)).unwrap()
 }
 
 fn live_key(archive: &Archive, uid: &str) -> ObjectKey {
@@ -47,14 +47,14 @@ async fn replace_writes_a_new_generation_then_removes_the_old() {
     );
     let g1 = live_key(&archive, "1.6.1");
     assert_eq!(g1.generation(), 1);
-    assert_eq!(archive.inner.store.list().await.unwrap(), vec![g1.clone()]);
+    assert_eq!(archive.inner.local.as_ref().unwrap().list_keys().await.unwrap(), vec![g1.clone()]);
     let record = archive.inner.index.instance("1.6.1").unwrap().unwrap();
     assert_eq!(record.size, object_bytes(&archive, &g1).len() as u64);
     assert_eq!(archive.totals().unwrap().bytes, record.size);
     // a third copy goes to generation 2
     archive.import_file(&first, false).await.unwrap();
     assert_eq!(live_key(&archive, "1.6.1").generation(), 2);
-    assert_eq!(archive.inner.store.list().await.unwrap().len(), 1);
+    assert_eq!(archive.inner.local.as_ref().unwrap().list_keys().await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -92,7 +92,7 @@ async fn a_failed_index_flush_keeps_the_old_copy_and_entry() {
     assert!(index.study("1.6.16").unwrap().is_none());
     assert_eq!(archive.totals().unwrap(), totals);
     assert_eq!(object_bytes(&archive, &g0), old_bytes);
-    assert_eq!(archive.inner.store.list().await.unwrap(), vec![g0.clone()]);
+    assert_eq!(archive.inner.local.as_ref().unwrap().list_keys().await.unwrap(), vec![g0.clone()]);
 
     // After a restart nothing of the refused objects comes back.
     archive.close().await.unwrap();
@@ -125,7 +125,7 @@ async fn reconciliation_removes_unindexed_generations_and_keeps_the_live_one() {
         let live = live_key(&archive, "1.6.21");
         // What crashes can leave: the replaced generation whose removal was lost, and a newer
         // complete generation whose index switch never happened.
-        let path = |k: &ObjectKey| archive.inner.store.local_path(k).unwrap();
+        let path = |k: &ObjectKey| archive.inner.local.as_ref().unwrap().path(k);
         std::fs::copy(&first, path(&ObjectKey::for_instance("1.6.21"))).unwrap();
         std::fs::copy(&first, path(&live.next_generation())).unwrap();
         archive.close().await.unwrap();
@@ -138,7 +138,7 @@ async fn reconciliation_removes_unindexed_generations_and_keeps_the_live_one() {
     );
     assert_eq!(live_key(&archive, "1.6.21"), live);
     assert_eq!(
-        archive.inner.store.list().await.unwrap(),
+        archive.inner.local.as_ref().unwrap().list_keys().await.unwrap(),
         vec![live.clone()]
     );
     let record = archive.inner.index.instance("1.6.21").unwrap().unwrap();
@@ -155,7 +155,7 @@ async fn without_an_entry_the_newest_generation_is_indexed() {
     let new = write_part10(&src.path().join("b"), &spec("1.6.31", "1.6.39", "1.6.33"));
     {
         let (archive, _) = Archive::open(&config(&data)).await.unwrap();
-        let path = |k: &ObjectKey| archive.inner.store.local_path(k).unwrap();
+        let path = |k: &ObjectKey| archive.inner.local.as_ref().unwrap().path(k);
         std::fs::copy(&old, path(&ObjectKey::for_instance("1.6.31"))).unwrap();
         std::fs::copy(&new, path(&ObjectKey::for_generation("1.6.31", 3))).unwrap();
     }

@@ -18,7 +18,7 @@ use super::structure::{Encoding, StructureCheck};
 use super::{Archive, IngestError, IngestRequest, Spool};
 use crate::config::DuplicatePolicy;
 use crate::index::{Applied, InstanceEntry, ObjectFacts, text};
-use crate::storage::ObjectKey;
+use crate::storage::{Locator, ObjectKey, PutSource};
 use crate::uid;
 
 /// What happened to an object that was not refused.
@@ -56,6 +56,21 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Archive {
+    /// Whether any site still holds one of these copies (an index entry whose copies are all
+    /// gone is no duplicate).
+    async fn any_copy_exists(&self, placements: &[(String, crate::index::Placement)]) -> bool {
+        for (site_name, placement) in placements {
+            if let Some(site) = self.inner.sites.get(site_name) {
+                if site.size(&Locator(placement.locator.clone())).await.is_ok() {
+                    return true;
+                }
+            }
+        }
+        // No placement at all: an entry from before placements existed, or a site that left
+        // the configuration; treat it as stored rather than overwrite it silently.
+        placements.is_empty()
+    }
+
     /// The data set is complete: make it durable and indexed, or refuse it leaving nothing behind.
     pub async fn commit(&self, spool: Spool) -> Result<IngestOutcome, IngestError> {
         let spooled = spool.finish().await?;
@@ -76,19 +91,22 @@ impl Archive {
         let t1 = std::time::Instant::now();
         let uid = spooled.request.sop_instance_uid.clone();
         let index = &self.inner.index;
-        let store = &self.inner.store;
         let _uid_lock = self.inner.uid_locks.lock(&uid).await;
         // The generation the index points at, if any; a replacement goes to the next one so the
         // durable, indexed copy stays untouched until the new one is durable and indexed.
         let live = index.instance(&uid)?.map(|record| {
             ObjectKey::parse(&record.object_key).unwrap_or_else(|| ObjectKey::for_instance(&uid))
         });
+        let old_placements = match live {
+            Some(_) => index.placements(&uid)?,
+            None => Vec::new(),
+        };
         let key = match &live {
             None => ObjectKey::for_instance(&uid),
             Some(live) => {
                 // An index entry whose object is gone (lost after a failed commit) is no
                 // duplicate: the new copy takes its place whatever the policy.
-                if store.exists(live).await? {
+                if self.any_copy_exists(&old_placements).await {
                     match self.inner.duplicate_policy {
                         DuplicatePolicy::Ignore => {
                             tracing::info!(sop_instance_uid = %uid, "already stored; duplicate ignored");
@@ -103,21 +121,35 @@ impl Archive {
         };
         // Quota bytes stay reserved until the commit has counted them in the index totals.
         let _reservation = spooled.reservation.take();
-        // The store fsyncs the data before the rename: a crash never leaves a torn object
-        // under a key. The group commit then makes the names durable (one directory fsync
-        // pass) and indexes them.
-        store.put_file(&key, &spooled.guard.path).await?;
-        spooled.guard.disarm();
+        let source = PutSource {
+            key: key.clone(),
+            path: spooled.guard.path.clone(),
+            size: spooled.size,
+            sha256: spooled.sha256,
+        };
+        // The local store fsyncs the data here, in this association's task: a crash never
+        // leaves a torn object under a key, and the group commit only has names to sync.
+        self.inner.sites.prepare(&source).await?;
         drop(spooled.file);
         let t2 = std::time::Instant::now();
-        let applied = self.inner.committer.commit(key.clone(), entry).await?;
+        // The spool file stays guarded until the commit is over: sites other than the local
+        // store copy it, and it must go whether or not they managed to.
+        let committed = self.inner.committer.commit(source, entry).await;
+        drop(spooled.guard);
+        let applied = committed?;
         // Only now, with the new generation durable and indexed, the old one can go. Losing
         // this delete to a crash leaves an un-indexed generation that reconciliation removes.
-        if let Some(old) = live.filter(|old| *old != key) {
-            match store.delete(&old).await {
-                Ok(()) | Err(crate::storage::StorageError::NotFound(_)) => {}
-                Err(e) => {
-                    tracing::warn!(object = %old, error = %e, "cannot remove the replaced generation; reconciliation will")
+        if live.is_some_and(|old| old != key) {
+            for (site_name, placement) in old_placements {
+                let Some(site) = self.inner.sites.get(&site_name) else {
+                    continue;
+                };
+                let locator = Locator(placement.locator);
+                match site.delete(&locator).await {
+                    Ok(()) | Err(crate::storage::StorageError::NotFound(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(site = %site_name, object = %locator, error = %e, "cannot remove the replaced generation")
+                    }
                 }
             }
         }

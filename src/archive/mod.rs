@@ -9,6 +9,8 @@ mod error;
 mod ingest;
 mod query;
 mod reconcile;
+mod repair;
+mod replication;
 mod retrieve;
 mod spool;
 mod structure;
@@ -19,6 +21,8 @@ mod uid_lock;
 pub use error::IngestError;
 pub use ingest::IngestOutcome;
 pub use reconcile::{MissingObjects, ReconcileReport};
+pub use repair::{RepairReport, SiteRepair};
+pub use replication::{ReplicationError, ReplicationPass};
 pub use retrieve::{DatasetStream, RetrieveError, RetrieveItem};
 pub use spool::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, IngestRequest, Spool};
 pub use structure::{DEFAULT_MAX_SEQUENCE_DEPTH, check_dataset_bytes};
@@ -31,7 +35,7 @@ use crate::storage::fsync_dir;
 
 use crate::config::{Config, DuplicatePolicy};
 use crate::index::{Index, IndexError, Totals};
-use crate::storage::{LocalStore, ObjectStore, StorageError};
+use crate::storage::{LocalStore, Site, Sites, StorageError};
 
 /// Errors opening the archive.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,31 @@ pub enum OpenError {
     Reconcile(String),
 }
 
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The sites of the configuration; with none, the embedded local store under `objects/`.
+async fn open_sites(
+    config: &Config,
+    data_dir: &Path,
+) -> Result<(Arc<Sites>, Option<Arc<LocalStore>>), OpenError> {
+    if config.storage.sites.is_empty() {
+        let local = Arc::new(LocalStore::open(&data_dir.join("objects"))?);
+        let sites = Sites::new(vec![local.clone() as Arc<dyn Site>], config.storage.ack);
+        return Ok((Arc::new(sites), Some(local)));
+    }
+    let mut sites: Vec<Arc<dyn Site>> = Vec::new();
+    for site in &config.storage.sites {
+        sites.push(crate::storage::open_site(site).await?);
+    }
+    Ok((Arc::new(Sites::new(sites, config.storage.ack)), None))
+}
+
 /// Cheap to clone: everything lives behind one `Arc`.
 #[derive(Debug, Clone)]
 pub struct Archive {
@@ -60,7 +89,12 @@ pub struct Archive {
 #[derive(Debug)]
 struct Inner {
     index: Arc<Index>,
-    store: Arc<dyn ObjectStore>,
+    /// Every site objects are stored on, with the ack policy.
+    sites: Arc<Sites>,
+    /// The embedded local store when it is the only site (reconciliation walks its files).
+    local: Option<Arc<LocalStore>>,
+    /// Wakes the replication worker when copies were queued.
+    replication: Arc<tokio::sync::Notify>,
     spool_dir: PathBuf,
     /// Quota and object size limits, checked by each spool as its data arrives.
     spool_limits: spool::SpoolLimits,
@@ -94,7 +128,7 @@ impl Archive {
         let index_dir = data_dir.join("index");
         let index = Index::open(&index_dir).map_err(|e| OpenError::Index(index_dir.clone(), e))?;
         let index = Arc::new(index);
-        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(&data_dir.join("objects"))?);
+        let (sites, local) = open_sites(config, data_dir).await?;
         // The names of index/, objects/ and spool/ (perhaps just created) must survive a power
         // cut like everything below them.
         let parents = created.iter().rev().filter_map(|d| d.parent());
@@ -104,7 +138,13 @@ impl Archive {
                 source,
             })?;
         }
-        let committer = committer::spawn(&index, store.clone(), config.storage.group_commit_max);
+        let replication = Arc::new(tokio::sync::Notify::new());
+        let committer = committer::spawn(
+            &index,
+            sites.clone(),
+            config.storage.group_commit_max,
+            replication.clone(),
+        );
         let spool_limits = spool::SpoolLimits {
             max_object_bytes: config.storage.max_object_bytes,
             quota_bytes: config.storage.quota_bytes,
@@ -114,7 +154,9 @@ impl Archive {
         let archive = Archive {
             inner: Arc::new(Inner {
                 index,
-                store,
+                sites,
+                local,
+                replication,
                 spool_dir,
                 spool_limits,
                 duplicate_policy: config.storage.duplicate_policy,

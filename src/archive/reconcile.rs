@@ -106,11 +106,18 @@ impl Archive {
         .map_err(|e| OpenError::Reconcile(format!("cannot clean the spool: {e}")))?;
 
         let index = &self.inner.index;
-        let store = &self.inner.store;
+        // Pack sites never expose an object before the group holding it is durable and its
+        // locators are indexed: what they hold beyond the index is unacknowledged garbage
+        // for compaction, and missing copies are repair's business. Only the embedded store
+        // has files to walk.
+        let keys = match &self.inner.local {
+            Some(store) => store.list_keys().await?,
+            None => Vec::new(),
+        };
         let reconcile_err = |e: crate::index::IndexError| OpenError::Reconcile(e.to_string());
         // Listed in key order, every generation of one instance is adjacent; the newest is
         // tried first so that, with no index entry at all, the latest complete copy is indexed.
-        let mut keys = store.list().await?;
+        let mut keys = keys;
         keys.sort_by(|a, b| {
             (a.sop_instance_uid(), std::cmp::Reverse(a.generation()))
                 .cmp(&(b.sop_instance_uid(), std::cmp::Reverse(b.generation())))
@@ -122,7 +129,11 @@ impl Archive {
                     // Another generation of an indexed instance: a replacement that was never
                     // acknowledged (crash before its index switch) or a replaced copy whose
                     // removal was lost. Never indexed over the live one.
-                    match store.delete(&key).await {
+                    let deleted = match &self.inner.local {
+                        Some(store) => store.delete_key(&key).await,
+                        None => Ok(()),
+                    };
+                    match deleted {
                         Ok(()) => {
                             tracing::warn!(object = %key, live = %record.object_key, "removed an un-indexed generation of an indexed instance");
                             report.stale_generations_removed += 1;
@@ -169,6 +180,10 @@ impl Archive {
     /// it in the background after start and `mifas stats` before printing.
     pub async fn verify_objects(&self) -> Result<MissingObjects, OpenError> {
         const BATCH: usize = 10_000;
+        // Sites are checked by the repair pass, which also re-copies what is missing.
+        let Some(store) = self.inner.local.clone() else {
+            return Ok(MissingObjects::default());
+        };
         let started = std::time::Instant::now();
         let mut missing = MissingObjects::default();
         let mut checked = 0u64;
@@ -189,7 +204,7 @@ impl Archive {
             }
             if batch.len() == BATCH || (done && !batch.is_empty()) {
                 checked += batch.len() as u64;
-                for key in self.inner.store.missing(std::mem::take(&mut batch)).await? {
+                for key in store.missing(std::mem::take(&mut batch)).await? {
                     missing.count += 1;
                     // Name the first ones; a lost volume must not flood the log.
                     if missing.first.len() < REPORT_NAMED {
@@ -222,7 +237,7 @@ impl Archive {
 
     /// Move an object file out of the store into `quarantine/`; returns where it went.
     fn quarantine(&self, key: &ObjectKey) -> String {
-        let Some(path) = self.inner.store.local_path(key) else {
+        let Some(path) = self.inner.local.as_ref().map(|s| s.path(key)) else {
             return "not local; left in place".into();
         };
         let dir = self.inner.spool_dir.with_file_name("quarantine");
@@ -235,11 +250,12 @@ impl Archive {
 
     /// Index an object file already in the store (found without an index entry).
     async fn index_stored_object(&self, key: &ObjectKey) -> Result<(), IngestError> {
-        let Some(path) = self.inner.store.local_path(key) else {
+        let Some(path) = self.inner.local.as_ref().map(|s| s.path(key)) else {
             return Err(IngestError::Unreadable(
                 "object is not on local disk".into(),
             ));
         };
+        let source_path = path.clone();
         let max_depth = self.inner.max_sequence_depth;
         let entry = tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::open(&path).map_err(IngestError::spool)?;
@@ -257,13 +273,21 @@ impl Archive {
                 structure: None,
                 reservation: None,
             };
-            parse_and_validate(&spooled, max_depth)
+            let entry = parse_and_validate(&spooled, max_depth)?;
+            Ok::<_, IngestError>((entry, spooled.size, spooled.sha256))
         })
         .await
         .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))??;
+        let (entry, size, sha256) = entry;
+        let source = crate::storage::PutSource {
+            key: key.clone(),
+            path: source_path,
+            size,
+            sha256,
+        };
         self.inner
             .committer
-            .commit(key.clone(), entry)
+            .commit(source, entry)
             .await
             .map(|_| ())
     }

@@ -10,7 +10,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::Archive;
 use crate::query::{Query, QueryError};
-use crate::storage::{ObjectKey, ObjectStore, StorageError};
+use crate::storage::{Locator, ObjectKey, Site, StorageError};
 use dicom_encoding::TransferSyntaxIndex;
 
 /// Bytes read from the store per range request while streaming an object.
@@ -87,21 +87,64 @@ impl Archive {
         .map_err(|e| RetrieveError::Task(e.to_string()))?
     }
 
+    /// The copies of one generation of an instance, best site first.
+    pub(crate) fn copies(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<Vec<(Arc<dyn Site>, Locator)>, RetrieveError> {
+        let placements = self.inner.index.placements(key.sop_instance_uid())?;
+        let mut copies = Vec::new();
+        for site in self.inner.sites.ranked() {
+            let held = placements.iter().find(|(name, p)| {
+                name == site.name()
+                    && p.generation == key.generation()
+                    && p.state == crate::index::PlacementState::Held
+            });
+            if let Some((_, p)) = held {
+                copies.push((site.clone(), Locator(p.locator.clone())));
+            }
+        }
+        Ok(copies)
+    }
+
+    /// The first `len` bytes of a stored generation, from the first copy that answers.
+    async fn read_head(
+        &self,
+        key: &ObjectKey,
+        len: u64,
+    ) -> Result<(Vec<(Arc<dyn Site>, Locator)>, bytes::Bytes), RetrieveError> {
+        let mut copies = self.copies(key)?;
+        let mut last = StorageError::NotFound(key.to_string());
+        while !copies.is_empty() {
+            let (site, locator) = copies[0].clone();
+            match site.read_at(&locator, 0, len).await {
+                Ok(head) => return Ok((copies, head)),
+                Err(e) => {
+                    tracing::warn!(site = %site.name(), object = %locator, error = %e, "copy unreadable; trying the next site");
+                    last = e;
+                    copies.remove(0);
+                }
+            }
+        }
+        Err(last.into())
+    }
+
     /// Stream the stored data set of `item` (without the Part-10 file meta), as it is.
     pub async fn open_dataset(&self, item: &RetrieveItem) -> Result<DatasetStream, RetrieveError> {
-        let store = self.inner.store.clone();
-        let (key, first) = match store.get_range(&item.key, 0, RETRIEVE_CHUNK).await {
-            Ok(first) => (item.key.clone(), first),
+        let (key, copies, first) = match self.read_head(&item.key, RETRIEVE_CHUNK).await {
+            Ok((copies, first)) => (item.key.clone(), copies, first),
             // Replaced since the query selected it (duplicate_policy = replace writes a new
             // generation and removes the old one): read the generation the index names now.
-            Err(StorageError::NotFound(missing)) => match self.current_key(item)? {
-                Some(current) if current != item.key => {
-                    let first = store.get_range(&current, 0, RETRIEVE_CHUNK).await?;
-                    (current, first)
+            Err(RetrieveError::Storage(StorageError::NotFound(missing))) => {
+                match self.current_key(item)? {
+                    Some(current) if current != item.key => {
+                        let (copies, first) = self.read_head(&current, RETRIEVE_CHUNK).await?;
+                        (current, copies, first)
+                    }
+                    _ => return Err(StorageError::NotFound(missing).into()),
                 }
-                _ => return Err(StorageError::NotFound(missing).into()),
-            },
-            Err(e) => return Err(e.into()),
+            }
+            Err(e) => return Err(e),
         };
         let start = dataset_offset(&first)
             .ok_or_else(|| RetrieveError::NotDicom(key.to_string(), "no file meta".into()))?;
@@ -109,12 +152,12 @@ impl Archive {
         let size = if (first.len() as u64) < RETRIEVE_CHUNK {
             first.len() as u64
         } else {
-            store.size(&key).await?
+            copies[0].0.size(&copies[0].1).await?
         };
         let buffered = first.get(start..).map(<[u8]>::to_vec).unwrap_or_default();
         let next = start as u64 + buffered.len() as u64;
         Ok(DatasetStream {
-            store,
+            copies,
             key,
             pending: Some(buffered).filter(|b| !b.is_empty()),
             next,
@@ -136,17 +179,18 @@ impl Archive {
         item: &RetrieveItem,
         ts_uid: &str,
     ) -> Result<Vec<u8>, RetrieveError> {
-        // get_range clamps to the object's end.
-        let store = &self.inner.store;
-        let bytes = match store.get_range(&item.key, 0, u64::MAX).await {
-            Err(StorageError::NotFound(missing)) => match self.current_key(item)? {
-                // replaced since the query: the generation the index names now
-                Some(current) if current != item.key => {
-                    store.get_range(&current, 0, u64::MAX).await?
+        // read_at clamps to the object's end.
+        let bytes = match self.read_head(&item.key, u64::MAX).await {
+            Err(RetrieveError::Storage(StorageError::NotFound(missing))) => {
+                match self.current_key(item)? {
+                    // replaced since the query: the generation the index names now
+                    Some(current) if current != item.key => {
+                        self.read_head(&current, u64::MAX).await?.1
+                    }
+                    _ => return Err(StorageError::NotFound(missing).into()),
                 }
-                _ => return Err(StorageError::NotFound(missing).into()),
-            },
-            other => other?,
+            }
+            other => other?.1,
         };
         let (uid, ts_uid) = (item.sop_instance_uid.clone(), ts_uid.to_string());
         tokio::task::spawn_blocking(move || convert(&bytes, &uid, &ts_uid))
@@ -196,7 +240,8 @@ fn dataset_offset(head: &[u8]) -> Option<usize> {
 
 /// A stored data set read range by range.
 pub struct DatasetStream {
-    store: Arc<dyn ObjectStore>,
+    /// The copies still believed good, the one being read first.
+    copies: Vec<(Arc<dyn Site>, Locator)>,
     key: ObjectKey,
     pending: Option<Vec<u8>>,
     next: u64,
@@ -218,7 +263,20 @@ impl DatasetStream {
             return Ok(None);
         }
         let len = RETRIEVE_CHUNK.min(self.end - self.next);
-        let chunk = self.store.get_range(&self.key, self.next, len).await?;
+        let chunk = loop {
+            let Some((site, locator)) = self.copies.first() else {
+                return Err(StorageError::NotFound(self.key.to_string()).into());
+            };
+            match site.read_at(locator, self.next, len).await {
+                Ok(chunk) => break chunk,
+                // Another site holds the same bytes: carry on from there.
+                Err(e) if self.copies.len() > 1 => {
+                    tracing::warn!(site = %site.name(), object = %locator, error = %e, "copy failed mid-read; going on from the next site");
+                    self.copies.remove(0);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         if chunk.is_empty() {
             // The object shrank under us: never send a data set shorter than announced silently.
             return Err(RetrieveError::Storage(StorageError::Io {
@@ -228,7 +286,7 @@ impl DatasetStream {
             }));
         }
         self.next += chunk.len() as u64;
-        Ok(Some(chunk))
+        Ok(Some(chunk.to_vec()))
     }
 }
 

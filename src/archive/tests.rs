@@ -96,9 +96,7 @@ async fn import_counts_every_level_and_stores_the_dataset_verbatim() {
     // data set bytes after our meta group equal the source's
     let stored = archive
         .inner
-        .store
-        .local_path(&crate::storage::ObjectKey::for_instance("1.2.3.1"))
-        .unwrap();
+        .local.as_ref().unwrap().path(&crate::storage::ObjectKey::for_instance("1.2.3.1"));
     let tail = |p: &Path| {
         let mut f = std::fs::File::open(p).unwrap();
         let (_, off) = reconcile::read_part10_meta(&mut f).unwrap();
@@ -117,9 +115,7 @@ async fn import_counts_every_level_and_stores_the_dataset_verbatim() {
             std::fs::metadata(
                 archive
                     .inner
-                    .store
-                    .local_path(&crate::storage::ObjectKey::for_instance(u))
-                    .unwrap(),
+                    .local.as_ref().unwrap().path(&crate::storage::ObjectKey::for_instance(u)),
             )
             .unwrap()
             .len()
@@ -230,7 +226,7 @@ async fn truncated_and_hostile_objects_leave_nothing() {
 
     assert_eq!(archive.totals().unwrap().instances, 0);
     assert_eq!(std::fs::read_dir(archive.spool_dir()).unwrap().count(), 0);
-    let objects = archive.inner.store.list().await.unwrap();
+    let objects = archive.inner.local.as_ref().unwrap().list_keys().await.unwrap();
     assert!(objects.is_empty(), "{objects:?}");
 }
 
@@ -284,7 +280,7 @@ async fn reconciliation_indexes_orphans_and_reports_missing_objects() {
     assert_eq!(report.spool_files_removed, 1);
     assert_eq!(archive.totals().unwrap().instances, 2);
     let key = crate::storage::ObjectKey::for_instance("1.9.4");
-    std::fs::remove_file(archive.inner.store.local_path(&key).unwrap()).unwrap();
+    std::fs::remove_file(archive.inner.local.as_ref().unwrap().path(&key)).unwrap();
     drop(archive);
     let (archive, _) = Archive::open(&config(&data)).await.unwrap();
     let missing = archive.verify_objects().await.unwrap();
@@ -303,11 +299,11 @@ async fn reconciliation_quarantines_unreadable_objects() {
         let key = crate::storage::ObjectKey::for_instance("1.4.4");
         // A named but empty object: not something a crash leaves any more (objects are fsynced
         // before their rename), but a damaged or hand-made file must not stop the start.
-        std::fs::write(archive.inner.store.local_path(&key).unwrap(), b"").unwrap();
+        std::fs::write(archive.inner.local.as_ref().unwrap().path(&key), b"").unwrap();
     }
     let (archive, report) = Archive::open(&config(&data)).await.unwrap();
     assert_eq!(report.unreadable_objects.len(), 1);
-    assert!(archive.inner.store.list().await.unwrap().is_empty());
+    assert!(archive.inner.local.as_ref().unwrap().list_keys().await.unwrap().is_empty());
     assert_eq!(
         std::fs::read_dir(data.join("quarantine")).unwrap().count(),
         1

@@ -1,6 +1,7 @@
-//! The command line: `serve`, `import`, `stats`. Each subcommand lives in its own file.
+//! The command line: `serve`, `import`, `stats`, `repair`. Each subcommand lives in its own file.
 
 mod import;
+mod repair;
 mod serve;
 mod stats;
 
@@ -36,6 +37,16 @@ pub enum Command {
     },
     /// Print archive counts (server stopped; reconciles first, like a start).
     Stats(CommonArgs),
+    /// Find missing or corrupt copies on the storage sites and copy them again (server
+    /// stopped); prints per site: checked, missing, corrupt, repaired.
+    Repair {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Share of copies whose SHA-256 is re-read and checked (0..1); sizes are always
+        /// checked. Default: storage.repair_sha256_sample.
+        #[arg(long)]
+        sha256_sample: Option<f64>,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -114,5 +125,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             jobs,
         } => import::run(common.load()?, paths, usize::from(jobs)).await,
         Command::Stats(args) => stats::run(args.load()?).await,
+        Command::Repair {
+            common,
+            sha256_sample,
+        } => repair::run(common.load()?, sha256_sample).await,
     }
 }

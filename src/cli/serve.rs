@@ -48,8 +48,25 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
             tracing::error!(error = %e, "object check failed");
         }
     });
+    // Copies owed to sites (queued by ack policies short of "all", or left by an outage or a
+    // crash) are made in the background, from the start: a restart resumes the queue.
+    let background = CancellationToken::new();
+    tokio::spawn({
+        let archive = archive.clone();
+        let cancel = background.clone();
+        async move { archive.run_replication(cancel).await }
+    });
+    if config.storage.repair_interval_secs > 0 {
+        tokio::spawn(periodic_repair(
+            archive.clone(),
+            std::time::Duration::from_secs(config.storage.repair_interval_secs),
+            config.storage.repair_sha256_sample,
+            background.clone(),
+        ));
+    }
     let ctx = DimseContext::new(archive.clone(), Arc::new(config));
     dimse::serve(listener, ctx, shutdown).await;
+    background.cancel();
     archive
         .close()
         .await
@@ -83,5 +100,23 @@ impl Signals {
             _ = self.int.recv() => tracing::info!("SIGINT: stopping"),
         }
         shutdown.cancel();
+    }
+}
+
+/// A repair pass every `interval` (the first one an interval after start).
+async fn periodic_repair(
+    archive: Archive,
+    interval: std::time::Duration,
+    sha256_sample: f64,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if let Err(e) = archive.repair(sha256_sample).await {
+            tracing::error!(error = %e, "repair pass failed");
+        }
     }
 }

@@ -22,6 +22,10 @@ pub struct InstanceEntry {
     pub series: SeriesRecord,
     pub study: StudyRecord,
     pub patient: PatientRecord,
+    /// The sites that hold the object durably now (site name, placement).
+    pub placements: Vec<(String, super::Placement)>,
+    /// Sites still owed a copy: queued for replication with the entry.
+    pub replicate_to: Vec<String>,
 }
 
 /// Where the object is and what it is, known to the archive, not read from the header.
@@ -107,7 +111,6 @@ impl InstanceEntry {
                 size: facts.size,
                 sha256: facts.sha256,
                 object_key: facts.object_key,
-                sites: vec!["local".into()],
                 source_aet: facts.source_aet,
                 received_at: facts.received_at,
                 header_id: 0,
@@ -150,6 +153,8 @@ impl InstanceEntry {
                 num_instances: 0,
                 representative: representative.clone(),
             },
+            placements: Vec::new(),
+            replicate_to: Vec::new(),
         })
     }
 }

@@ -8,6 +8,7 @@ mod entry;
 mod find;
 #[cfg(test)]
 mod find_tests;
+pub mod placement;
 mod record;
 mod writer;
 
@@ -16,6 +17,7 @@ pub use record::{
     InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, fold_case, name_index_keys,
     patient_key,
 };
+pub use placement::{Placement, PlacementState, ReplicationTask};
 pub use writer::Undo;
 
 use std::path::Path;
@@ -65,10 +67,14 @@ pub(crate) enum TreeId {
     Meta,
     /// header id (u64, big endian) → header data set
     Headers,
+    /// SOP Instance UID \0 site → placement
+    Placements,
+    /// queue id (u64, big endian) → replication task
+    Replication,
 }
 
 impl TreeId {
-    pub(crate) const ALL: [TreeId; 14] = [
+    pub(crate) const ALL: [TreeId; 16] = [
         TreeId::Instances,
         TreeId::Series,
         TreeId::Studies,
@@ -83,6 +89,8 @@ impl TreeId {
         TreeId::Modality,
         TreeId::Meta,
         TreeId::Headers,
+        TreeId::Placements,
+        TreeId::Replication,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -101,6 +109,8 @@ impl TreeId {
             TreeId::Modality => "idx_modality",
             TreeId::Meta => "meta",
             TreeId::Headers => "headers",
+            TreeId::Placements => "placements",
+            TreeId::Replication => "replication_queue",
         }
     }
 }

@@ -19,8 +19,6 @@ pub struct InstanceRecord {
     pub sha256: [u8; 32],
     /// Storage key of the object (relative path under `objects/`).
     pub object_key: String,
-    /// Storage sites holding a copy ("local" for the embedded archive).
-    pub sites: Vec<String>,
     pub source_aet: String,
     /// Seconds since the Unix epoch.
     pub received_at: u64,

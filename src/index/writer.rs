@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::placement::{ReplicationTask, placement_key};
 use super::record::{
     InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, name_index_keys,
 };
@@ -24,6 +25,8 @@ struct Overlay {
     headers: Vec<(u64, Option<Vec<u8>>)>,
     /// Secondary-tree writes in order: (tree, key, insert?)
     secondary: Vec<(TreeId, Vec<u8>, bool)>,
+    /// Placement and replication-queue writes in order; `None` removes.
+    placements: Vec<(TreeId, Vec<u8>, Option<Vec<u8>>)>,
     totals: Totals,
 }
 
@@ -65,8 +68,38 @@ impl Overlay {
             series: new_series,
             study: new_study,
             patient: new_patient,
+            placements,
+            replicate_to,
         } = entry;
         instance.header_id = index.next_header_id()?;
+        // Placements go in before the record that needs them (same transaction anyway).
+        let uid = instance.sop_instance_uid.clone();
+        let generation = crate::storage::ObjectKey::parse(&instance.object_key)
+            .map(|k| k.generation())
+            .unwrap_or(0);
+        for (site, placement) in placements {
+            self.placements.push((
+                TreeId::Placements,
+                placement_key(&uid, &site),
+                Some(encode(&placement)?),
+            ));
+        }
+        for site in replicate_to {
+            let task = ReplicationTask {
+                sop_instance_uid: uid.clone(),
+                generation,
+                site,
+                attempts: 0,
+                not_before_ms: 0,
+                last_error: String::new(),
+            };
+            let id = index.next_header_id()?;
+            self.placements.push((
+                TreeId::Replication,
+                id.to_be_bytes().to_vec(),
+                Some(encode(&task)?),
+            ));
+        }
         self.headers.push((instance.header_id, Some(header)));
         let mut series = match self.series(index, &instance.series_uid)? {
             Some(s) => s,
@@ -160,6 +193,14 @@ impl Overlay {
     }
 
     fn remove(&mut self, index: &Index, old: InstanceRecord) -> Result<()> {
+        // The old generation's placements go with it; the new entry's are written after.
+        for (site, _) in index.placements(&old.sop_instance_uid)? {
+            self.placements.push((
+                TreeId::Placements,
+                placement_key(&old.sop_instance_uid, &site),
+                None,
+            ));
+        }
         self.totals.instances = self.totals.instances.saturating_sub(1);
         self.totals.bytes = self.totals.bytes.saturating_sub(old.size);
         self.secondary(
@@ -278,6 +319,9 @@ impl Overlay {
         put(&mut writes[TreeId::Patients as usize], self.patients)?;
         for (tree, key, insert) in self.secondary {
             writes[tree as usize].push((key, insert.then(Vec::new)));
+        }
+        for (tree, key, value) in self.placements {
+            writes[tree as usize].push((key, value));
         }
         for (id, header) in self.headers {
             writes[TreeId::Headers as usize].push((id.to_be_bytes().to_vec(), header));

@@ -1,21 +1,27 @@
-//! Object stores. The archive puts spooled objects in, reads them (whole or by range) back out.
-//! Local disk is the embedded default; HDFS sites and replication arrive later behind the same trait.
+//! The storage boundary: sites that hold copies of objects ([`Site`]), written in durable groups,
+//! read by locator with positional reads. The embedded default is one local store; configured
+//! sites are pack sites (a local directory or an HDFS cluster) behind the same trait, with the
+//! ack policy deciding how many must hold an object before it is acknowledged ([`Sites`]).
 
 mod hdfs;
 mod local;
 mod localfs;
+mod pack;
 mod packfs;
 mod site;
+mod sites;
 
 pub use hdfs::{HdfsFs, checks as hdfs_checks};
-pub use local::{LocalStore, fsync_dir};
+pub use local::{LOCAL_SITE, LocalStore, fsync_dir};
 pub use localfs::LocalFs;
+pub use pack::{PackSite, RecordHeader};
+pub use sites::{AckFailure, GroupPut, Sites};
 pub use packfs::{FsEntry, PackFs, PackReader, PackWriter};
 pub use site::{ListPage, ListedObject, Locator, PutSource, Site, SiteUrl};
 
-use std::path::Path;
+use std::sync::Arc;
 
-use async_trait::async_trait;
+use crate::config::SiteConfig;
 
 /// Errors of a store, named after the operation; disk-full is its own variant because it maps to
 /// "out of resources" for the peer.
@@ -37,6 +43,9 @@ pub enum StorageError {
     /// connection): the caller tries another site or queues the work.
     #[error("site {site} unavailable: {reason}")]
     Unavailable { site: String, reason: String },
+    /// Fewer sites than the ack policy requires could store a group.
+    #[error("{0}")]
+    AckNotMet(AckFailure),
     /// The site answered, but with bytes that are not what we stored (short read, bad pack
     /// record, checksum mismatch).
     #[error("site {site}: corrupt object {locator}: {reason}")]
@@ -66,6 +75,28 @@ impl StorageError {
             }
         }
     }
+}
+
+/// Open one configured site: pack files on HDFS or in a local directory.
+pub async fn open_site(config: &SiteConfig) -> Result<Arc<dyn Site>> {
+    let url = SiteUrl::parse(&config.url, &config.namenodes).map_err(|reason| {
+        StorageError::Unavailable {
+            site: config.name.clone(),
+            reason,
+        }
+    })?;
+    let fs: Arc<dyn PackFs> = match url {
+        SiteUrl::File(dir) => Arc::new(LocalFs::new(&config.name, dir)),
+        SiteUrl::Hdfs { .. } => Arc::new(HdfsFs::connect(config)?),
+    };
+    let site = PackSite::open(
+        &config.name,
+        fs,
+        &config.root,
+        config.pack_max_mb.saturating_mul(1 << 20),
+    )
+    .await?;
+    Ok(Arc::new(site))
 }
 
 /// ENOSPC and EDQUOT both mean "no room for this object".
@@ -158,30 +189,6 @@ impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// An object store. Putting is two-phase so the archive can group durability across objects:
-/// `put_file` moves a spooled file in, `sync` makes a set of puts durable.
-#[async_trait]
-pub trait ObjectStore: Send + Sync + std::fmt::Debug {
-    /// Move a spooled file into the store under `key`, replacing any object with that key.
-    /// The object's bytes are durable before its name appears under `key`: whatever a crash
-    /// leaves in the store is complete. The name itself is durable only after
-    /// [`ObjectStore::sync`].
-    async fn put_file(&self, key: &ObjectKey, spooled: &Path) -> Result<()>;
-    /// Durability barrier for the names of earlier puts of these keys.
-    async fn sync(&self, keys: &[ObjectKey]) -> Result<()>;
-    /// Bytes `[offset, offset + len)` of an object, clamped to its end.
-    async fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>>;
-    async fn size(&self, key: &ObjectKey) -> Result<u64>;
-    async fn exists(&self, key: &ObjectKey) -> Result<bool>;
-    async fn delete(&self, key: &ObjectKey) -> Result<()>;
-    /// Those of `keys` that the store does not hold (for reconciliation, in batches).
-    async fn missing(&self, keys: Vec<ObjectKey>) -> Result<Vec<ObjectKey>>;
-    /// Every key in the store (for reconciliation).
-    async fn list(&self) -> Result<Vec<ObjectKey>>;
-    /// The object's path when it is a file on this machine (lets reconciliation parse it in place).
-    fn local_path(&self, key: &ObjectKey) -> Option<std::path::PathBuf>;
 }
 
 #[cfg(test)]

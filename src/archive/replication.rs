@@ -1,0 +1,395 @@
+//! The Replication Location Service's asynchronous half: copies owed to sites (queued in the
+//! index with the instance that needs them) are made from a site that holds the object, with
+//! retries and backoff, surviving restarts and site outages. Repair uses the same copy path.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::Archive;
+use crate::index::{IndexError, Placement, PlacementState, ReplicationTask};
+use crate::storage::{Locator, ObjectKey, PutSource, Site, StorageError};
+
+/// Tasks looked at per pass.
+const PASS_TASKS: usize = 512;
+/// Objects (and bytes) written to a site in one group.
+const COPY_GROUP: usize = 64;
+const COPY_GROUP_BYTES: u64 = 256 << 20;
+/// Bytes read from a source site per call while copying.
+const COPY_CHUNK: u64 = 4 << 20;
+/// Longest wait between attempts of one task.
+const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("no site holds a good copy of {0}")]
+    NoSource(String),
+    #[error("{0}")]
+    Local(String),
+}
+
+/// What one pass over the queue did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationPass {
+    pub copied: u64,
+    pub failed: u64,
+    /// Tasks dropped because the instance was replaced or deleted, or the site already held it.
+    pub dropped: u64,
+    /// Tasks left in the queue after the pass.
+    pub remaining: u64,
+    /// Milliseconds until the earliest task not yet due (0: none waiting).
+    pub next_due_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One object to copy to one site.
+#[derive(Debug, Clone)]
+pub(crate) struct CopyJob {
+    pub(crate) task_id: Option<u64>,
+    pub(crate) key: ObjectKey,
+    pub(crate) size: u64,
+    pub(crate) sha256: [u8; 32],
+}
+
+impl Archive {
+    /// Drain the replication queue until `cancel`: a pass whenever copies were queued, a
+    /// retry is due, or every few seconds.
+    pub async fn run_replication(&self, cancel: CancellationToken) {
+        loop {
+            let wait = match self.replicate_once().await {
+                Ok(pass) => {
+                    if pass.copied + pass.failed + pass.dropped > 0 {
+                        tracing::info!(
+                            copied = pass.copied,
+                            failed = pass.failed,
+                            dropped = pass.dropped,
+                            remaining = pass.remaining,
+                            "replication pass"
+                        );
+                    }
+                    if pass.copied > 0 && pass.remaining > 0 && pass.next_due_ms == 0 {
+                        Duration::ZERO
+                    } else if pass.next_due_ms > 0 {
+                        Duration::from_millis(pass.next_due_ms.min(5_000))
+                    } else {
+                        Duration::from_secs(5)
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "replication pass failed");
+                    Duration::from_secs(5)
+                }
+            };
+            if wait.is_zero() {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.inner.replication.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Copies still owed to sites.
+    pub fn replication_backlog(&self) -> usize {
+        self.inner.index.replication_queue_len()
+    }
+
+    /// One pass over the due tasks of the queue, site by site, sites in parallel.
+    pub async fn replicate_once(&self) -> Result<ReplicationPass, ReplicationError> {
+        let index = self.inner.index.clone();
+        let tasks = tokio::task::spawn_blocking(move || index.replication_tasks(PASS_TASKS))
+            .await
+            .map_err(|e| ReplicationError::Local(e.to_string()))??;
+        let now = now_ms();
+        let mut pass = ReplicationPass::default();
+        let mut per_site: BTreeMap<String, Vec<(u64, ReplicationTask)>> = BTreeMap::new();
+        for (id, task) in tasks {
+            if task.not_before_ms > now {
+                let wait = task.not_before_ms - now;
+                pass.next_due_ms = if pass.next_due_ms == 0 {
+                    wait
+                } else {
+                    pass.next_due_ms.min(wait)
+                };
+                continue;
+            }
+            per_site.entry(task.site.clone()).or_default().push((id, task));
+        }
+        let mut runs = tokio::task::JoinSet::new();
+        for (site_name, tasks) in per_site {
+            let archive = self.clone();
+            runs.spawn(async move { archive.replicate_to_site(&site_name, tasks).await });
+        }
+        while let Some(done) = runs.join_next().await {
+            match done {
+                Ok(Ok(p)) => {
+                    pass.copied += p.copied;
+                    pass.failed += p.failed;
+                    pass.dropped += p.dropped;
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "replication to a site failed"),
+                Err(e) => tracing::error!(error = %e, "replication task panicked"),
+            }
+        }
+        self.inner.index.flush().await?;
+        pass.remaining = self.inner.index.replication_queue_len() as u64;
+        Ok(pass)
+    }
+
+    async fn replicate_to_site(
+        &self,
+        site_name: &str,
+        tasks: Vec<(u64, ReplicationTask)>,
+    ) -> Result<ReplicationPass, ReplicationError> {
+        let mut pass = ReplicationPass::default();
+        let index = &self.inner.index;
+        let Some(site) = self.inner.sites.get(site_name).cloned() else {
+            // A site that left the configuration is owed nothing.
+            for (id, _) in &tasks {
+                index.drop_replication(*id)?;
+                pass.dropped += 1;
+            }
+            return Ok(pass);
+        };
+        let mut jobs = Vec::new();
+        let mut failed_tasks = Vec::new();
+        for (id, task) in tasks {
+            let record = index.instance(&task.sop_instance_uid)?;
+            let live = record.as_ref().and_then(|r| ObjectKey::parse(&r.object_key));
+            let (Some(record), Some(key)) = (record, live) else {
+                index.drop_replication(id)?;
+                pass.dropped += 1;
+                continue;
+            };
+            if key.generation() != task.generation {
+                index.drop_replication(id)?;
+                pass.dropped += 1;
+                continue;
+            }
+            let held = index.placements(&task.sop_instance_uid)?.into_iter().any(|(s, p)| {
+                s == site_name && p.generation == task.generation && p.state == PlacementState::Held
+            });
+            if held {
+                index.drop_replication(id)?;
+                pass.dropped += 1;
+                continue;
+            }
+            jobs.push((
+                task,
+                CopyJob {
+                    task_id: Some(id),
+                    key,
+                    size: record.size,
+                    sha256: record.sha256,
+                },
+            ));
+        }
+        for chunk in group_jobs(jobs) {
+            let (tasks, jobs): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
+            let ids: Vec<Option<u64>> = jobs.iter().map(|j| j.task_id).collect();
+            let results = self.copy_to_site(&site, jobs).await;
+            for ((task, id), result) in tasks.into_iter().zip(ids).zip(results) {
+                match result {
+                    Ok(true) => pass.copied += 1,
+                    Ok(false) => pass.dropped += 1,
+                    Err(e) => {
+                        pass.failed += 1;
+                        if let Some(id) = id {
+                            failed_tasks.push((id, task, e.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        for (id, mut task, error) in failed_tasks {
+            task.attempts += 1;
+            let backoff = (1000u64 << task.attempts.min(16)).min(MAX_BACKOFF_MS);
+            task.not_before_ms = now_ms() + backoff;
+            task.last_error = error.chars().take(300).collect();
+            tracing::warn!(site = %site_name, sop_instance_uid = %task.sop_instance_uid, attempts = task.attempts, retry_in_ms = backoff, error = %task.last_error, "copy to site failed; will retry");
+            index.retry_replication(id, &task)?;
+        }
+        Ok(pass)
+    }
+
+    /// Copy objects to `site` in one group: each is read from a site holding a good copy into a
+    /// local file (SHA-256 checked), the group is stored, and each placement recorded (with
+    /// its queue task dropped). Ok(false): the instance changed meanwhile, the copy was removed.
+    pub(crate) async fn copy_to_site(
+        &self,
+        site: &Arc<dyn Site>,
+        jobs: Vec<CopyJob>,
+    ) -> Vec<Result<bool, ReplicationError>> {
+        let mut results: Vec<Option<Result<bool, ReplicationError>>> =
+            (0..jobs.len()).map(|_| None).collect();
+        let mut sources = Vec::new();
+        let mut staged = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            match self.fetch_to_spool(job, site.name()).await {
+                Ok(path) => {
+                    sources.push(PutSource {
+                        key: job.key.clone(),
+                        path: path.clone(),
+                        size: job.size,
+                        sha256: job.sha256,
+                    });
+                    staged.push((i, path));
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !sources.is_empty() {
+            match site.put_group(&sources).await {
+                Ok(locators) => {
+                    let now = super::unix_now();
+                    for ((i, _), locator) in staged.iter().zip(locators) {
+                        let job = &jobs[*i];
+                        let placement = Placement {
+                            generation: job.key.generation(),
+                            locator: locator.0.clone(),
+                            state: PlacementState::Held,
+                            stored_at: now,
+                            verified_at: now,
+                        };
+                        let recorded = self.inner.index.record_placement(
+                            job.key.sop_instance_uid(),
+                            site.name(),
+                            &placement,
+                            job.task_id,
+                        );
+                        if let Ok(false) = recorded {
+                            let _ = site.delete(&locator).await;
+                        }
+                        results[*i] = Some(recorded.map_err(ReplicationError::from));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for (i, _) in &staged {
+                        results[*i] = Some(Err(ReplicationError::Local(message.clone())));
+                    }
+                }
+            }
+        }
+        for (_, path) in staged {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ReplicationError::Local("not attempted".into()))))
+            .collect()
+    }
+
+    /// Read a good copy of `job` (from any site but `exclude`) into a spool file, checking its
+    /// size and SHA-256; a bad copy is skipped for the next one.
+    async fn fetch_to_spool(
+        &self,
+        job: &CopyJob,
+        exclude: &str,
+    ) -> Result<PathBuf, ReplicationError> {
+        let copies = self
+            .copies(&job.key)
+            .map_err(|e| ReplicationError::Local(e.to_string()))?;
+        let path = self.inner.spool_dir.join(format!(
+            "replica-{}-{}.tmp",
+            job.key.sop_instance_uid(),
+            rand::random::<u64>()
+        ));
+        let mut last = None;
+        for (source, locator) in copies.iter().filter(|(s, _)| s.name() != exclude) {
+            match copy_verified(source.as_ref(), locator, &path, job).await {
+                Ok(()) => return Ok(path),
+                Err(e) => {
+                    tracing::warn!(site = %source.name(), object = %locator, error = %e, "copy source unusable; trying the next");
+                    last = Some(e);
+                }
+            }
+        }
+        let _ = tokio::fs::remove_file(&path).await;
+        Err(last.unwrap_or_else(|| ReplicationError::NoSource(job.key.to_string())))
+    }
+}
+
+/// Stream one copy into `path`, then check its length and digest.
+async fn copy_verified(
+    site: &dyn Site,
+    locator: &Locator,
+    path: &PathBuf,
+    job: &CopyJob,
+) -> Result<(), ReplicationError> {
+    let local = |e: std::io::Error| ReplicationError::Local(format!("{}: {e}", path.display()));
+    let mut file = tokio::fs::File::create(path).await.map_err(local)?;
+    let mut hasher = Sha256::new();
+    let mut offset = 0u64;
+    while offset < job.size {
+        let chunk = site
+            .read_at(locator, offset, COPY_CHUNK.min(job.size - offset))
+            .await?;
+        if chunk.is_empty() {
+            break;
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(local)?;
+        offset += chunk.len() as u64;
+    }
+    file.flush().await.map_err(local)?;
+    let digest: [u8; 32] = hasher.finalize().into();
+    if offset != job.size || digest != job.sha256 {
+        return Err(StorageError::Corrupt {
+            site: site.name().to_string(),
+            locator: locator.0.clone(),
+            reason: format!(
+                "{offset} bytes read of {}, SHA-256 {}",
+                job.size,
+                if digest == job.sha256 {
+                    "matches"
+                } else {
+                    "differs"
+                }
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Cut jobs into groups of at most COPY_GROUP objects and COPY_GROUP_BYTES bytes.
+fn group_jobs<T>(jobs: Vec<(T, CopyJob)>) -> Vec<Vec<(T, CopyJob)>> {
+    let mut groups = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0u64;
+    for job in jobs {
+        if !current.is_empty()
+            && (current.len() == COPY_GROUP || bytes + job.1.size > COPY_GROUP_BYTES)
+        {
+            groups.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += job.1.size;
+        current.push(job);
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}

@@ -1,0 +1,184 @@
+//! The configured sites and the ack policy (the thesis' Replication Location Service, its
+//! synchronous half): a group of objects is written to as many sites as the policy requires,
+//! the others are named so the archive queues their copies.
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::{Locator, PutSource, Result, Site, StorageError};
+use crate::config::AckPolicy;
+
+/// Why a group could not be stored on enough sites.
+#[derive(Debug, Clone)]
+pub struct AckFailure {
+    pub needed: usize,
+    pub stored_on: Vec<String>,
+    /// (site, error) for every site that failed.
+    pub failures: Vec<(String, String)>,
+}
+
+impl std::fmt::Display for AckFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names first: a DICOM ErrorComment keeps only 64 characters.
+        let names: Vec<&str> = self.failures.iter().map(|(s, _)| s.as_str()).collect();
+        write!(
+            f,
+            "sites failed: {} (stored on {} of {} needed)",
+            names.join(", "),
+            self.stored_on.len(),
+            self.needed
+        )?;
+        for (site, error) in &self.failures {
+            write!(f, "; {site}: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a group went: every object of the group is on each site of `held`.
+#[derive(Debug, Clone)]
+pub struct GroupPut {
+    /// (site name, one locator per object of the group, in order).
+    pub held: Vec<(String, Vec<Locator>)>,
+    /// Sites that still need a copy of every object of the group.
+    pub pending: Vec<String>,
+}
+
+/// Decides the order in which sites are tried (the information service plugs in here).
+pub trait SiteRanking: Send + Sync + std::fmt::Debug {
+    /// Lower is better; a down site should rank last.
+    fn rank(&self, site: &str) -> u32;
+}
+
+#[derive(Debug)]
+pub struct Sites {
+    sites: Vec<Arc<dyn Site>>,
+    ack: AckPolicy,
+    ranking: Option<Arc<dyn SiteRanking>>,
+}
+
+impl Sites {
+    pub fn new(sites: Vec<Arc<dyn Site>>, ack: AckPolicy) -> Sites {
+        Sites {
+            sites,
+            ack,
+            ranking: None,
+        }
+    }
+
+    pub fn with_ranking(mut self, ranking: Arc<dyn SiteRanking>) -> Sites {
+        self.ranking = Some(ranking);
+        self
+    }
+
+    pub fn all(&self) -> &[Arc<dyn Site>] {
+        &self.sites
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Site>> {
+        self.sites.iter().find(|s| s.name() == name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.sites.iter().map(|s| s.name().to_string()).collect()
+    }
+
+    /// How many sites must hold an object before it is acknowledged.
+    pub fn required(&self) -> usize {
+        self.ack.required(self.sites.len())
+    }
+
+    /// The sites in the order to try them: best first by the ranking, then configuration order.
+    pub fn ranked(&self) -> Vec<Arc<dyn Site>> {
+        let mut sites = self.sites.clone();
+        if let Some(ranking) = &self.ranking {
+            sites.sort_by_key(|s| ranking.rank(s.name()));
+        }
+        sites
+    }
+
+    /// Let every site prepare an object as soon as it is spooled (see [`Site::prepare`]).
+    pub async fn prepare(&self, source: &PutSource) -> Result<()> {
+        for site in &self.sites {
+            site.prepare(source).await?;
+        }
+        Ok(())
+    }
+
+    /// Store a group on as many sites as the ack policy requires, trying the next site when
+    /// one fails. With a single site its own error is returned unchanged (disk full stays
+    /// disk full).
+    pub async fn put_group(&self, objects: &[PutSource]) -> Result<GroupPut> {
+        let needed = self.required();
+        if self.sites.len() == 1 {
+            let site = &self.sites[0];
+            let locators = site.put_group(objects).await?;
+            return Ok(GroupPut {
+                held: vec![(site.name().to_string(), locators)],
+                pending: Vec::new(),
+            });
+        }
+        let mut candidates = self.ranked().into_iter();
+        let mut held: Vec<(String, Vec<Locator>)> = Vec::new();
+        let mut failures: Vec<(String, String)> = Vec::new();
+        let mut full: Option<StorageError> = None;
+        let mut running = JoinSet::new();
+        let shared: Arc<Vec<PutSource>> = Arc::new(objects.to_vec());
+        loop {
+            while held.len() + running.len() < needed {
+                let Some(site) = candidates.next() else { break };
+                let objects = shared.clone();
+                running.spawn(async move {
+                    let result = site.put_group(&objects).await;
+                    (site.name().to_string(), result)
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok((name, Ok(locators))) => held.push((name, locators)),
+                Ok((name, Err(e))) => {
+                    tracing::warn!(site = %name, error = %e, objects = objects.len(), "site could not store a group; trying another");
+                    failures.push((name, e.to_string()));
+                    if matches!(e, StorageError::Full { .. }) {
+                        full = Some(e);
+                    }
+                }
+                Err(e) => failures.push(("?".into(), e.to_string())),
+            }
+            if held.len() >= needed {
+                break;
+            }
+        }
+        if held.len() < needed {
+            // Copies that did land are unreferenced: a pack site reclaims them at compaction.
+            for (name, locators) in &held {
+                if let Some(site) = self.get(name) {
+                    for locator in locators {
+                        let _ = site.delete(locator).await;
+                    }
+                }
+            }
+            let failure = AckFailure {
+                needed,
+                stored_on: held.into_iter().map(|(n, _)| n).collect(),
+                failures,
+            };
+            if let (Some(full), true) = (full, failure.failures.len() == self.sites.len()) {
+                // Every site is full: that is out of resources, whatever else they said.
+                tracing::error!(%failure, "no site can store the group");
+                return Err(full);
+            }
+            return Err(StorageError::AckNotMet(failure));
+        }
+        let pending = self
+            .sites
+            .iter()
+            .map(|s| s.name().to_string())
+            .filter(|n| !held.iter().any(|(h, _)| h == n))
+            .collect();
+        Ok(GroupPut { held, pending })
+    }
+}
