@@ -15,9 +15,9 @@ pub use hdfs::{HdfsFs, checks as hdfs_checks};
 pub use local::{LOCAL_SITE, LocalStore, fsync_dir};
 pub use localfs::LocalFs;
 pub use pack::{PackSite, RecordHeader};
-pub use sites::{AckFailure, GroupPut, Sites};
 pub use packfs::{FsEntry, PackFs, PackReader, PackWriter};
 pub use site::{ListPage, ListedObject, Locator, PutSource, Site, SiteUrl};
+pub use sites::{AckFailure, GroupPut, Sites};
 
 use std::sync::Arc;
 

@@ -34,6 +34,10 @@ struct Args {
     /// Shell command that stops one datanode (and returns when it is down)
     #[arg(long)]
     kill_datanode: Option<String>,
+    /// Instead of a command: print "KILL-DATANODE" and wait for a line on stdin (a harness
+    /// that owns the cluster kills the datanode, then answers)
+    #[arg(long)]
+    kill_datanode_stdin: bool,
     /// After the checks, wait for a line on stdin, then time the client's failover
     #[arg(long)]
     failover: bool,
@@ -127,6 +131,17 @@ async fn main() -> ExitCode {
             hdfs_checks::check_write_survives_datanode_loss(&fs, &dir, kill).await
         );
     }
+    if args.kill_datanode_stdin {
+        let kill = async {
+            println!("KILL-DATANODE");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        };
+        check!(
+            "write_survives_datanode_loss",
+            hdfs_checks::check_write_survives_datanode_loss(&fs, &dir, kill).await
+        );
+    }
     if !args.no_measure {
         match hdfs_checks::measure(&fs, &dir).await {
             Ok(lines) => lines.iter().for_each(|l| println!("     {l}")),
@@ -149,9 +164,10 @@ async fn main() -> ExitCode {
             match res {
                 Ok(()) => {
                     break Ok(format!(
-                        "answered {:?} after the change; {failures} failed calls before \
-                         (last: {last_err}); longest call {longest:?}",
-                        t.elapsed()
+                        "answered_after_ms={} failed_calls={failures} longest_call_ms={} \
+                         (last error: {last_err})",
+                        t.elapsed().as_millis(),
+                        longest.as_millis()
                     ));
                 }
                 Err(e) if t.elapsed() < std::time::Duration::from_secs(120) => {
