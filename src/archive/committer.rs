@@ -80,7 +80,13 @@ pub(crate) fn spawn(
     // Bounded: a stalled disk pushes back on the associations instead of queueing without end.
     let (tx, rx) = mpsc::channel(max_group * 4);
     // Weak: the archive owns the index; dropping the archive closes the database at once.
-    tokio::spawn(run(rx, Arc::downgrade(index), sites, max_group, replication));
+    tokio::spawn(run(
+        rx,
+        Arc::downgrade(index),
+        sites,
+        max_group,
+        replication,
+    ));
     CommitterHandle { tx }
 }
 
@@ -432,6 +438,9 @@ mod tests {
         assert!(result.is_err());
         assert!(!index.contains_instance("1.2.3.3").unwrap());
         let key = ObjectKey::for_instance("1.2.3.3");
-        assert_eq!(*store.deleted.lock().unwrap(), vec![Locator(key.to_string())]);
+        assert_eq!(
+            *store.deleted.lock().unwrap(),
+            vec![Locator(key.to_string())]
+        );
     }
 }

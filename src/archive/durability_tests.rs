@@ -47,14 +47,35 @@ async fn replace_writes_a_new_generation_then_removes_the_old() {
     );
     let g1 = live_key(&archive, "1.6.1");
     assert_eq!(g1.generation(), 1);
-    assert_eq!(archive.inner.local.as_ref().unwrap().list_keys().await.unwrap(), vec![g1.clone()]);
+    assert_eq!(
+        archive
+            .inner
+            .local
+            .as_ref()
+            .unwrap()
+            .list_keys()
+            .await
+            .unwrap(),
+        vec![g1.clone()]
+    );
     let record = archive.inner.index.instance("1.6.1").unwrap().unwrap();
     assert_eq!(record.size, object_bytes(&archive, &g1).len() as u64);
     assert_eq!(archive.totals().unwrap().bytes, record.size);
     // a third copy goes to generation 2
     archive.import_file(&first, false).await.unwrap();
     assert_eq!(live_key(&archive, "1.6.1").generation(), 2);
-    assert_eq!(archive.inner.local.as_ref().unwrap().list_keys().await.unwrap().len(), 1);
+    assert_eq!(
+        archive
+            .inner
+            .local
+            .as_ref()
+            .unwrap()
+            .list_keys()
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -92,7 +113,17 @@ async fn a_failed_index_flush_keeps_the_old_copy_and_entry() {
     assert!(index.study("1.6.16").unwrap().is_none());
     assert_eq!(archive.totals().unwrap(), totals);
     assert_eq!(object_bytes(&archive, &g0), old_bytes);
-    assert_eq!(archive.inner.local.as_ref().unwrap().list_keys().await.unwrap(), vec![g0.clone()]);
+    assert_eq!(
+        archive
+            .inner
+            .local
+            .as_ref()
+            .unwrap()
+            .list_keys()
+            .await
+            .unwrap(),
+        vec![g0.clone()]
+    );
 
     // After a restart nothing of the refused objects comes back.
     archive.close().await.unwrap();
@@ -138,7 +169,14 @@ async fn reconciliation_removes_unindexed_generations_and_keeps_the_live_one() {
     );
     assert_eq!(live_key(&archive, "1.6.21"), live);
     assert_eq!(
-        archive.inner.local.as_ref().unwrap().list_keys().await.unwrap(),
+        archive
+            .inner
+            .local
+            .as_ref()
+            .unwrap()
+            .list_keys()
+            .await
+            .unwrap(),
         vec![live.clone()]
     );
     let record = archive.inner.index.instance("1.6.21").unwrap().unwrap();

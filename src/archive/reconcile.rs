@@ -285,11 +285,7 @@ impl Archive {
             size,
             sha256,
         };
-        self.inner
-            .committer
-            .commit(source, entry)
-            .await
-            .map(|_| ())
+        self.inner.committer.commit(source, entry).await.map(|_| ())
     }
 
     /// Import one Part-10 file through the same pipeline as C-STORE.

@@ -130,7 +130,10 @@ impl Archive {
                 };
                 continue;
             }
-            per_site.entry(task.site.clone()).or_default().push((id, task));
+            per_site
+                .entry(task.site.clone())
+                .or_default()
+                .push((id, task));
         }
         let mut runs = tokio::task::JoinSet::new();
         for (site_name, tasks) in per_site {
@@ -172,7 +175,9 @@ impl Archive {
         let mut failed_tasks = Vec::new();
         for (id, task) in tasks {
             let record = index.instance(&task.sop_instance_uid)?;
-            let live = record.as_ref().and_then(|r| ObjectKey::parse(&r.object_key));
+            let live = record
+                .as_ref()
+                .and_then(|r| ObjectKey::parse(&r.object_key));
             let (Some(record), Some(key)) = (record, live) else {
                 index.drop_replication(id)?;
                 pass.dropped += 1;
@@ -183,9 +188,14 @@ impl Archive {
                 pass.dropped += 1;
                 continue;
             }
-            let held = index.placements(&task.sop_instance_uid)?.into_iter().any(|(s, p)| {
-                s == site_name && p.generation == task.generation && p.state == PlacementState::Held
-            });
+            let held = index
+                .placements(&task.sop_instance_uid)?
+                .into_iter()
+                .any(|(s, p)| {
+                    s == site_name
+                        && p.generation == task.generation
+                        && p.state == PlacementState::Held
+                });
             if held {
                 index.drop_replication(id)?;
                 pass.dropped += 1;

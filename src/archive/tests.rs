@@ -96,7 +96,10 @@ async fn import_counts_every_level_and_stores_the_dataset_verbatim() {
     // data set bytes after our meta group equal the source's
     let stored = archive
         .inner
-        .local.as_ref().unwrap().path(&crate::storage::ObjectKey::for_instance("1.2.3.1"));
+        .local
+        .as_ref()
+        .unwrap()
+        .path(&crate::storage::ObjectKey::for_instance("1.2.3.1"));
     let tail = |p: &Path| {
         let mut f = std::fs::File::open(p).unwrap();
         let (_, off) = reconcile::read_part10_meta(&mut f).unwrap();
@@ -115,7 +118,10 @@ async fn import_counts_every_level_and_stores_the_dataset_verbatim() {
             std::fs::metadata(
                 archive
                     .inner
-                    .local.as_ref().unwrap().path(&crate::storage::ObjectKey::for_instance(u)),
+                    .local
+                    .as_ref()
+                    .unwrap()
+                    .path(&crate::storage::ObjectKey::for_instance(u)),
             )
             .unwrap()
             .len()
@@ -226,7 +232,14 @@ async fn truncated_and_hostile_objects_leave_nothing() {
 
     assert_eq!(archive.totals().unwrap().instances, 0);
     assert_eq!(std::fs::read_dir(archive.spool_dir()).unwrap().count(), 0);
-    let objects = archive.inner.local.as_ref().unwrap().list_keys().await.unwrap();
+    let objects = archive
+        .inner
+        .local
+        .as_ref()
+        .unwrap()
+        .list_keys()
+        .await
+        .unwrap();
     assert!(objects.is_empty(), "{objects:?}");
 }
 
@@ -303,7 +316,17 @@ async fn reconciliation_quarantines_unreadable_objects() {
     }
     let (archive, report) = Archive::open(&config(&data)).await.unwrap();
     assert_eq!(report.unreadable_objects.len(), 1);
-    assert!(archive.inner.local.as_ref().unwrap().list_keys().await.unwrap().is_empty());
+    assert!(
+        archive
+            .inner
+            .local
+            .as_ref()
+            .unwrap()
+            .list_keys()
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         std::fs::read_dir(data.join("quarantine")).unwrap().count(),
         1

@@ -13,11 +13,11 @@ mod record;
 mod writer;
 
 pub use entry::{EntryError, InstanceEntry, ObjectFacts, text};
+pub use placement::{Placement, PlacementState, ReplicationTask};
 pub use record::{
     InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, fold_case, name_index_keys,
     patient_key,
 };
-pub use placement::{Placement, PlacementState, ReplicationTask};
 pub use writer::Undo;
 
 use std::path::Path;

@@ -144,7 +144,10 @@ impl Index {
         let live = live_generation(self, uid)? == Some(placement.generation);
         let key = placement_key(uid, site);
         let value = encode(placement)?;
-        let trees = [self.tree(TreeId::Placements), self.tree(TreeId::Replication)];
+        let trees = [
+            self.tree(TreeId::Placements),
+            self.tree(TreeId::Replication),
+        ];
         trees
             .as_slice()
             .transaction(|t| {

@@ -155,10 +155,7 @@ impl Site for LocalStore {
             .iter()
             .map(|o| (o.path.clone(), self.path(&o.key), o.key.to_string()))
             .collect();
-        let locators = objects
-            .iter()
-            .map(|o| Locator(o.key.to_string()))
-            .collect();
+        let locators = objects.iter().map(|o| Locator(o.key.to_string())).collect();
         blocking(move || {
             let mut dirs = BTreeSet::new();
             for (from, to, k) in &moves {

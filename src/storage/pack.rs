@@ -283,11 +283,7 @@ impl PackSite {
     }
 
     async fn reader(&self, pack: &str, needed_end: u64) -> Result<Arc<dyn PackReader>> {
-        let cached = self
-            .readers
-            .lock()
-            .ok()
-            .and_then(|r| r.get(pack).cloned());
+        let cached = self.readers.lock().ok().and_then(|r| r.get(pack).cloned());
         if let Some(reader) = cached.filter(|r| r.len() >= needed_end) {
             return Ok(reader);
         }

@@ -61,6 +61,9 @@ pub trait PackWriter: Send + Sync {
 pub trait PackReader: Send + Sync {
     /// The length this reader can read up to.
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Bytes `[offset, offset + len)`, clamped to [`PackReader::len`].
     async fn read_at(&self, offset: u64, len: u64) -> Result<Bytes>;
 }

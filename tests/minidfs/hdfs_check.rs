@@ -34,6 +34,10 @@ struct Args {
     /// Shell command that stops one datanode (and returns when it is down)
     #[arg(long)]
     kill_datanode: Option<String>,
+    /// Instead of a command: print "KILL-DATANODE" and wait for a line on stdin (a harness
+    /// that owns the cluster kills the datanode, then answers)
+    #[arg(long)]
+    kill_datanode_stdin: bool,
     /// After the checks, wait for a line on stdin, then time the client's failover
     #[arg(long)]
     failover: bool,
@@ -87,6 +91,16 @@ async fn main() -> ExitCode {
         "read_while_open",
         hdfs_checks::check_read_while_open(&fs, &dir).await
     );
+    // the same on 1 MiB blocks, to cross block boundaries while the file is open
+    let mut small = site.clone();
+    small.block_size_mb = 1;
+    match HdfsFs::connect(&small) {
+        Ok(fs1) => check!(
+            "read_while_open_across_blocks",
+            hdfs_checks::check_read_while_open_across_blocks(&fs1, &dir).await
+        ),
+        Err(e) => report("connect (1 MiB blocks)", &Err(e.to_string()), &mut failed),
+    }
     check!(
         "create_exists",
         hdfs_checks::check_create_exists(&fs, &dir).await
@@ -117,6 +131,17 @@ async fn main() -> ExitCode {
             hdfs_checks::check_write_survives_datanode_loss(&fs, &dir, kill).await
         );
     }
+    if args.kill_datanode_stdin {
+        let kill = async {
+            println!("KILL-DATANODE");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        };
+        check!(
+            "write_survives_datanode_loss",
+            hdfs_checks::check_write_survives_datanode_loss(&fs, &dir, kill).await
+        );
+    }
     if !args.no_measure {
         match hdfs_checks::measure(&fs, &dir).await {
             Ok(lines) => lines.iter().for_each(|l| println!("     {l}")),
@@ -127,12 +152,31 @@ async fn main() -> ExitCode {
         println!("WAITING for failover: change the namenodes, then press enter");
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
+        // probe until the site answers again (up to 2 minutes): how long the client took to
+        // follow, how many calls failed meanwhile, and the longest single call
         let t = Instant::now();
-        let first = fs.probe().await;
-        let took = t.elapsed();
-        let r = match first {
-            Ok(()) => Ok(format!("first probe after the change answered in {took:?}")),
-            Err(e) => Err(format!("first probe after the change: {e} after {took:?}")),
+        let (mut failures, mut longest) = (0u32, std::time::Duration::ZERO);
+        let mut last_err = String::new();
+        let r = loop {
+            let c = Instant::now();
+            let res = fs.probe().await;
+            longest = longest.max(c.elapsed());
+            match res {
+                Ok(()) => {
+                    break Ok(format!(
+                        "answered_after_ms={} failed_calls={failures} longest_call_ms={} \
+                         (last error: {last_err})",
+                        t.elapsed().as_millis(),
+                        longest.as_millis()
+                    ));
+                }
+                Err(e) if t.elapsed() < std::time::Duration::from_secs(120) => {
+                    failures += 1;
+                    last_err = e.to_string();
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => break Err(format!("still failing after 2 minutes: {e}")),
+            }
         };
         report("failover_probe", &r, &mut failed);
         let t = Instant::now();

@@ -101,6 +101,41 @@ pub async fn check_read_while_open(fs: &HdfsFs, dir: &str) -> CheckResult {
     ))
 }
 
+/// The same across block boundaries, on a site with a 1 MiB block size: after every hsync a
+/// new reader reads everything synced (part from HDFS's complete blocks, part from the writer),
+/// and a reader opened early still reads its range after the writer has moved two blocks on.
+pub async fn check_read_while_open_across_blocks(fs: &HdfsFs, dir: &str) -> CheckResult {
+    let path = format!("{dir}/blocks.pack");
+    let mut all = Vec::new();
+    let mut w = fs.create(&path).await.map_err(fail("create"))?;
+    let mut early = None;
+    for i in 0..10u64 {
+        let b = pattern(300 + i, 300_000);
+        all.extend_from_slice(&b);
+        w.write(b).await.map_err(fail("write"))?;
+        w.sync().await.map_err(fail("hsync"))?;
+        read_back(fs, &path, &all).await?;
+        if i == 1 {
+            early = Some(fs.open(&path).await.map_err(fail("open early"))?);
+        }
+    }
+    let early = early.ok_or("no early reader")?;
+    let got = early
+        .read_at(250_000, 350_000)
+        .await
+        .map_err(fail("early reader after the writer moved on"))?;
+    ensure(got[..] == all[250_000..600_000], || {
+        "early reader read different bytes".into()
+    })?;
+    w.close().await.map_err(fail("close"))?;
+    read_back(fs, &path, &all).await?;
+    Ok(format!(
+        "{} bytes over {} blocks, every hsync read back while open",
+        all.len(),
+        all.len().div_ceil(1 << 20)
+    ))
+}
+
 /// `create` of an existing file fails and leaves it alone.
 pub async fn check_create_exists(fs: &HdfsFs, dir: &str) -> CheckResult {
     let path = format!("{dir}/exists");
@@ -233,6 +268,8 @@ pub async fn check_recover(fs: &HdfsFs, dir: &str) -> CheckResult {
     w.write(data.clone()).await.map_err(fail("write"))?;
     w.sync().await.map_err(fail("hsync"))?;
     drop(w);
+    // before recovery the synced bytes are still readable (from the abandoned writer's tail)
+    read_back(fs, &path, &data).await?;
     let t = Instant::now();
     fs.recover(&path).await.map_err(fail("recover"))?;
     let took = t.elapsed();
@@ -370,30 +407,38 @@ pub async fn measure(fs: &HdfsFs, dir: &str) -> std::result::Result<Vec<String>,
         ms(median(&mut t_sync))
     ));
 
-    // positional read of 0.5 MB from the still-open pack (open + read, then read alone)
-    let (mut t_open_read, mut t_read) = (Vec::new(), Vec::new());
-    for i in 0..N {
-        let t = Instant::now();
-        let r = fs.open(&path).await.map_err(fail("open"))?;
-        let off = (i as u64 * 512 * 1024) % (r.len() - half.len() as u64 + 1);
-        let b = r
-            .read_at(off, half.len() as u64)
-            .await
-            .map_err(fail("read"))?;
-        t_open_read.push(t.elapsed());
-        ensure(b.len() == half.len(), || "short read".into())?;
-        let t = Instant::now();
-        r.read_at(off, half.len() as u64)
-            .await
-            .map_err(fail("read"))?;
-        t_read.push(t.elapsed());
+    // positional reads of 0.5 MB: from the still-open pack (its open block comes from the
+    // writer's memory), then from the closed pack (datanodes)
+    let mut open_w = Some(w);
+    for state in ["open", "closed"] {
+        if state == "closed"
+            && let Some(w) = open_w.take()
+        {
+            w.close().await.map_err(fail("close"))?;
+        }
+        let (mut t_open_read, mut t_read) = (Vec::new(), Vec::new());
+        for i in 0..N {
+            let t = Instant::now();
+            let r = fs.open(&path).await.map_err(fail("open"))?;
+            let off = (i as u64 * 512 * 1024 + 4096) % (r.len() - half.len() as u64 + 1);
+            let b = r
+                .read_at(off, half.len() as u64)
+                .await
+                .map_err(fail("read"))?;
+            t_open_read.push(t.elapsed());
+            ensure(b.len() == half.len(), || "short read".into())?;
+            let t = Instant::now();
+            r.read_at(off, half.len() as u64)
+                .await
+                .map_err(fail("read"))?;
+            t_read.push(t.elapsed());
+        }
+        lines.push(format!(
+            "positional read 0.5 MB, {state} pack: open+read median {}, read alone median {}",
+            ms(median(&mut t_open_read)),
+            ms(median(&mut t_read))
+        ));
     }
-    w.close().await.map_err(fail("close"))?;
-    lines.push(format!(
-        "positional read 0.5 MB: open+read median {}, read alone median {}",
-        ms(median(&mut t_open_read)),
-        ms(median(&mut t_read))
-    ));
 
     // 64 MB sequential write in 1 MiB writes, hsync + close at the end
     let big = format!("{dir}/m-64mb");

@@ -10,6 +10,9 @@ use crate::storage::{Result, StorageError};
 /// Java exception classes the namenode answers with that we tell apart.
 const FILE_NOT_FOUND: &str = "java.io.FileNotFoundException";
 const STANDBY: &str = "org.apache.hadoop.ipc.StandbyException";
+/// The namenode asks to be asked again later (safe mode after a restart, mostly).
+const RETRIABLE: &str = "org.apache.hadoop.ipc.RetriableException";
+const SAFE_MODE: &str = "org.apache.hadoop.hdfs.server.namenode.SafeModeException";
 const QUOTA_EXCEEDED: &[&str] = &[
     "org.apache.hadoop.hdfs.protocol.DSQuotaExceededException",
     "org.apache.hadoop.hdfs.protocol.NSQuotaExceededException",
@@ -71,6 +74,11 @@ impl Ctx {
             {
                 self.unavailable(format!("{} {}: {e}", self.op, self.path))
             }
+            // A namenode in safe mode (just restarted, waiting for block reports) serves reads
+            // but refuses writes for a while: the site cannot store now.
+            HdfsError::RPCError(ref class, _) if class == RETRIABLE || class == SAFE_MODE => {
+                self.unavailable(format!("{} {}: {e}", self.op, self.path))
+            }
             // "could only be written to 0 of the 1 minReplication nodes": no datanode takes
             // the block (all dead or full) — the site cannot store now.
             HdfsError::RPCError(_, ref msg) if msg.contains("could only be written to") => {
@@ -94,6 +102,65 @@ impl Ctx {
             }
             HdfsError::IsADirectoryError(_) => self.io(K::IsADirectory, e),
             other => self.io(K::Other, other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Ctx {
+        Ctx {
+            site: "s".into(),
+            timeout: Duration::from_secs(1),
+            op: "create",
+            path: "/p".into(),
+        }
+    }
+
+    fn rpc(class: &str) -> HdfsError {
+        HdfsError::RPCError(class.into(), "msg".into())
+    }
+
+    #[test]
+    fn errors_sorted_by_what_the_caller_does_next() {
+        let c = ctx();
+        let unavailable = |e| matches!(c.error(e), StorageError::Unavailable { .. });
+        assert!(unavailable(rpc(STANDBY)));
+        assert!(unavailable(rpc(RETRIABLE)));
+        assert!(unavailable(rpc(SAFE_MODE)));
+        assert!(unavailable(HdfsError::IOError(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        ))));
+        assert!(unavailable(HdfsError::DataTransferError(
+            "all nodes failed".into()
+        )));
+        assert!(unavailable(HdfsError::RPCError(
+            "org.apache.hadoop.ipc.RemoteException".into(),
+            "File /p could only be written to 0 of the 1 minReplication nodes".into()
+        )));
+        assert!(matches!(
+            c.error(rpc(FILE_NOT_FOUND)),
+            StorageError::NotFound(_)
+        ));
+        assert!(matches!(
+            c.error(HdfsError::FileNotFound("/p".into())),
+            StorageError::NotFound(_)
+        ));
+        assert!(matches!(
+            c.error(rpc(QUOTA_EXCEEDED[0])),
+            StorageError::Full { .. }
+        ));
+        assert!(matches!(
+            c.error(HdfsError::ChecksumError),
+            StorageError::Corrupt { .. }
+        ));
+        match c.error(HdfsError::AlreadyExists("/p".into())) {
+            StorageError::Io { source, .. } => {
+                assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists)
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -21,6 +21,8 @@ pub(super) struct HdfsWriter {
     /// A call failed or timed out part-way: the writer's pipeline state is unknown, so nothing
     /// more goes through it (the caller starts a new file).
     failed: bool,
+    /// close() succeeded: the file is complete on HDFS.
+    closed: bool,
     tails: Arc<Tails>,
     tail: SharedTail,
 }
@@ -33,6 +35,7 @@ impl HdfsWriter {
             written: 0,
             synced: 0,
             failed: false,
+            closed: false,
             tails,
             tail,
         }
@@ -58,9 +61,15 @@ impl HdfsWriter {
 
 impl Drop for HdfsWriter {
     fn drop(&mut self) {
-        // Closed or abandoned: new readers no longer get bytes from this writer. (An abandoned
-        // file's synced bytes become readable through PackFs::recover.)
-        self.tails.remove(&self.ctx.path, &self.tail);
+        if self.closed {
+            // complete on HDFS: new readers read it all from there
+            self.tails.remove(&self.ctx.path, &self.tail);
+        } else {
+            // Failed or dropped while open: HDFS readers see only the complete blocks until
+            // lease recovery closes the file, so the synced tail stays readable from here
+            // until PackFs::recover has done that.
+            Tails::abandon(&self.tail);
+        }
     }
 }
 
@@ -107,8 +116,12 @@ impl PackWriter for HdfsWriter {
             self.sync().await?;
         }
         let ctx = self.op("close");
-        ctx.run(self.writer.close()).await?;
+        if let Err(e) = ctx.run(self.writer.close()).await {
+            self.failed = true;
+            return Err(e);
+        }
         // complete on the namenode: every byte is readable from HDFS now
+        self.closed = true;
         Tail::clear(&self.tail);
         Ok(())
     }
@@ -128,6 +141,9 @@ pub(super) struct HdfsReader {
     readable: u64,
     len: u64,
     tail: Option<SharedTail>,
+    /// A later reader of the same file, opened when the tail no longer held a range (the
+    /// writer moved to the next block or closed the file); reused for the next such reads.
+    fresh: std::sync::Mutex<Option<Arc<FileReader>>>,
 }
 
 impl HdfsReader {
@@ -148,6 +164,7 @@ impl HdfsReader {
             readable,
             len,
             tail,
+            fresh: std::sync::Mutex::new(None),
         }
     }
 
@@ -161,7 +178,20 @@ impl HdfsReader {
         {
             return Ok(b);
         }
-        let fresh = self.ctx.run(self.client.read(&self.ctx.path)).await?;
+        let cached = self
+            .fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|r| r.file_length() as u64 >= end);
+        let fresh = match cached {
+            Some(r) => r,
+            None => {
+                let r = Arc::new(self.ctx.run(self.client.read(&self.ctx.path)).await?);
+                *self.fresh.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&r));
+                r
+            }
+        };
         if (fresh.file_length() as u64) < end {
             return Err(StorageError::Corrupt {
                 site: self.ctx.site.clone(),

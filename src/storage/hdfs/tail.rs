@@ -27,6 +27,9 @@ pub(super) struct Tail {
     synced: u64,
     /// 0 = unknown: nothing is ever dropped.
     block_size: u64,
+    /// The writer went away without closing the file: its synced bytes stay here for readers
+    /// until `PackFs::recover` has closed the file on HDFS.
+    abandoned: bool,
 }
 
 /// A poisoned lock only means another thread panicked while holding it; the data (a list of
@@ -113,6 +116,7 @@ impl Tails {
             written: 0,
             synced: 0,
             block_size,
+            abandoned: false,
         }));
         lock(&self.open).insert(path.to_string(), Arc::clone(&tail));
         tail
@@ -120,6 +124,20 @@ impl Tails {
 
     pub(super) fn get(&self, path: &str) -> Option<SharedTail> {
         lock(&self.open).get(path).cloned()
+    }
+
+    /// The writer of `tail` is gone without closing its file: keep the tail until
+    /// [`Tails::recovered`].
+    pub(super) fn abandon(tail: &SharedTail) {
+        lock(tail).abandoned = true;
+    }
+
+    /// The file at `path` has been closed by lease recovery: an abandoned tail is not needed.
+    pub(super) fn recovered(&self, path: &str) {
+        let mut open = lock(&self.open);
+        if open.get(path).is_some_and(|t| lock(t).abandoned) {
+            open.remove(path);
+        }
     }
 
     /// Forget `tail` (only if `path` still maps to it: a later writer of the same path keeps
@@ -162,6 +180,21 @@ mod tests {
         assert_eq!(Tail::read(&t, 130, 10), Some(bytes(130, 10)));
         assert!(tails.get("/p").is_some());
         tails.remove("/p", &t);
+        assert!(tails.get("/p").is_none());
+    }
+
+    #[test]
+    fn an_abandoned_tail_stays_until_recovered() {
+        let tails = Tails::default();
+        let t = tails.register("/p", 100);
+        Tail::push(&t, bytes(0, 10));
+        Tail::mark_synced(&t);
+        tails.recovered("/p");
+        assert!(tails.get("/p").is_some(), "a live writer's tail stays");
+        Tails::abandon(&t);
+        let held = tails.get("/p").expect("abandoned tail still there");
+        assert_eq!(Tail::read(&held, 0, 10), Some(bytes(0, 10)));
+        tails.recovered("/p");
         assert!(tails.get("/p").is_none());
     }
 
