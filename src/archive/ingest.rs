@@ -60,10 +60,10 @@ impl Archive {
     /// gone is no duplicate).
     async fn any_copy_exists(&self, placements: &[(String, crate::index::Placement)]) -> bool {
         for (site_name, placement) in placements {
-            if let Some(site) = self.inner.sites.get(site_name) {
-                if site.size(&Locator(placement.locator.clone())).await.is_ok() {
-                    return true;
-                }
+            if let Some(site) = self.inner.sites.get(site_name)
+                && site.size(&Locator(placement.locator.clone())).await.is_ok()
+            {
+                return true;
             }
         }
         // No placement at all: an entry from before placements existed, or a site that left

@@ -42,6 +42,9 @@ pub enum RetrieveError {
     NoCopy(String),
 }
 
+/// The copies of an object: each site holding one, with its locator there.
+pub(crate) type Copies = Vec<(Arc<dyn Site>, Locator)>;
+
 /// One instance selected for retrieval.
 #[derive(Debug, Clone)]
 pub struct RetrieveItem {
@@ -97,10 +100,7 @@ impl Archive {
     }
 
     /// The copies of one generation of an instance, best site first.
-    pub(crate) fn copies(
-        &self,
-        key: &ObjectKey,
-    ) -> Result<Vec<(Arc<dyn Site>, Locator)>, RetrieveError> {
+    pub(crate) fn copies(&self, key: &ObjectKey) -> Result<Copies, RetrieveError> {
         let placements = self.inner.index.placements(key.sop_instance_uid())?;
         let mut copies = Vec::new();
         for site in self.inner.sites.ranked() {
@@ -129,16 +129,15 @@ impl Archive {
             });
         }
         let record = self.inner.index.instance(&item.sop_instance_uid)?;
-        if let Some(record) = record {
-            if let Some(current) = ObjectKey::parse(&record.object_key) {
-                if current != item.key {
-                    return Ok(ObjectSources {
-                        sources: self.copies(&current)?,
-                        size: record.size,
-                        sha256: record.sha256,
-                    });
-                }
-            }
+        if let Some(record) = record
+            && let Some(current) = ObjectKey::parse(&record.object_key)
+            && current != item.key
+        {
+            return Ok(ObjectSources {
+                sources: self.copies(&current)?,
+                size: record.size,
+                sha256: record.sha256,
+            });
         }
         Err(StorageError::NotFound(item.key.to_string()).into())
     }
@@ -296,7 +295,10 @@ pub struct DatasetStream {
 }
 
 impl DatasetStream {
-    async fn open(key: ObjectKey, mut object: ObjectStream) -> Result<DatasetStream, RetrieveError> {
+    async fn open(
+        key: ObjectKey,
+        mut object: ObjectStream,
+    ) -> Result<DatasetStream, RetrieveError> {
         // Read until the file meta group's length is known and passed.
         let mut head = bytes::BytesMut::new();
         let mut verified = false;
@@ -306,7 +308,10 @@ impl DatasetStream {
                     break start;
                 }
             } else if head.len() >= PREAMBLE_AND_MAGIC + 12 {
-                return Err(RetrieveError::NotDicom(key.to_string(), "no file meta".into()));
+                return Err(RetrieveError::NotDicom(
+                    key.to_string(),
+                    "no file meta".into(),
+                ));
             }
             match object.next_chunk().await {
                 Some(Ok(chunk)) => head.extend_from_slice(&chunk),

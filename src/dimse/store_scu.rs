@@ -193,12 +193,7 @@ async fn prepare(
     let object = object.map_err(|e| e.to_string())?;
     let route = route(contexts, item)?;
     let payload = match &route.convert_to {
-        None => Payload::Stream(
-            queue
-                .open(index, object)
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
+        None => Payload::Stream(queue.open(index, object).await.map_err(|e| e.to_string())?),
         Some(ts) => {
             let bytes = convert_object(object, &item.sop_instance_uid, ts)
                 .await

@@ -3,8 +3,8 @@
 //! sites are pack sites (a local directory or an HDFS cluster) behind the same trait, with the
 //! ack policy deciding how many must hold an object before it is acknowledged ([`Sites`]).
 
-mod hdfs;
 pub mod coalloc;
+mod hdfs;
 pub mod health;
 mod local;
 mod localfs;
@@ -13,15 +13,15 @@ mod packfs;
 mod site;
 mod sites;
 
+pub use coalloc::{CoAllocator, ObjectSources, ObjectStream, ObjectsStream};
 pub use hdfs::{HdfsFs, checks as hdfs_checks};
+pub use health::{SiteHealth, SiteSnapshot, SiteState};
 pub use local::{LOCAL_SITE, LocalStore, fsync_dir};
 pub use localfs::LocalFs;
 pub use pack::{PackSite, RecordHeader};
-pub use sites::{AckFailure, GroupPut, Sites};
-pub use coalloc::{CoAllocator, ObjectSources, ObjectStream, ObjectsStream};
-pub use health::{SiteHealth, SiteSnapshot, SiteState};
 pub use packfs::{FsEntry, PackFs, PackReader, PackWriter};
 pub use site::{ListPage, ListedObject, Locator, PutSource, Site, SiteUrl};
+pub use sites::{AckFailure, GroupPut, Sites};
 
 use std::sync::Arc;
 

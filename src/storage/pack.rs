@@ -330,16 +330,16 @@ impl PackSite {
             let Some(from) = bytes.len().checked_sub(len) else {
                 break;
             };
-            if let Some((header, hlen)) = RecordHeader::decode(&bytes[from..]) {
-                if hlen == len {
-                    if header.size != at.len {
-                        return Err(corrupt(format!(
-                            "record says {} bytes, locator {}",
-                            header.size, at.len
-                        )));
-                    }
-                    return Ok(header);
+            if let Some((header, hlen)) = RecordHeader::decode(&bytes[from..])
+                && hlen == len
+            {
+                if header.size != at.len {
+                    return Err(corrupt(format!(
+                        "record says {} bytes, locator {}",
+                        header.size, at.len
+                    )));
                 }
+                return Ok(header);
             }
         }
         Err(corrupt("no record header in front of the object".into()))

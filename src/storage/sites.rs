@@ -114,7 +114,11 @@ impl Sites {
     }
 
     /// Store a group on one site, telling the information service how it went.
-    pub async fn put_on(&self, site: &Arc<dyn Site>, objects: &[PutSource]) -> Result<Vec<Locator>> {
+    pub async fn put_on(
+        &self,
+        site: &Arc<dyn Site>,
+        objects: &[PutSource],
+    ) -> Result<Vec<Locator>> {
         let result = site.put_group(objects).await;
         let bytes = objects.iter().map(|o| o.size).sum();
         self.record(site.name(), bytes, result.is_ok());
