@@ -16,19 +16,20 @@ import dicom_fixtures as F
 import minidfs as M
 from mifas_helpers import run_mifas, split_part10, storescu, wait_until, file_dataset_bytes
 from pack_files import parse_pack
-from retrieve_peers import getscu, received_by_sop
+from mifas_helpers import free_port
+from retrieve_peers import StoreSCP, getscu, movescu, received_by_sop
 
 sites = M.sites_fixture("module")
 NAMES = ("siteA", "siteB", "siteC")
 
 
-def config(sites, root: str, ack: str = "quorum", timeout_secs: int = 10) -> str:
+def config(sites, root: str, ack: str = "quorum", timeout_secs: int = 10, replication: int = 2) -> str:
     lines = ["[storage]", f'ack = "{ack}"', "repair_interval_secs = 0", ""]
     for s in sites:
         lines += ["[[storage.sites]]", f'name = "{s.name}"', f'url = "{s.url}"']
         if len(s.namenodes) > 1:
             lines.append("namenodes = [" + ", ".join(f'"{n}"' for n in s.namenodes) + "]")
-        lines += [f'root = "{root}"', "replication = 2", "block_size_mb = 8", "pack_max_mb = 64",
+        lines += [f'root = "{root}"', f"replication = {replication}", "block_size_mb = 8", "pack_max_mb = 64",
                   f"timeout_secs = {timeout_secs}"]
         conf = {k: v for k, v in s.client_conf().items() if k.startswith("dfs.client.")}
         if conf:
@@ -195,3 +196,87 @@ def test_repair_replaces_a_corrupt_replica(mifas, sites, corpus):
     assert rep["_rc"] == 0, rep["_out"]
     again = repair(s)
     assert (again["siteB"]["corrupt"], again["siteB"]["missing"]) == (0, 0), again["_out"]
+
+
+def bytes_read(server) -> dict[str, int]:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {m[1]: int(float(m[2])) for m in
+            re.finditer(r'^mifas_site_bytes_read_total\{site="([^"]+)"\} (\S+)$', text, re.M)}
+
+
+def stop_a_site_once_reading(server, sites, at_least: int, done: threading.Event) -> M.Site:
+    """Stop the whole site that has delivered the most bytes, once every site together has
+    delivered `at_least` bytes of the retrieve in progress (the /metrics counters)."""
+    wait_until(lambda: sum(bytes_read(server).values()) >= at_least or done.is_set(), 300,
+               interval=0.05, what=f"{at_least} bytes read from the sites")
+    assert not done.is_set(), "the retrieve ended before a site could be stopped"
+    counts = bytes_read(server)
+    victim = site(sites, max(counts, key=counts.get))
+    assert sum(1 for v in counts.values() if v > 0) >= 2, counts  # co-allocated: several sites
+    victim.stop_site()
+    return victim
+
+
+def test_a_site_stopped_mid_read_loses_no_byte(mifas, sites, tmp_path):
+    """A 200 MB object (C-GET) and a 300-instance C-MOVE read from the three sites at once; the
+    site delivering most is stopped halfway; every byte still arrives identical."""
+    import subprocess
+    import sys
+    root = "/t-coalloc"
+    big = tmp_path / "big.dcm"
+    subprocess.run([sys.executable, str(M.REPO / "bench" / "generate.py"), "multiframe", str(big),
+                    "--frames", "400"], check=True, capture_output=True)
+    many = F.generate_corpus(tmp_path / "many", patients=1, studies=1, series=3, instances=100,
+                             rows=256, cols=256, tag="coalloc")
+    scp = StoreSCP(tmp_path / "scp", free_port(), accept_all=True).start()
+    cfg = config(sites, root, ack="all", replication=1) + (
+        f'\n[[remote_ae]]\naet = "STORESCP"\nhost = "127.0.0.1"\nport = {scp.port}\n')
+    s = mifas(cfg)
+    try:
+        store(s, [big] + [c.path for c in many])
+        import pydicom
+        big_uid = str(pydicom.dcmread(big, stop_before_pixels=True).SOPInstanceUID)
+        # 1. the large object, as byte ranges from every site
+        done, out = threading.Event(), {}
+
+        def get_big():
+            out["r"] = getscu(s, {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID":
+                                  str(pydicom.dcmread(big, stop_before_pixels=True).StudyInstanceUID),
+                                  "SeriesInstanceUID": str(pydicom.dcmread(big, stop_before_pixels=True).SeriesInstanceUID),
+                                  "SOPInstanceUID": big_uid}, tmp_path / "got-big", timeout=600)
+            done.set()
+
+        t = threading.Thread(target=get_big)
+        t.start()
+        victim = stop_a_site_once_reading(s, sites, 60 << 20, done)
+        t.join(600)
+        victim.start_site()
+        r, _ = out["r"]
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        got = received_by_sop((tmp_path / "got-big").iterdir())
+        assert split_part10(got[big_uid])[1] == file_dataset_bytes(big)
+        # 2. a 300-instance C-MOVE, whole objects from different sites at once
+        before = sum(bytes_read(s).values())
+        total = sum(c.path.stat().st_size for c in many)
+        done2, out2 = threading.Event(), {}
+
+        def move():
+            out2["r"] = movescu(s, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": many[0].study},
+                                "STORESCP", timeout=600)
+            done2.set()
+
+        t2 = threading.Thread(target=move)
+        t2.start()
+        victim = stop_a_site_once_reading(s, sites, before + total // 3, done2)
+        t2.join(600)
+        victim.start_site()
+        r, res = out2["r"]
+        assert r.returncode == 0, r.stdout[-3000:]
+        received = scp.received()
+        assert set(received) == {c.sop_instance for c in many}, len(received)
+        for c in many:
+            assert split_part10(received[c.sop_instance])[1] == file_dataset_bytes(c.path)
+    finally:
+        scp.stop()
