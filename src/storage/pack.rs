@@ -495,6 +495,90 @@ mod tests {
         assert_eq!(RecordHeader::decode(&bytes[..20]), None);
     }
 
+    fn source(dir: &std::path::Path, uid: &str, bytes: &[u8]) -> PutSource {
+        use sha2::Digest;
+        let path = dir.join(format!("{uid}.spool"));
+        std::fs::write(&path, bytes).unwrap();
+        PutSource {
+            key: ObjectKey::for_instance(uid),
+            path,
+            size: bytes.len() as u64,
+            sha256: sha2::Sha256::digest(bytes).into(),
+        }
+    }
+
+    async fn site(dir: &std::path::Path, pack_max: u64) -> PackSite {
+        std::fs::create_dir_all(dir.join("site")).unwrap();
+        let fs = Arc::new(super::super::LocalFs::new("t", dir.join("site")));
+        PackSite::open("t", fs, "/mifas", pack_max).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn groups_are_appended_read_back_and_listed_in_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 MiB packs: the third group starts a new pack
+        let site = site(dir.path(), 1).await;
+        let big = vec![7u8; 700 * 1024];
+        let a = source(dir.path(), "1.2.1", b"first object");
+        let b = source(dir.path(), "1.2.2", &big);
+        let c = source(dir.path(), "1.2.3", &big);
+        let la = site.put_group(&[a.clone(), b.clone()]).await.unwrap();
+        let lc = site.put_group(std::slice::from_ref(&c)).await.unwrap();
+        assert_eq!(
+            site.read_at(&la[0], 0, 100).await.unwrap().as_ref(),
+            b"first object"
+        );
+        assert_eq!(site.read_at(&la[0], 6, 3).await.unwrap().as_ref(), b"obj");
+        assert_eq!(
+            site.read_at(&la[1], 0, u64::MAX).await.unwrap().len(),
+            big.len()
+        );
+        assert_eq!(site.size(&lc[0]).await.unwrap(), big.len() as u64);
+        let pack = |l: &Locator| PackLocation::parse(l).unwrap().pack;
+        // the group that takes a pack past its limit still goes in; the next starts a new pack
+        assert_eq!(pack(&la[0]), pack(&lc[0]));
+        let d = source(dir.path(), "1.2.4", b"fourth");
+        let ld = site.put_group(std::slice::from_ref(&d)).await.unwrap();
+        assert_ne!(pack(&la[0]), pack(&ld[0]), "a full pack is sealed");
+        let mut listed = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = site.list(cursor, 2).await.unwrap();
+            listed.extend(page.objects.into_iter().map(|o| (o.key, o.locator, o.size)));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let want = vec![
+            (a.key.clone(), la[0].clone(), a.size),
+            (b.key.clone(), la[1].clone(), b.size),
+            (c.key.clone(), lc[0].clone(), c.size),
+            (d.key.clone(), ld[0].clone(), d.size),
+        ];
+        assert_eq!(listed, want);
+    }
+
+    #[tokio::test]
+    async fn a_locator_that_does_not_match_its_record_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = site(dir.path(), 64).await;
+        let a = source(dir.path(), "1.2.1", b"0123456789");
+        let l = site.put_group(&[a]).await.unwrap();
+        let mut at = PackLocation::parse(&l[0]).unwrap();
+        at.len += 1;
+        assert!(matches!(
+            site.size(&at.locator()).await,
+            Err(StorageError::Corrupt { .. })
+        ));
+        at.len -= 1;
+        at.offset -= 1;
+        assert!(matches!(
+            site.size(&at.locator()).await,
+            Err(StorageError::Corrupt { .. })
+        ));
+    }
+
     #[test]
     fn locators_round_trip() {
         let at = PackLocation {
