@@ -3,6 +3,7 @@
 //! (its input is an object plus the AE that sent it).
 
 mod committer;
+mod compaction;
 #[cfg(test)]
 mod durability_tests;
 mod error;
@@ -18,6 +19,7 @@ mod structure;
 mod tests;
 mod uid_lock;
 
+pub use compaction::{MAX_LIVE_RATIO, SiteCompaction};
 pub use error::IngestError;
 pub use ingest::IngestOutcome;
 pub use reconcile::{MissingObjects, ReconcileReport};

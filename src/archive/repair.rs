@@ -144,7 +144,7 @@ impl Archive {
                 continue;
             };
             for chunk in jobs.chunks(64) {
-                let results = self.copy_to_site(&site, chunk.to_vec()).await;
+                let results = self.copy_to_site(&site, chunk.to_vec(), false).await;
                 for (job, result) in chunk.iter().zip(results) {
                     match result {
                         Ok(_) => {

@@ -214,7 +214,7 @@ impl Archive {
         for chunk in group_jobs(jobs) {
             let (tasks, jobs): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
             let ids: Vec<Option<u64>> = jobs.iter().map(|j| j.task_id).collect();
-            let results = self.copy_to_site(&site, jobs).await;
+            let results = self.copy_to_site(&site, jobs, false).await;
             for ((task, id), result) in tasks.into_iter().zip(ids).zip(results) {
                 match result {
                     Ok(true) => pass.copied += 1,
@@ -246,13 +246,16 @@ impl Archive {
         &self,
         site: &Arc<dyn Site>,
         jobs: Vec<CopyJob>,
+        read_from_target: bool,
     ) -> Vec<Result<bool, ReplicationError>> {
+        // Compaction rewrites copies within a site: the site's own copy is a fine source.
+        let exclude = if read_from_target { "" } else { site.name() };
         let mut results: Vec<Option<Result<bool, ReplicationError>>> =
             (0..jobs.len()).map(|_| None).collect();
         let mut sources = Vec::new();
         let mut staged = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
-            match self.fetch_to_spool(job, site.name()).await {
+            match self.fetch_to_spool(job, exclude).await {
                 Ok(path) => {
                     sources.push(PutSource {
                         key: job.key.clone(),

@@ -26,6 +26,11 @@ pub async fn run(config: Config, sha256_sample: Option<f64>) -> Result<ExitCode,
         .repair(sample)
         .await
         .map_err(|e| CliError::Other(format!("repair: {e}")))?;
+    // With every copy checked, packs that are mostly garbage can be rewritten safely.
+    let compacted = archive
+        .compact(crate::archive::MAX_LIVE_RATIO)
+        .await
+        .map_err(|e| CliError::Other(format!("compaction: {e}")))?;
     archive
         .close()
         .await
@@ -50,6 +55,12 @@ pub async fn run(config: Config, sha256_sample: Option<f64>) -> Result<ExitCode,
             site.queued
         );
         failed |= site.repaired < site.missing + site.corrupt;
+    }
+    for site in compacted.iter().filter(|c| c.packs_checked > 0) {
+        println!(
+            "compaction {}: packs {} removed {} objects_moved {} bytes_freed {}",
+            site.site, site.packs_checked, site.packs_removed, site.objects_moved, site.bytes_freed
+        );
     }
     // Non-zero when something found could not be repaired (an operator must look).
     Ok(if failed {

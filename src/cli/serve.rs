@@ -139,6 +139,10 @@ async fn periodic_repair(
         }
         if let Err(e) = archive.repair(sha256_sample).await {
             tracing::error!(error = %e, "repair pass failed");
+            continue;
+        }
+        if let Err(e) = archive.compact(crate::archive::MAX_LIVE_RATIO).await {
+            tracing::error!(error = %e, "compaction pass failed");
         }
     }
 }

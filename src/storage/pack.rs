@@ -134,7 +134,14 @@ pub struct PackSite {
     epoch_ms: u64,
     sequence: AtomicU64,
     readers: std::sync::Mutex<HashMap<String, Arc<dyn PackReader>>>,
+    /// Packs this process sealed or gave up, and when: compaction leaves them alone for a
+    /// while, since the group that filled one may not be indexed yet.
+    retired: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long after it was sealed a pack of this process may be compacted (the index write of
+/// its last group takes milliseconds; this is a wide margin).
+const COMPACT_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl std::fmt::Debug for PackSite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -168,6 +175,7 @@ impl PackSite {
             epoch_ms,
             sequence: AtomicU64::new(0),
             readers: std::sync::Mutex::new(HashMap::new()),
+            retired: std::sync::Mutex::new(HashMap::new()),
         };
         match site.packs().await {
             Ok(packs) => {
@@ -270,6 +278,9 @@ impl PackSite {
 
     /// Close a pack in the background (sealing it, or giving up on a broken one).
     fn retire(&self, pack: OpenPack, why: &'static str) {
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.insert(pack.name.clone(), std::time::Instant::now());
+        }
         let (site, fs) = (self.name.clone(), self.fs.clone());
         let path = self.path(&pack.name);
         tokio::spawn(async move {
@@ -472,6 +483,51 @@ impl Site for PackSite {
 
     fn local_path(&self, _locator: &Locator) -> Option<PathBuf> {
         None
+    }
+
+    async fn compactable(&self) -> Result<Vec<(String, u64)>> {
+        let open = self.writer.lock().await.as_ref().map(|p| p.name.clone());
+        let recent: Vec<String> = match self.retired.lock() {
+            Ok(r) => r
+                .iter()
+                .filter(|(_, at)| at.elapsed() < COMPACT_AFTER)
+                .map(|(n, _)| n.clone())
+                .collect(),
+            Err(_) => return Ok(Vec::new()),
+        };
+        // Packs named after this process' start that are neither open nor retired yet are
+        // being created right now: leave every pack of this process that is not known sealed.
+        let ours = format!("{:013}-", self.epoch_ms);
+        Ok(self
+            .fs
+            .list(&self.dir)
+            .await?
+            .into_iter()
+            .filter(|e| !e.is_dir && e.name.ends_with(".pack"))
+            .filter(|e| Some(&e.name) != open.as_ref() && !recent.contains(&e.name))
+            .filter(|e| {
+                !e.name.starts_with(&ours)
+                    || self
+                        .retired
+                        .lock()
+                        .map(|r| r.contains_key(&e.name))
+                        .unwrap_or(false)
+            })
+            .map(|e| (e.name, e.len))
+            .collect())
+    }
+
+    fn container_of(&self, locator: &Locator) -> Option<(String, u64)> {
+        // The record header: the fixed part and the UID, which is in the locator's pack only;
+        // count the largest header so live bytes are never underestimated.
+        PackLocation::parse(locator).map(|at| (at.pack, at.len + MAX_HEADER as u64))
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<()> {
+        if let Ok(mut readers) = self.readers.lock() {
+            readers.remove(name);
+        }
+        self.fs.delete(&self.path(name)).await
     }
 }
 

@@ -80,6 +80,23 @@ pub trait Site: Send + Sync + std::fmt::Debug {
     fn local_path(&self, _locator: &Locator) -> Option<PathBuf> {
         None
     }
+
+    /// Containers holding several objects (pack files) that compaction may rewrite: (name,
+    /// bytes). Never the one being written, nor one that may hold objects whose placements are
+    /// not indexed yet. Sites without containers have none.
+    async fn compactable(&self) -> Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
+    }
+
+    /// The container an object's copy lives in, and the bytes it takes there.
+    fn container_of(&self, _locator: &Locator) -> Option<(String, u64)> {
+        None
+    }
+
+    /// Remove a container whose live objects were all copied elsewhere on the site.
+    async fn remove_container(&self, _name: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A parsed site URL.

@@ -199,3 +199,34 @@ def test_metrics_show_each_site_and_the_queue(mifas, corpus, tmp_path):
     shutil.rmtree(base / "c")
     wait_until(lambda: 'mifas_site_up{site="site-c"} 0' in metrics(), 30, interval=0.2,
                what="site-c reported down")
+
+
+def test_repair_compacts_packs_left_mostly_garbage_by_replacements(mifas, corpus, tmp_path):
+    base = tmp_path / "sites"
+    s = mifas(site_config(base, "all", duplicate_policy="replace"))
+    items = [c for c in corpus if c.study == corpus[0].study]
+    for _ in range(3):  # the first copy and two replacements: two thirds of each pack is garbage
+        store_all(s, [c.path for c in items])
+    s.stop_ok()
+    size = lambda n: sum(len(d) for d in local_site_packs(base / n).values())
+    before = {n: size(n) for n in SITES}
+    out = run_mifas("repair", "--data-dir", str(s.data_dir), "--config", str(s.config_path),
+                    "--sha256-sample", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for n in SITES:
+        m = re.search(rf"^compaction site-{n}: packs (\d+) removed (\d+) objects_moved (\d+) "
+                      rf"bytes_freed (\d+)$", out.stdout, re.M)
+        assert m and int(m[2]) >= 1 and int(m[3]) == len(items), out.stdout
+        recs = [r for name, data in local_site_packs(base / n).items() for r in parse_pack(name, data)]
+        # only the live generation of each object is left, intact
+        assert sorted(r.uid for r in recs) == sorted(c.sop_instance for c in items), n
+        assert {c.sop_instance for c in items} <= intact_uids(local_site_packs(base / n))
+        assert size(n) < before[n] / 2, (n, size(n), before[n])
+    # the archive reads the moved copies
+    s.restart()
+    r, _ = getscu(s, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": items[0].study}, tmp_path / "got")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    got = received_by_sop((tmp_path / "got").iterdir())
+    assert set(got) == {c.sop_instance for c in items}
+    for c in items:
+        assert file_dataset_bytes_from(got[c.sop_instance]) == file_dataset_bytes(c.path)
