@@ -199,8 +199,14 @@ impl Archive {
         self.inner.index.totals()
     }
 
-    /// Flush the index; called at shutdown after the last association ended.
+    /// Seal the sites' open packs and flush the index; called at shutdown after the last
+    /// association ended.
     pub async fn close(&self) -> Result<(), IndexError> {
+        for site in self.inner.sites.all() {
+            if let Err(e) = site.close().await {
+                tracing::warn!(site = %site.name(), error = %e, "cannot close the site's open pack");
+            }
+        }
         self.inner.index.flush().await
     }
 

@@ -263,7 +263,11 @@ impl PackSite {
             .map_err(|e| StorageError::io("open", &k, e))?;
         let mut copied = 0u64;
         loop {
-            let mut buf = BytesMut::with_capacity(COPY_CHUNK);
+            // Sized to what is left: a writer may keep the chunks of its open block (HDFS keeps
+            // them to serve reads of that block), and a 1 MiB buffer holding a 2 KB object
+            // would pin 1 MiB per object.
+            let left = source.size.saturating_sub(copied).clamp(1, COPY_CHUNK as u64) as usize;
+            let mut buf = BytesMut::with_capacity(left);
             let n = file
                 .read_buf(&mut buf)
                 .await
@@ -479,6 +483,13 @@ impl Site for PackSite {
 
     async fn probe(&self) -> Result<()> {
         self.fs.probe().await
+    }
+
+    async fn close(&self) -> Result<()> {
+        match self.writer.lock().await.take() {
+            Some(pack) => pack.writer.close().await,
+            None => Ok(()),
+        }
     }
 
     fn local_path(&self, _locator: &Locator) -> Option<PathBuf> {

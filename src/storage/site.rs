@@ -76,6 +76,11 @@ pub trait Site: Send + Sync + std::fmt::Debug {
     /// A cheap round trip to the site (latency probe, up/down).
     async fn probe(&self) -> Result<()>;
 
+    /// Finish writing (seal an open pack) at shutdown.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The path of the object when it is a whole file on this machine.
     fn local_path(&self, _locator: &Locator) -> Option<PathBuf> {
         None

@@ -318,8 +318,20 @@ def start_sites(base_dir: Path, specs=THREE_SITES, timeout: float = START_TIMEOU
     try:
         for s in sites:
             s.spawn(prefix)
-        for s in sites:
-            s.wait_ready(timeout)
+        for i, s in enumerate(sites):
+            # A namenode port found free can be taken by another process before the JVM binds
+            # it: such a first start is retried on other ports (a site keeps its ports after).
+            for attempt in range(3):
+                try:
+                    s.wait_ready(timeout)
+                    break
+                except MiniDfsError as e:
+                    if "BindException" not in str(e) or attempt == 2:
+                        raise
+                    s.close(timeout=30)
+                    s = sites[i] = Site(base_dir=Path(base_dir) / f"{specs[i]['name']}-{attempt + 1}",
+                                        **specs[i])
+                    s.spawn(prefix)
     except BaseException:
         for s in sites:
             s.close(timeout=30)
