@@ -148,10 +148,11 @@ def repair(run):
     out = [f"## Sites — repair pass over {env.get('objects', '?')} objects, run of {env.get('date', '?')} "
            f"(git {env.get('git', '?')})", "",
            "Produced by `bench/sites/run_site_repair.sh` (method: `bench/sites/README.md`).", "", env_text, ""]
-    body = [[r[0], r[1], fmt(r[2], 2), f"{int(num(r[3])):,}" if num(r[3]) is not None else r[3], fmt(r[4], 0, True),
-             r[5]] for r in rows]
-    out.append(table(["pass", "--sha256-sample", "wall s", "copies checked (all sites)", "copies/s", "mifas repair says"],
-                     body, align=["l", "r", "r", "r", "r", "l"]))
+    objects = num(env.get("objects"))
+    body = [[r[0], r[1], fmt(r[2], 2), fmt(objects / num(r[2]) if objects and num(r[2]) else None, 0, True),
+             f"{int(num(r[3])):,}" if num(r[3]) is not None else r[3], fmt(r[4], 0, True), r[5]] for r in rows]
+    out.append(table(["pass", "--sha256-sample", "wall s", "objects/s", "copies checked (all sites)", "copies/s",
+                      "mifas repair says"], body, align=["l", "r", "r", "r", "r", "r", "l"]))
     out.append(notes_block(run))
     return "\n".join(out)
 
