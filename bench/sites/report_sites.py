@@ -4,6 +4,7 @@
   report_sites.py ingest RUN    C-STORE ingest, three HDFS sites (quorum) vs local-only
   report_sites.py move RUN      C-MOVE of a study from sites linked 4:2:1 vs the best single site
   report_sites.py repair RUN    repair passes over many objects
+  report_sites.py coalloc RUN   read of one large object: best single site vs co-allocation
 """
 import os
 import sys
@@ -157,9 +158,43 @@ def repair(run):
     return "\n".join(out)
 
 
+def coalloc(run):
+    env_text, env = env_block(run)
+    rows = tsv(os.path.join(run, "results.tsv"))  # case mode "key: value ..."
+    out = [f"## Sites — read of one large object from three HDFS sites, run of {env.get('date', '?')} "
+           f"(git {env.get('git', '?')})", "",
+           "Produced by `bench/sites/run_coalloc.sh` (method: `bench/sites/README.md`).", "", env_text, ""]
+    body = []
+    for case in dict.fromkeys(r[0] for r in rows):
+        link = kv(os.path.join(run, f"link-{case}.txt"), sep=" ")
+        best_link, all_links = num(link.get("site-a")), num(link.get("all-at-once"))
+        res = {}
+        for r in rows:
+            if r[0] == case:
+                w = r[2].split()
+                res[r[1]] = {k.rstrip(":"): v for k, v in zip(w[0::2], w[1::2])}
+        single = num(res.get("single", {}).get("mb_per_s"))
+        for mode, d in res.items():
+            mb = num(d.get("mb_per_s"))
+            target = ("≥ 2.7× best single site" if case == "equal" else "≥ 0.9× sum of the links") if mode == "coalloc" else ""
+            ok = ""
+            if mode == "coalloc" and mb:
+                ok = met(mb >= 2.7 * single) if case == "equal" and single else met(mb >= 0.9 * all_links) if all_links else "?"
+            body.append([case, mode, d.get("sites", "?"), fmt(d.get("seconds"), 2), fmt(mb),
+                         fmt(mb / single if mb and single else None, 2), fmt(mb / all_links if mb and all_links else None, 2),
+                         f"{num(d.get('vmhwm_kb', 0)) / 1024:.1f}" if num(d.get("vmhwm_kb")) else "?",
+                         d.get("sha256_ok", "?"), target, ok])
+        out.append(f"Links {case}: raw TCP site → host, MB/s: " + ", ".join(f"{k} {v}" for k, v in link.items()) + ".")
+        out.append("")
+    out.append(table(["links", "mode", "sites", "seconds", "MB/s", "× single", "× all links at once", "peak RSS MiB",
+                      "SHA-256 ok", "target", "met"], body))
+    out.append(notes_block(run))
+    return "\n".join(out)
+
+
 def main():
     kind, run = sys.argv[1], sys.argv[2]
-    print({"ingest": ingest, "move": move, "repair": repair}[kind](run))
+    print({"ingest": ingest, "move": move, "repair": repair, "coalloc": coalloc}[kind](run))
 
 
 if __name__ == "__main__":
