@@ -85,7 +85,9 @@ impl Object {
             match (w.next(), w.next(), w.next()) {
                 (Some("size"), Some(v), None) => size = Some(v.parse()?),
                 (Some("sha256"), Some(v), None) => sha256 = Some(v.to_string()),
-                (Some("site"), Some(n), Some(l)) => copies.push((n.to_string(), Locator(l.to_string()))),
+                (Some("site"), Some(n), Some(l)) => {
+                    copies.push((n.to_string(), Locator(l.to_string())))
+                }
                 _ => return Err(format!("{}: bad line {line:?}", path.display()).into()),
             }
         }
@@ -149,7 +151,11 @@ async fn put(config: &Path, object: &Path, size_mb: u64, work: &Path) -> Result<
         let t0 = Instant::now();
         let locators = site.put_group(std::slice::from_ref(&source)).await?;
         let locator = locators.first().ok_or("put_group returned no locator")?;
-        eprintln!("put on {}: {:.1} s", site.name(), t0.elapsed().as_secs_f64());
+        eprintln!(
+            "put on {}: {:.1} s",
+            site.name(),
+            t0.elapsed().as_secs_f64()
+        );
         out.push_str(&format!("site {} {}\n", site.name(), locator));
     }
     std::fs::write(object, out)?;
@@ -158,9 +164,16 @@ async fn put(config: &Path, object: &Path, size_mb: u64, work: &Path) -> Result<
 }
 
 /// Reads [0, size) from one site, `in_flight` ranges outstanding, hashing in order.
-async fn read_single(site: Arc<dyn Site>, locator: Locator, size: u64, range: u64, in_flight: usize) -> Result<[u8; 32], Error> {
+async fn read_single(
+    site: Arc<dyn Site>,
+    locator: Locator,
+    size: u64,
+    range: u64,
+    in_flight: usize,
+) -> Result<[u8; 32], Error> {
     let mut hasher = Sha256::new();
-    let mut pending: VecDeque<tokio::task::JoinHandle<mifas::storage::Result<bytes::Bytes>>> = VecDeque::new();
+    let mut pending: VecDeque<tokio::task::JoinHandle<mifas::storage::Result<bytes::Bytes>>> =
+        VecDeque::new();
     let mut next = 0u64;
     let mut done = 0u64;
     while done < size {
@@ -168,7 +181,9 @@ async fn read_single(site: Arc<dyn Site>, locator: Locator, size: u64, range: u6
             let (site, locator) = (site.clone(), locator.clone());
             let len = range.min(size - next);
             let off = next;
-            pending.push_back(tokio::spawn(async move { site.read_at(&locator, off, len).await }));
+            pending.push_back(tokio::spawn(async move {
+                site.read_at(&locator, off, len).await
+            }));
             next += len;
         }
         let handle = pending.pop_front().ok_or("no range outstanding")?;
@@ -193,7 +208,14 @@ fn vmhwm_kb() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-async fn read(config: &Path, object: &Path, mode: &str, site_name: Option<String>, range_mb: u64, in_flight: usize) -> Result<bool, Error> {
+async fn read(
+    config: &Path,
+    object: &Path,
+    mode: &str,
+    site_name: Option<String>,
+    range_mb: u64,
+    in_flight: usize,
+) -> Result<bool, Error> {
     let object = Object::load(object)?;
     let sites = open_sites(config).await?;
     let range = range_mb.max(1) << 20;
@@ -201,9 +223,20 @@ async fn read(config: &Path, object: &Path, mode: &str, site_name: Option<String
     let (digest, used) = match mode {
         "single" => {
             let name = site_name.ok_or("--mode single needs --site")?;
-            let site = sites.iter().find(|s| s.name() == name).ok_or(format!("no site {name} in the configuration"))?;
-            let locator = object.copies.iter().find(|(n, _)| *n == name).map(|(_, l)| l.clone()).ok_or(format!("the object has no copy on {name}"))?;
-            (read_single(site.clone(), locator, object.size, range, in_flight).await?, name)
+            let site = sites
+                .iter()
+                .find(|s| s.name() == name)
+                .ok_or(format!("no site {name} in the configuration"))?;
+            let locator = object
+                .copies
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, l)| l.clone())
+                .ok_or(format!("the object has no copy on {name}"))?;
+            (
+                read_single(site.clone(), locator, object.size, range, in_flight).await?,
+                name,
+            )
         }
         other => return Err(format!("unknown --mode {other} (single)").into()),
     };
@@ -223,8 +256,20 @@ async fn read(config: &Path, object: &Path, mode: &str, site_name: Option<String
 async fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.cmd {
-        Cmd::Put { config, object, size_mb, work } => put(&config, &object, size_mb, &work).await.map(|()| true),
-        Cmd::Read { config, object, mode, site, range_mb, in_flight } => read(&config, &object, &mode, site, range_mb, in_flight).await,
+        Cmd::Put {
+            config,
+            object,
+            size_mb,
+            work,
+        } => put(&config, &object, size_mb, &work).await.map(|()| true),
+        Cmd::Read {
+            config,
+            object,
+            mode,
+            site,
+            range_mb,
+            in_flight,
+        } => read(&config, &object, &mode, site, range_mb, in_flight).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

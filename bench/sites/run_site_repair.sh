@@ -49,7 +49,9 @@ timed_repair() {  # kind label cfg data [repair args...]: one pass, one results 
   local kind=$1 label=$2 cfg=$3 d=$4 t0 s out rc=0 copies rate sample; shift 4
   sync
   t0=$(now)
-  "$MIFAS_BIN" repair --config "$cfg" --data-dir "$d" "$@" >"$RUN/$kind-$label.txt" 2>>"$RUN/$kind-repair.log" || rc=$?
+  "$MIFAS_BIN" repair --config "$cfg" --data-dir "$d" "$@" >"$RUN/$kind-$label.txt" 2>>"$RUN/$kind-repair.log" &
+  local rpid=$!; rss_guard "$rpid" "repair"
+  wait "$rpid" || rc=$?
   s=$(secs "$t0" "$(now)")
   out=$(tr '\n' ' ' <"$RUN/$kind-$label.txt" | tr -s ' ')
   copies=$(awk '/^site /{s += $4} END {print s + 0}' "$RUN/$kind-$label.txt")
@@ -71,11 +73,27 @@ run_kind() {  # file|hdfs
     site_config "$cfg" "$d/data" --ack all
   fi
   log "$kind: importing $N objects onto three sites (ack all)"
-  t0=$(now)
-  "$MIFAS_BIN" import --config "$cfg" --data-dir "$d/data" "$FILES" >"$d/import.txt" 2>"$d/import.log" ||
-    die "$kind: mifas import failed: $(tail -3 "$d/import.log")"
+  # One `mifas import` per folder of 10,000 files (gen_part10's f000, f001, ...), each a new
+  # process: an import onto HDFS sites keeps ~270 KB per small object in memory until it exits
+  # (the pack writer's tail holds each object's 1 MiB copy buffer; 100,000 objects in one
+  # process reached 21 GB), so one process for all of them cannot finish on this machine.
+  local ipid rc=0 f peaks=""
+  imported=0; t0=$(now)
+  for f in "$FILES"/f*; do
+    rc=0
+    "$MIFAS_BIN" import --config "$cfg" --data-dir "$d/data" "$f" >"$d/import.txt" 2>>"$d/import.log" &
+    ipid=$!; rss_guard "$ipid" "import-$kind"
+    wait "$ipid" || rc=$?
+    sleep 1.1  # the guard's last sample lands in its file
+    peaks="$peaks $(awk '{print int($2 / 1024)}' "$RUN/rss-import-$kind.txt" 2>/dev/null)"
+    if [[ $rc != 0 ]]; then
+      SITE_KEEP_RUN=1
+      die "$kind: mifas import of $f failed (exit $rc; $(cat "$RUN/rss-import-$kind.txt" 2>/dev/null)): $(grep -v ' WARN ' "$d/import.log" | tail -3)"
+    fi
+    imported=$((imported + $(sed -n 's/^imported: //p' "$d/import.txt")))
+  done
   s=$(secs "$t0" "$(now)")
-  imported=$(sed -n 's/^imported: //p' "$d/import.txt")
+  envset "import_peak_rss_mb_$kind" "per import process (10,000 objects each):$peaks"
   [[ "$imported" == "$N" ]] || note "$kind: mifas import says imported: $imported, expected $N"
   envset "import_$kind" "$imported objects in ${s}s ($(python3 -c "print(f'{$N / $s:.0f}')") objects/s), ack all on three sites"
   log "$kind: imported $imported in ${s}s"

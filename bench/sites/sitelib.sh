@@ -70,3 +70,25 @@ mifas_stat() {  # data_dir [config] key -> the value `mifas stats` prints for ke
   local d=$1 cfg=$2 key=$3
   "$MIFAS_BIN" stats --data-dir "$d" ${cfg:+--config "$cfg"} 2>/dev/null | sed -n "s/^$key: //p"
 }
+
+# A MIFAS that grows without bound must not take the shared machine down: kill it past a limit.
+# (mifas import onto three HDFS sites reached 21 GB RSS within 6 minutes once.)
+RSS_LIMIT_MB="${SITE_RSS_LIMIT_MB:-4096}"
+rss_guard() {  # pid label: background watchdog; writes $RUN/rss-<label>.txt (peak kB, killed or not)
+  local pid=$1 label=$2
+  (
+    peak=0
+    while kill -0 "$pid" 2>/dev/null; do
+      rss=$(awk '$1 == "VmRSS:" {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+      ((${rss:-0} > peak)) && peak=$rss
+      echo "peak_kb $peak" >"$RUN/rss-$label.txt"
+      if ((${rss:-0} > RSS_LIMIT_MB * 1024)); then
+        kill -KILL "$pid" 2>/dev/null
+        echo "peak_kb $peak killed_over_mb $RSS_LIMIT_MB" >"$RUN/rss-$label.txt"
+        break
+      fi
+      sleep 1
+    done
+  ) &
+}
+
