@@ -90,7 +90,7 @@ KNOWN_UIDS = {
 }
 
 UID_RE = r"[0-9]+(?:\.[0-9]+)+"
-KEY_RE = r"[a-z_]+\.[a-z_]+"
+KEY_RE = r"[a-z_]+(?:\.[a-z0-9_]+)+"
 
 
 class Report:

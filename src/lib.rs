@@ -10,6 +10,7 @@
 //!   both the network layer and the web can use it.
 //! - [`storage`]: object stores (local disk now; HDFS sites later).
 //! - [`dictionary`]: data tables from `dictionaries/`.
+//! - [`web`]: the HTTP listener (`/metrics`, `/healthz`; the portal later).
 
 pub mod archive;
 pub mod cli;
@@ -20,3 +21,4 @@ pub mod index;
 pub mod query;
 pub mod storage;
 pub mod uid;
+pub mod web;

@@ -197,7 +197,7 @@ async fn check_copy(site: &dyn Site, placement: &Placement, job: &CopyJob, sampl
         Ok(size) => return Check::Corrupt(format!("{size} bytes, expected {}", job.size)),
         Err(StorageError::NotFound(what)) => return Check::Missing(what),
         Err(StorageError::Corrupt { reason, .. }) => return Check::Corrupt(reason),
-        Err(e @ StorageError::Unavailable { .. }) => return Check::Unreachable(e.to_string()),
+        Err(e @ StorageError::Unavailable { .. }) => return unreadable(site, e).await,
         Err(e) => return Check::Corrupt(e.to_string()),
     }
     if !sample {
@@ -215,7 +215,7 @@ async fn check_copy(site: &dyn Site, placement: &Placement, job: &CopyJob, sampl
                 hasher.update(&chunk);
                 offset += chunk.len() as u64;
             }
-            Err(e @ StorageError::Unavailable { .. }) => return Check::Unreachable(e.to_string()),
+            Err(e @ StorageError::Unavailable { .. }) => return unreadable(site, e).await,
             Err(e) => return Check::Corrupt(e.to_string()),
         }
     }
@@ -224,5 +224,14 @@ async fn check_copy(site: &dyn Site, placement: &Placement, job: &CopyJob, sampl
         Check::Good
     } else {
         Check::Corrupt("SHA-256 differs".into())
+    }
+}
+
+/// A read failed as if the site were away. If the site answers a probe, it is this copy that
+/// cannot be read (HDFS: every replica of a block fails its checksum): corrupt, not unreachable.
+async fn unreadable(site: &dyn Site, error: StorageError) -> Check {
+    match site.probe().await {
+        Ok(()) => Check::Corrupt(format!("unreadable while the site answers: {error}")),
+        Err(_) => Check::Unreachable(error.to_string()),
     }
 }

@@ -4,6 +4,8 @@
 //! ack policy deciding how many must hold an object before it is acknowledged ([`Sites`]).
 
 mod hdfs;
+pub mod coalloc;
+pub mod health;
 mod local;
 mod localfs;
 mod pack;
@@ -16,6 +18,8 @@ pub use local::{LOCAL_SITE, LocalStore, fsync_dir};
 pub use localfs::LocalFs;
 pub use pack::{PackSite, RecordHeader};
 pub use sites::{AckFailure, GroupPut, Sites};
+pub use coalloc::{CoAllocator, ObjectSources, ObjectStream, ObjectsStream};
+pub use health::{SiteHealth, SiteSnapshot, SiteState};
 pub use packfs::{FsEntry, PackFs, PackReader, PackWriter};
 pub use site::{ListPage, ListedObject, Locator, PutSource, Site, SiteUrl};
 

@@ -376,11 +376,12 @@ impl Site for PackSite {
                 }
                 Err(e) => {
                     // The pack's tail is unknown now: never append to it again. Its synced
-                    // records stay readable; the whole group is written again to a new pack
-                    // (a failed pipeline, a datanode gone) unless the site itself is away.
+                    // records stay readable; the whole group is written once more to a new
+                    // pack (a new block and pipeline: a datanode that died is left out once
+                    // the namenode notices). A site that is away fails the retry quickly at
+                    // the namenode, and the ack policy turns to another site.
                     self.retire(pack, "write failed");
-                    let retry = attempt == 1 && !matches!(e, StorageError::Unavailable { .. });
-                    if !retry {
+                    if attempt > 1 {
                         return Err(e);
                     }
                     tracing::warn!(site = %self.name, error = %e, "pack write failed; writing the group again to a new pack");

@@ -1,0 +1,163 @@
+//! The HTTP listener: `/metrics` (Prometheus) and `/healthz` for now; the web portal and
+//! DICOMweb join this router in later issues. It reads only through what it is handed in
+//! [`WebState`]; it never opens the index or a site itself.
+
+pub mod metrics;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::MetricsSource;
+
+/// What the handlers share. Cheap to clone (one `Arc`).
+#[derive(Clone, Default)]
+pub struct WebState {
+    /// Rendered one after the other into `/metrics`.
+    metrics: Arc<Vec<Arc<dyn MetricsSource>>>,
+}
+
+impl std::fmt::Debug for WebState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebState")
+            .field("metrics_sources", &self.metrics.len())
+            .finish()
+    }
+}
+
+impl WebState {
+    pub fn new() -> WebState {
+        WebState::default()
+    }
+
+    /// Add a source of metric families to `/metrics`.
+    pub fn with_metrics(mut self, source: impl MetricsSource) -> WebState {
+        Arc::make_mut(&mut self.metrics).push(Arc::new(source));
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("HTTP listener failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// Serve HTTP on `listener` until `shutdown` is cancelled; then stop accepting and let the
+/// requests in progress finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: WebState,
+    shutdown: CancellationToken,
+) -> Result<(), WebError> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTP listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(WebError::Serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tower::ServiceExt;
+
+    use crate::config::HealthConfig;
+    use crate::storage::SiteHealth;
+
+    async fn get(router: Router, uri: &str) -> (StatusCode, Option<String>, String) {
+        let response = router
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    fn state() -> WebState {
+        let health = Arc::new(SiteHealth::new(HealthConfig::default()));
+        health.record_written("east", 5);
+        WebState::new().with_metrics(health).with_metrics(|| {
+            "# HELP mifas_test_total t\n# TYPE mifas_test_total counter\nmifas_test_total 7"
+                .to_string()
+        })
+    }
+
+    #[tokio::test]
+    async fn metrics_and_healthz() {
+        let (status, content_type, body) = get(router(state()), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type.as_deref(), Some(metrics::CONTENT_TYPE));
+        assert!(
+            body.contains("mifas_site_bytes_written_total{site=\"east\"} 5\n"),
+            "{body}"
+        );
+        assert!(body.ends_with("mifas_test_total 7\n"), "{body}");
+
+        let (status, _, body) = get(router(state()), "/healthz").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+
+        let (status, _, _) = get(router(state()), "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    /// Over a real socket: answers, then stops when the token is cancelled.
+    #[tokio::test]
+    async fn serves_until_cancelled() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, state(), shutdown.clone()));
+
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
+
+        shutdown.cancel();
+        let result = tokio::time::timeout(std::time::Duration::from_secs(10), server)
+            .await
+            .expect("server stops after cancel")
+            .expect("task");
+        assert!(result.is_ok(), "{result:?}");
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "listener closed"
+        );
+    }
+}
