@@ -181,12 +181,14 @@ def coalloc(run):
             if mode == "coalloc" and mb:
                 ok = met(mb >= 2.7 * single) if case == "equal" and single else met(mb >= 0.9 * all_links) if all_links else "?"
             body.append([case, mode, d.get("sites", "?"), fmt(d.get("seconds"), 2), fmt(mb),
+                         fmt(d.get("cold_mb_per_s")) if "cold_mb_per_s" in d else "—",
                          fmt(mb / single if mb and single else None, 2), fmt(mb / all_links if mb and all_links else None, 2),
                          f"{num(d.get('vmhwm_kb', 0)) / 1024:.1f}" if num(d.get("vmhwm_kb")) else "?",
-                         d.get("sha256_ok", "?"), target, ok])
+                         d.get("sha256_ok", "?") + ("" if d.get("cold_sha256_ok", "true") == "true" else " (cold: false)"),
+                         target, ok])
         out.append(f"Links {case}: raw TCP site → host, MB/s: " + ", ".join(f"{k} {v}" for k, v in link.items()) + ".")
         out.append("")
-    out.append(table(["links", "mode", "sites", "seconds", "MB/s", "× single", "× all links at once", "peak RSS MiB",
+    out.append(table(["links", "mode", "sites", "seconds", "MB/s", "cold MB/s (first read)", "× single", "× all links at once", "peak RSS MiB",
                       "SHA-256 ok", "target", "met"], body))
     out.append(notes_block(run))
     return "\n".join(out)
