@@ -77,11 +77,14 @@ measure() {  # target(local|sites) mode repeat
   else
     start_mifas "$d" --data-dir "$d/data" || { note "local m$mode r$r: MIFAS did not start"; return 1; }
   fi
+  rss_guard "$MIFAS_PID" "$target-m$mode-r$r"
   sync
   c0=$(cpu_ticks "$MIFAS_PID"); send_corpus "$mode" "$MIFAS_PORT" "$d/send"; c1=$(cpu_ticks "$MIFAS_PID")
   [[ $SEND_FAIL == 0 ]] || { note="storescu-errors"; note "$target ${mode}assoc r$r: storescu errors: $(grep -hE '^(E|F): ' "$d"/send.*.log | sort | uniq -c | head -3 | tr '\n' ' ')"; }
   stop_pid "$MIFAS_PID" "mifas"
   [[ $STOP_RC == 0 ]] || note "mifas ($target m$mode r$r) exited $STOP_RC after SIGTERM"
+  ! grep -q killed "$RUN/rss-$target-m$mode-r$r.txt" 2>/dev/null ||
+    note "mifas ($target m$mode r$r) killed by the RSS watchdog: $(cat "$RUN/rss-$target-m$mode-r$r.txt")"
   n=$(mifas_stat "$d/data" "$cfg" instances)
   [[ "$n" == "$COUNT" ]] || { note="${note:+$note,}stats=$n"; note "$target ${mode}assoc r$r: mifas stats says instances: ${n:-?}"; }
   if [[ $target == sites ]]; then

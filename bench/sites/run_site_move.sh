@@ -76,6 +76,7 @@ start_target() {  # three|best: config, start, load the study
   stop_pid "$MIFAS_PID" "mifas ($t)"
   start_mifas "$d" --config "$d/mifas.toml" --data-dir "$d/data" || die "MIFAS ($t) did not restart: $(tail -3 "$d/log.txt")"
   PORT[$t]=$MIFAS_PORT PID[$t]=$MIFAS_PID
+  rss_guard "$MIFAS_PID" "$t"
 }
 
 measure() {  # target repeat
@@ -128,7 +129,8 @@ for ((r = 0; r <= REPEATS; r++)); do
   for t in $order; do measure "$t" "$r"; done
 done
 for t in $TARGETS; do
-  kill -0 "${PID[$t]}" 2>/dev/null || { note "MIFAS ($t) died during the run"; FAILED=1; }
+  kill -0 "${PID[$t]}" 2>/dev/null || { note "MIFAS ($t) died during the run $(cat "$RUN/rss-$t.txt" 2>/dev/null)"; FAILED=1; }
+  envset "peak_rss_$t" "$(awk '{print int($2 / 1024) " MiB"}' "$RUN/rss-$t.txt" 2>/dev/null) (VmRSS sampled every second, MIFAS after its restart: all C-MOVEs)"
   w=$(grep -hE ' (ERROR|WARN) ' "$RUN/$t/log.txt" | sed -E 's/^[^ ]+ +//' | cut -c1-160 | sort | uniq -c | sort -rn | head -3 | tr -s ' ' | tr '\n' ';' || true)
   [[ -z "$w" ]] || note "MIFAS ($t) warnings/errors in its log: $w"
 done

@@ -3,7 +3,7 @@
 # and objects/s), and the NameNode files those objects leave on an HDFS site.
 #
 # One command: bench/sites/run_site_repair.sh
-#   - small Part-10 objects (~1.3 KB: the C-FIND catalog's headers with 8x8 pixels; catalog.py
+#   - small Part-10 objects (~2.2 KB: the C-FIND catalog's headers with 8x8 pixels; catalog.py
 #     + the cargo example gen_part10, written once under $SITES_WORKDIR and reused);
 #   - for each kind in SITE_REPAIR_KINDS: three sites (file: three local directories; hdfs: three
 #     MiniDFSCluster sites in WAN namespaces with unshaped links, needs root), `mifas import` of all
