@@ -102,7 +102,8 @@ measure() {  # target(local|sites) mode repeat
     done
   fi
   rate=$(python3 -c "print(f'{$COUNT / $SEND_SECS:.1f}')"); cpu=$(tick_secs "$c0" "$c1")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$mode" "$r" "$COUNT" "$SEND_SECS" "$rate" "$cpu" "${note:--}" "$repair" >>"$RESULTS"
+  local peak; peak=$(awk '{print int($2 / 1024)}' "$RUN/rss-$target-m$mode-r$r.txt" 2>/dev/null || echo "?")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$mode" "$r" "$COUNT" "$SEND_SECS" "$rate" "$cpu" "${note:--}" "$repair" "${peak:-?}" >>"$RESULTS"
   log "$target ${mode} assoc (repeat $r): $COUNT in ${SEND_SECS}s = $rate inst/s (MIFAS CPU ${cpu}s)${note:+ [$note]}"
   rm -rf "$d/data/spool"
 }
