@@ -53,6 +53,8 @@ def ingest(run):
         cs = [num(r[6]) for r in rows if r[0] == "sites" and r[1] == mode]
         pl = [num(r[9]) for r in rows if r[0] == "local" and r[1] == mode and len(r) > 9]
         ps = [num(r[9]) for r in rows if r[0] == "sites" and r[1] == mode and len(r) > 9]
+        js = [num(r[10]) for r in rows if r[0] == "sites" and r[1] == mode and len(r) > 10]
+        ws = [num(r[4]) for r in rows if r[0] == "sites" and r[1] == mode]
         n = num(rows[0][3]) if rows else None
         ratio = med(rs) / med(rl) if med(rs) and med(rl) else None
         ratios[mode] = ratio
@@ -62,12 +64,15 @@ def ingest(run):
                      fmt(med(cl) / n * 1000 if med(cl) and n else None, 2),
                      fmt(med(cs) / n * 1000 if med(cs) and n else None, 2),
                      fmt(max(pl), 0) if any(x is not None for x in pl) else "—",
-                     fmt(max(ps), 0) if any(x is not None for x in ps) else "—"])
+                     fmt(max(ps), 0) if any(x is not None for x in ps) else "—",
+                     fmt(med(js) / n * 1000 if med(js) and n else None, 2),
+                     fmt((med(cs) + med(js)) / med(ws) if med(js) and med(cs) and med(ws) else None, 2)])
     out.append("Instances/s (median of the repeats; each repeat's value listed; only runs whose checks passed):")
     out.append("")
     out.append(table(["mode", "local-only inst/s", "(repeats)", "3 HDFS sites, quorum, inst/s", "(repeats)",
                       "ratio sites / local", "≥ 0.5", "local MIFAS CPU ms/inst", "sites MIFAS CPU ms/inst",
-                      "local peak RSS MiB", "sites peak RSS MiB"], body))
+                      "local peak RSS MiB", "sites peak RSS MiB", "site JVMs CPU ms/inst",
+                      "sites: MIFAS + JVMs CPUs busy (of 2)"], body))
     out.append("")
     checks = [f"{r[0]} {r[1]}assoc r{r[2]}: {r[7]}" for r in rows if r[7] != "-"]
     out.append("Checks: " + ("every run passed (no storescu error; `mifas stats` = count; with sites, "

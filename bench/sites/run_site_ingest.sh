@@ -79,7 +79,11 @@ measure() {  # target(local|sites) mode repeat
   fi
   rss_guard "$MIFAS_PID" "$target-m$mode-r$r"
   sync
+  local j0 j1 jvm="-"
+  j0=$(jvm_ticks)
   c0=$(cpu_ticks "$MIFAS_PID"); send_corpus "$mode" "$MIFAS_PORT" "$d/send"; c1=$(cpu_ticks "$MIFAS_PID")
+  j1=$(jvm_ticks)
+  [[ $target == sites ]] && jvm=$(tick_secs "$j0" "$j1")
   [[ $SEND_FAIL == 0 ]] || { note="storescu-errors"; note "$target ${mode}assoc r$r: storescu errors: $(grep -hE '^(E|F): ' "$d"/send.*.log | sort | uniq -c | head -3 | tr '\n' ' ')"; }
   stop_pid "$MIFAS_PID" "mifas"
   [[ $STOP_RC == 0 ]] || note "mifas ($target m$mode r$r) exited $STOP_RC after SIGTERM"
@@ -103,9 +107,17 @@ measure() {  # target(local|sites) mode repeat
   fi
   rate=$(python3 -c "print(f'{$COUNT / $SEND_SECS:.1f}')"); cpu=$(tick_secs "$c0" "$c1")
   local peak; peak=$(awk '{print int($2 / 1024)}' "$RUN/rss-$target-m$mode-r$r.txt" 2>/dev/null || echo "?")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$mode" "$r" "$COUNT" "$SEND_SECS" "$rate" "$cpu" "${note:--}" "$repair" "${peak:-?}" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$mode" "$r" "$COUNT" "$SEND_SECS" "$rate" "$cpu" "${note:--}" "$repair" "${peak:-?}" "$jvm" >>"$RESULTS"
   log "$target ${mode} assoc (repeat $r): $COUNT in ${SEND_SECS}s = $rate inst/s (MIFAS CPU ${cpu}s)${note:+ [$note]}"
   rm -rf "$d/data/spool"
+}
+
+jvm_ticks() {  # CPU ticks of the three site JVMs together (datanodes, namenodes)
+  local p v t=0
+  for p in $(python3 -c 'import json, sys; print(" ".join(str(s["pid"]) for s in json.load(open(sys.argv[1]))))' "$SITES_JSON"); do
+    v=$(cpu_ticks "$p"); t=$((t + ${v:-0}))
+  done
+  echo "$t"
 }
 
 # ---- main ----------------------------------------------------------------------------------------
