@@ -266,7 +266,10 @@ impl PackSite {
             // Sized to what is left: a writer may keep the chunks of its open block (HDFS keeps
             // them to serve reads of that block), and a 1 MiB buffer holding a 2 KB object
             // would pin 1 MiB per object.
-            let left = source.size.saturating_sub(copied).clamp(1, COPY_CHUNK as u64) as usize;
+            let left = source
+                .size
+                .saturating_sub(copied)
+                .clamp(1, COPY_CHUNK as u64) as usize;
             let mut buf = BytesMut::with_capacity(left);
             let n = file
                 .read_buf(&mut buf)
