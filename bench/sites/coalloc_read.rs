@@ -151,6 +151,7 @@ async fn put(config: &Path, object: &Path, size_mb: u64, work: &Path) -> Result<
         path: path.clone(),
         size,
         sha256,
+        hold: None,
     };
     let mut out = format!("size {size}\nsha256 {}\n", hex::encode(sha256));
     for site in &sites {

@@ -184,10 +184,11 @@ async fn index_stage(
     while let Some(group) = rx.recv().await {
         let Some(index) = index.upgrade() else { break };
         let SyncedGroup {
-            put,
+            mut put,
             mut entries,
             replies,
         } = group;
+        let late = put.late.take();
         let now = super::unix_now();
         for (i, entry) in entries.iter_mut().enumerate() {
             let generation = crate::storage::ObjectKey::parse(&entry.instance.object_key)
@@ -214,7 +215,21 @@ async fn index_stage(
         }
         let size = entries.len();
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || apply_durably(&index, entries))
+        let keys: Vec<(String, u64, u64)> = entries
+            .iter()
+            .map(|e| {
+                let generation = crate::storage::ObjectKey::parse(&e.instance.object_key)
+                    .map(|k| k.generation())
+                    .unwrap_or(0);
+                (
+                    e.instance.sop_instance_uid.clone(),
+                    generation,
+                    e.instance.size,
+                )
+            })
+            .collect();
+        let applying = index.clone();
+        let result = tokio::task::spawn_blocking(move || apply_durably(&applying, entries))
             .await
             .map_err(|e| CommitFailure::Index(e.to_string()))
             .and_then(|r| r);
@@ -228,13 +243,72 @@ async fn index_stage(
                 for (reply, a) in replies.into_iter().zip(applied) {
                     let _ = reply.send(Ok(a));
                 }
-                if !put.pending.is_empty() {
-                    replication.notify_one();
+                match late {
+                    Some(late) => {
+                        tokio::spawn(record_late(
+                            late,
+                            keys,
+                            index,
+                            sites.clone(),
+                            replication.clone(),
+                        ));
+                    }
+                    None if !put.pending.is_empty() => replication.notify_one(),
+                    None => {}
                 }
             }
             Err(failure) => fail_group(&sites, &put, replies, failure).await,
         }
     }
+}
+
+/// Copies to further sites that were still being written when the group was acknowledged:
+/// record each that lands (its queue task is then dropped by the worker as already held), and
+/// only then wake the replication worker for whatever did not land. A copy of a generation that
+/// was replaced meanwhile is removed.
+async fn record_late(
+    mut late: crate::storage::LateWrites,
+    keys: Vec<(String, u64, u64)>,
+    index: Arc<Index>,
+    sites: Arc<Sites>,
+    replication: Arc<Notify>,
+) {
+    let bytes: u64 = keys.iter().map(|k| k.2).sum();
+    while let Some(joined) = late.join_next().await {
+        let Ok((name, result)) = joined else { continue };
+        sites.record(&name, bytes, result.is_ok());
+        let locators = match result {
+            Ok(locators) => locators,
+            Err(e) => {
+                tracing::warn!(site = %name, error = %e, "copy to a further site failed; the replication queue will make it");
+                continue;
+            }
+        };
+        let now = super::unix_now();
+        for ((uid, generation, _), locator) in keys.iter().zip(locators) {
+            let placement = Placement {
+                generation: *generation,
+                locator: locator.0.clone(),
+                state: PlacementState::Held,
+                stored_at: now,
+                verified_at: now,
+            };
+            let recorded = {
+                let index = index.clone();
+                let (uid, name) = (uid.clone(), name.clone());
+                tokio::task::spawn_blocking(move || {
+                    index.record_placement(&uid, &name, &placement, None)
+                })
+                .await
+            };
+            if !matches!(recorded, Ok(Ok(true)))
+                && let Some(site) = sites.get(&name)
+            {
+                let _ = site.delete(&locator).await;
+            }
+        }
+    }
+    replication.notify_one();
 }
 
 /// Apply a group's entries and flush them. When the flush fails the applied writes are undone
@@ -356,6 +430,7 @@ mod tests {
             path: PathBuf::from("/nonexistent"),
             size: 10,
             sha256: [0; 32],
+            hold: None,
         }
     }
 

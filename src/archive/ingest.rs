@@ -18,7 +18,7 @@ use super::structure::{Encoding, StructureCheck};
 use super::{Archive, IngestError, IngestRequest, Spool};
 use crate::config::DuplicatePolicy;
 use crate::index::{Applied, InstanceEntry, ObjectFacts, text};
-use crate::storage::{Locator, ObjectKey, PutSource};
+use crate::storage::{Keepalive, Locator, ObjectKey, PutSource};
 use crate::uid;
 
 /// What happened to an object that was not refused.
@@ -121,11 +121,16 @@ impl Archive {
         };
         // Quota bytes stay reserved until the commit has counted them in the index totals.
         let _reservation = spooled.reservation.take();
+        let path = spooled.guard.path.clone();
+        // The spool file goes when the last holder is done: this commit, or a copy to a site
+        // the ack policy did not wait for, still running after the acknowledgement.
+        let hold = std::sync::Arc::new(spooled.guard);
         let source = PutSource {
             key: key.clone(),
-            path: spooled.guard.path.clone(),
+            path,
             size: spooled.size,
             sha256: spooled.sha256,
+            hold: Some(Keepalive(hold.clone())),
         };
         // The local store fsyncs the data here, in this association's task: a crash never
         // leaves a torn object under a key, and the group commit only has names to sync.
@@ -135,7 +140,7 @@ impl Archive {
         // The spool file stays guarded until the commit is over: sites other than the local
         // store copy it, and it must go whether or not they managed to.
         let committed = self.inner.committer.commit(source, entry).await;
-        drop(spooled.guard);
+        drop(hold);
         let applied = committed?;
         // Only now, with the new generation durable and indexed, the old one can go. Losing
         // this delete to a crash leaves an un-indexed generation that reconciliation removes.

@@ -284,6 +284,7 @@ impl Archive {
             path: source_path,
             size,
             sha256,
+            hold: None,
         };
         self.inner.committer.commit(source, entry).await.map(|_| ())
     }

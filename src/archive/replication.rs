@@ -262,6 +262,7 @@ impl Archive {
                         path: path.clone(),
                         size: job.size,
                         sha256: job.sha256,
+                        hold: None,
                     });
                     staged.push((i, path));
                 }

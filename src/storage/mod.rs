@@ -20,8 +20,8 @@ pub use local::{LOCAL_SITE, LocalStore, fsync_dir};
 pub use localfs::LocalFs;
 pub use pack::{PackSite, RecordHeader};
 pub use packfs::{FsEntry, PackFs, PackReader, PackWriter};
-pub use site::{ListPage, ListedObject, Locator, PutSource, Site, SiteUrl};
-pub use sites::{AckFailure, GroupPut, Sites};
+pub use site::{Keepalive, ListPage, ListedObject, Locator, PutSource, Site, SiteUrl};
+pub use sites::{AckFailure, GroupPut, LateWrites, Sites};
 
 use std::sync::Arc;
 

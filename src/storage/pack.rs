@@ -574,6 +574,7 @@ mod tests {
             path,
             size: bytes.len() as u64,
             sha256: sha2::Sha256::digest(bytes).into(),
+            hold: None,
         }
     }
 

@@ -27,6 +27,19 @@ pub struct PutSource {
     pub path: PathBuf,
     pub size: u64,
     pub sha256: [u8; 32],
+    /// Keeps the file in place while anyone still copies it (the owner removes it when the
+    /// last clone drops): copies to further sites may outlive the acknowledgement.
+    pub hold: Option<Keepalive>,
+}
+
+/// A shared owner of whatever removes a source file when dropped.
+#[derive(Clone)]
+pub struct Keepalive(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Keepalive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keepalive")
+    }
 }
 
 /// A page of a site's listing.

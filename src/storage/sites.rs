@@ -36,13 +36,21 @@ impl std::fmt::Display for AckFailure {
     }
 }
 
+/// A copy to one more site, still being written when the group was acknowledged.
+pub type LateWrites = JoinSet<(String, Result<Vec<Locator>>)>;
+
 /// Where a group went: every object of the group is on each site of `held`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct GroupPut {
     /// (site name, one locator per object of the group, in order).
     pub held: Vec<(String, Vec<Locator>)>,
-    /// Sites that still need a copy of every object of the group.
+    /// Sites that still need a copy of every object of the group (queued with the group; some
+    /// may be among `late`).
     pub pending: Vec<String>,
+    /// Writes to further sites started with the group and not finished when enough sites held
+    /// it: their results let the caller record those copies without the queue's second pass.
+    /// Dropping this aborts them (the queue then makes the copies).
+    pub late: Option<LateWrites>,
 }
 
 #[derive(Debug)]
@@ -102,7 +110,7 @@ impl Sites {
     }
 
     /// Tell the information service how a write to `site` went.
-    fn record(&self, site: &str, bytes: u64, ok: bool) {
+    pub fn record(&self, site: &str, bytes: u64, ok: bool) {
         if let Some(health) = &self.health {
             if ok {
                 health.record_ok(site);
@@ -144,23 +152,38 @@ impl Sites {
             return Ok(GroupPut {
                 held: vec![(site.name().to_string(), locators)],
                 pending: Vec::new(),
+                late: None,
             });
         }
-        let mut candidates = self.ranked().into_iter();
+        // Every site that is not down gets the group at once; the answer waits only for as
+        // many as the policy requires. Down sites are tried only to make up the number.
+        let ranked = self.ranked();
+        let (eager, fallback): (Vec<_>, Vec<_>) = ranked.into_iter().partition(|s| {
+            self.health
+                .as_ref()
+                .is_none_or(|h| h.state(s.name()) != SiteState::Down)
+        });
+        let mut fallback = fallback.into_iter();
         let mut held: Vec<(String, Vec<Locator>)> = Vec::new();
         let mut failures: Vec<(String, String)> = Vec::new();
         let mut full: Option<StorageError> = None;
-        let mut running = JoinSet::new();
+        let mut running: LateWrites = JoinSet::new();
         let shared: Arc<Vec<PutSource>> = Arc::new(objects.to_vec());
         let bytes: u64 = objects.iter().map(|o| o.size).sum();
-        loop {
+        let spawn = |running: &mut LateWrites, site: Arc<dyn Site>| {
+            let objects = shared.clone();
+            running.spawn(async move {
+                let result = site.put_group(&objects).await;
+                (site.name().to_string(), result)
+            });
+        };
+        for site in eager {
+            spawn(&mut running, site);
+        }
+        while held.len() < needed {
             while held.len() + running.len() < needed {
-                let Some(site) = candidates.next() else { break };
-                let objects = shared.clone();
-                running.spawn(async move {
-                    let result = site.put_group(&objects).await;
-                    (site.name().to_string(), result)
-                });
+                let Some(site) = fallback.next() else { break };
+                spawn(&mut running, site);
             }
             let Some(joined) = running.join_next().await else {
                 break;
@@ -179,9 +202,6 @@ impl Sites {
                     }
                 }
                 Err(e) => failures.push(("?".into(), e.to_string())),
-            }
-            if held.len() >= needed {
-                break;
             }
         }
         if held.len() < needed {
@@ -211,6 +231,11 @@ impl Sites {
             .map(|s| s.name().to_string())
             .filter(|n| !held.iter().any(|(h, _)| h == n))
             .collect();
-        Ok(GroupPut { held, pending })
+        let late = (!running.is_empty()).then_some(running);
+        Ok(GroupPut {
+            held,
+            pending,
+            late,
+        })
     }
 }
