@@ -10,6 +10,10 @@ use super::IngestError;
 use crate::index::{Applied, Index, IndexError, InstanceEntry, Placement, PlacementState};
 use crate::storage::{GroupPut, PutSource, Sites, StorageError};
 
+/// How long the replication queue leaves a copy to a write that was still running when its
+/// group was acknowledged.
+const LATE_WRITE_GRACE_MS: u64 = 10_000;
+
 struct CommitRequest {
     source: PutSource,
     entry: InstanceEntry,
@@ -189,6 +193,12 @@ async fn index_stage(
             replies,
         } = group;
         let late = put.late.take();
+        // Copies still being written get a head start before the queue makes them itself.
+        let not_before_ms = if late.is_some() {
+            super::unix_now().saturating_mul(1000) + LATE_WRITE_GRACE_MS
+        } else {
+            0
+        };
         let now = super::unix_now();
         for (i, entry) in entries.iter_mut().enumerate() {
             let generation = crate::storage::ObjectKey::parse(&entry.instance.object_key)
@@ -212,6 +222,7 @@ async fn index_stage(
                 })
                 .collect();
             entry.replicate_to = put.pending.clone();
+            entry.replicate_not_before_ms = not_before_ms;
         }
         let size = entries.len();
         let started = std::time::Instant::now();

@@ -26,6 +26,9 @@ pub struct InstanceEntry {
     pub placements: Vec<(String, super::Placement)>,
     /// Sites still owed a copy: queued for replication with the entry.
     pub replicate_to: Vec<String>,
+    /// Milliseconds since the Unix epoch before which those copies are not made by the queue
+    /// (copies already being written get that long to land first).
+    pub replicate_not_before_ms: u64,
 }
 
 /// Where the object is and what it is, known to the archive, not read from the header.
@@ -155,6 +158,7 @@ impl InstanceEntry {
             },
             placements: Vec::new(),
             replicate_to: Vec::new(),
+            replicate_not_before_ms: 0,
         })
     }
 }

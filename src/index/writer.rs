@@ -70,6 +70,7 @@ impl Overlay {
             patient: new_patient,
             placements,
             replicate_to,
+            replicate_not_before_ms,
         } = entry;
         instance.header_id = index.next_header_id()?;
         // Placements go in before the record that needs them (same transaction anyway).
@@ -90,7 +91,7 @@ impl Overlay {
                 generation,
                 site,
                 attempts: 0,
-                not_before_ms: 0,
+                not_before_ms: replicate_not_before_ms,
                 last_error: String::new(),
             };
             let id = index.next_header_id()?;
