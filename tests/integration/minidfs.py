@@ -293,6 +293,11 @@ class Site:
         """Corrupts every replica of the first block of an HDFS file on the datanodes' disks."""
         return self.ok(f"corrupt-block {path}")
 
+    def datanode_addrs(self) -> list[str]:
+        """Transfer addresses ("host:port") of the datanodes by index (kill_datanode's I), also of
+        one that is down. Block locations name the same ports. New ports after start_site()."""
+        return self.ok("datanodes").split(",")
+
     def client_conf(self) -> dict[str, str]:
         """Settings a client of this site should use (hdfs-native: ClientBuilder::with_config)."""
         assert self.conf_path is not None

@@ -26,7 +26,8 @@ import java.util.Map;
  *
  * Commands (reply "OK ..." or "ERR ..."): kill-datanode I, restart-datanode I, expire-datanode I,
  * kill-namenode I, restart-namenode I, transition-active I, transition-standby I, state, stop,
- * start, corrupt-block PATH, client-conf.
+ * start, corrupt-block PATH, client-conf, datanodes (transfer addresses by index, where a client
+ * connects to them; block locations name the same ports; a whole-site start gives new ports).
  */
 public final class MiniDfsLauncher {
     private MiniDfsLauncher() {
@@ -101,6 +102,8 @@ public final class MiniDfsLauncher {
         switch (cmd) {
             case "state":
                 return site.state();
+            case "datanodes":
+                return site.datanodeAddrs();
             case "client-conf": {
                 List<String> kv = new ArrayList<>();
                 for (Map.Entry<String, String> e : clientConf(opts, site).entrySet()) {
