@@ -36,10 +36,12 @@ CLASSPATH_FILE = LAUNCHER_DIR / "target" / "classpath.txt"
 CLASSES_DIR = LAUNCHER_DIR / "target" / "classes"
 MAIN_CLASS = "MiniDfsLauncher"
 
-# Serial GC and a capped heap: three site JVMs share 2 cores and the machine with the archive
-# under test. MINIDFS_JAVA_OPTS replaces these (e.g. for benchmarks that want C2 and more heap).
+# Serial GC, a capped heap and the C1 compiler only: three site JVMs share 2 cores with the archive
+# under test. Measured here (load 7-11): a site starts in 5-6 s instead of 10-11 s, RSS 180-215 MB
+# instead of ~530 MB. MINIDFS_JAVA_OPTS replaces these: benchmarks that push gigabytes through
+# the datanodes want C2 back (drop -XX:TieredStopAtLevel=1) and maybe more heap.
 DEFAULT_JAVA_OPTS = "-XX:+UseSerialGC -Xms64m -Xmx512m -XX:TieredStopAtLevel=1 -Xss512k"
-START_TIMEOUT = 120.0  # seconds; a site starts in ~4-13 s here, three at once in ~15 s
+START_TIMEOUT = 120.0  # seconds; three sites at once take 13-17 s here
 COMMAND_TIMEOUT = 120.0  # start/stop of a whole site and datanode restarts are the slow commands
 
 READY_RE = re.compile(
@@ -86,14 +88,20 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+_handed_out: set[int] = set()  # ports given to sites of this process (bound later, or down now)
+
+
 def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports below the kernel's ephemeral range. Namenode ports are fixed for
-    the life of a site (they must survive restarts), so they are taken where no port-0 bind, such
-    as another site's datanodes starting at the same time, can be handed them."""
+    """n distinct free TCP ports below the kernel's ephemeral range, never the same twice in this
+    process. Namenode ports are fixed for the life of a site (they must survive restarts), so they
+    are taken where no port-0 bind, such as another site's datanodes starting at the same time,
+    can be handed them."""
     high = _ephemeral_low()
     low = max(1024, high - 12000)
     ports: list[int] = []
     for p in random.sample(range(low, high), k=min(4 * n + 64, high - low)):
+        if p in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("0.0.0.0", p))
@@ -101,6 +109,7 @@ def free_ports(n: int) -> list[int]:
                 continue
         ports.append(p)
         if len(ports) == n:
+            _handed_out.update(ports)
             return ports
     raise MiniDfsError(f"no {n} free TCP ports in {low}..{high - 1}")
 
@@ -292,6 +301,11 @@ class Site:
     def corrupt_block(self, path: str) -> str:
         """Corrupts every replica of the first block of an HDFS file on the datanodes' disks."""
         return self.ok(f"corrupt-block {path}")
+
+    def datanode_addrs(self) -> list[str]:
+        """Transfer addresses ("host:port") of the datanodes by index (kill_datanode's I), also of
+        one that is down. Block locations name the same ports. New ports after start_site()."""
+        return self.ok("datanodes").split(",")
 
     def client_conf(self) -> dict[str, str]:
         """Settings a client of this site should use (hdfs-native: ClientBuilder::with_config)."""

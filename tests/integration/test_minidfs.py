@@ -28,6 +28,32 @@ def _refused(hostport: str) -> bool:
     return False
 
 
+def _listening_ips(pid: int, port: int) -> set[str]:
+    """IPv4 addresses on which process pid listens on TCP port (from /proc: no ss/lsof needed;
+    Java's sockets are IPv6 ones holding IPv4-mapped addresses)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ips = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            f = line.split()
+            addr, hexport = f[1].split(":")
+            if f[3] != "0A" or int(hexport, 16) != port or f[9] not in inodes:  # 0A = LISTEN
+                continue
+            v4 = addr[-8:]  # IPv4, or the low word of an IPv6 address, little-endian
+            if len(addr) == 32 and addr[:24] not in ("0000000000000000FFFF0000", "0" * 24):
+                ips.add("ipv6")
+                continue
+            ips.add(".".join(str(int(v4[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return ips
+
+
 def test_three_sites_ready_lines_and_client_conf(sites):
     a, b, c = (_site(sites, n) for n in ("siteA", "siteB", "siteC"))
     # the HA pair is a nameservice named after the site, its namenodes on the ports we asked for
@@ -60,6 +86,8 @@ def test_webhdfs_write_read_on_every_site(sites):
         # both datanodes hold the block, and the namenode hands them out as 127.0.0.1
         (hosts,) = M.webhdfs_block_hosts(h, f"/rw/{s.name}.bin")
         assert len(set(hosts)) == 2 and all(x.startswith("127.0.0.1:") for x in hosts), hosts
+        for x in hosts:
+            assert _listening_ips(s.proc.pid, int(x.rsplit(":", 1)[1])) == {"127.0.0.1"}
 
 
 def test_ha_failover_by_command(sites):
@@ -101,13 +129,17 @@ def test_datanode_kill_expire_restart(sites):
     (hosts,) = M.webhdfs_block_hosts(h, "/dn/a.bin")
     assert len(hosts) == 2
 
+    addrs = b.datanode_addrs()
+    assert sorted(addrs) == sorted(hosts)
+
     assert b.kill_datanode(1) == "datanode 1 down"
     assert b.state()["datanodes"] == ["up", "down"]
+    assert b.datanode_addrs() == addrs
     assert b.command("kill-datanode 1").startswith("ERR ")
     b.expire_datanode(1)
     # the namenode now hands out only the live replica, and new files go to the live datanode
     (left,) = M.webhdfs_block_hosts(h, "/dn/a.bin")
-    assert len(left) == 1 and left[0] in hosts
+    assert left == [addrs[0]]
     assert M.webhdfs_get(h, "/dn/a.bin") == data
     M.webhdfs_put(h, "/dn/b.bin", data)
     assert M.webhdfs_block_hosts(h, "/dn/b.bin") == [left]
@@ -165,7 +197,10 @@ def test_bind_address_then_exit_when_stdin_closes(tmp_path):
     # the datanode listens on the bind address only: hence use.datanode.hostname
     ((name,),) = M.webhdfs_block_hosts(s.http[0], "/bound.bin")
     port = int(name.rsplit(":", 1)[1])
-    assert _refused(f"127.0.0.1:{port}") and not _refused(f"127.0.0.2:{port}")
+    assert s.datanode_addrs() == [f"127.0.0.2:{port}"]
+    assert _listening_ips(pid, port) == {"127.0.0.2"}
+    # the namenode listens everywhere (its configured address stays 127.0.0.1 for the datanodes)
+    assert _listening_ips(pid, s.nn_ports[0]) == {"0.0.0.0"}
 
     assert s.close() == 0
     # the JVM is gone and its ports are free: a crashed test leaves nothing behind

@@ -11,13 +11,16 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
 
 /**
  * Test launcher for one HDFS site (MiniDFSCluster), driven over stdin/stdout by the tests.
  *
  * stdout carries the protocol only: one READY line, then exactly one reply line per command.
  * Everything else (Hadoop's logging, stack traces) goes to stderr. The launcher shuts the site down
- * and exits when stdin closes, so a test that dies leaves no JVM behind.
+ * and exits 0 when stdin closes, so a test that dies leaves no JVM behind; if a command is still
+ * stuck 30 s later, it halts with exit code 3.
  *
  * READY line:
  *   MINIDFS READY name=SITE url=hdfs://... namenodes=H:P[,H:P] http=H:P[,H:P] datanodes=N conf=FILE
@@ -26,7 +29,8 @@ import java.util.Map;
  *
  * Commands (reply "OK ..." or "ERR ..."): kill-datanode I, restart-datanode I, expire-datanode I,
  * kill-namenode I, restart-namenode I, transition-active I, transition-standby I, state, stop,
- * start, corrupt-block PATH, client-conf.
+ * start, corrupt-block PATH, client-conf, datanodes (transfer addresses by index, where a client
+ * connects to them; block locations name the same ports; a whole-site start gives new ports).
  */
 public final class MiniDfsLauncher {
     private MiniDfsLauncher() {
@@ -56,8 +60,9 @@ public final class MiniDfsLauncher {
         }
 
         MiniDfsSite site = new MiniDfsSite(opts);
-        // SIGTERM/SIGINT: take the daemons down with us (stop() is a no-op once stopped)
-        Runtime.getRuntime().addShutdownHook(new Thread(site::stop, "minidfs-stop"));
+        // SIGTERM/SIGINT: take the daemons down with us (stop() is a no-op once stopped), but do
+        // not let a shutdown that hangs keep the JVM alive
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> stopWithin(site, EXIT_GRACE_MS), "minidfs-stop"));
         long t0 = System.nanoTime();
         try {
             site.start();
@@ -73,9 +78,16 @@ public final class MiniDfsLauncher {
         proto.println("MINIDFS READY name=" + opts.name + " url=" + site.url() + " namenodes=" + site.namenodes()
                 + " http=" + site.http() + " datanodes=" + opts.datanodes + " conf=" + conf.getPath());
 
-        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
-        String line;
-        while ((line = in.readLine()) != null) {
+        // stdin is read on its own thread: its end must stop the JVM even while a command hangs
+        BlockingQueue<String> commands = new LinkedBlockingQueue<>();
+        Thread reader = new Thread(() -> readCommands(commands), "minidfs-stdin");
+        reader.setDaemon(true);
+        reader.start();
+        while (true) {
+            String line = commands.take();
+            if (line == EOF) {
+                break;
+            }
             line = line.trim();
             if (line.isEmpty()) {
                 continue;
@@ -94,6 +106,43 @@ public final class MiniDfsLauncher {
         System.exit(0);
     }
 
+    /** How long the site may take to shut down once stdin has closed or a signal came. */
+    private static final long EXIT_GRACE_MS = 30_000;
+    /** End of stdin in the command queue (compared by identity). */
+    private static final String EOF = new String("<eof>");
+
+    private static void readCommands(BlockingQueue<String> commands) {
+        try (BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8))) {
+            String line;
+            while ((line = in.readLine()) != null) {
+                commands.add(line);
+            }
+        } catch (Exception e) {
+            e.printStackTrace();
+        }
+        commands.add(EOF);
+        // the main thread normally stops the site and exits now; if it is stuck in a command
+        // (a MiniDFSCluster wait that never ends), end the process anyway: no JVM left behind
+        try {
+            Thread.sleep(EXIT_GRACE_MS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        System.err.println("minidfs: stdin closed but the site did not stop within " + EXIT_GRACE_MS + " ms: halting");
+        Runtime.getRuntime().halt(3);
+    }
+
+    private static void stopWithin(MiniDfsSite site, long ms) {
+        Thread t = new Thread(site::stop, "minidfs-shutdown");
+        t.setDaemon(true);
+        t.start();
+        try {
+            t.join(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
     private static String execute(MiniDfsSite site, MiniDfsOptions opts, String line) throws Exception {
         String[] w = line.split("\\s+", 2);
         String cmd = w[0];
@@ -101,6 +150,8 @@ public final class MiniDfsLauncher {
         switch (cmd) {
             case "state":
                 return site.state();
+            case "datanodes":
+                return site.datanodeAddrs();
             case "client-conf": {
                 List<String> kv = new ArrayList<>();
                 for (Map.Entry<String, String> e : clientConf(opts, site).entrySet()) {

@@ -452,7 +452,7 @@ final class MiniDfsSite {
         return String.join(",", l);
     }
 
-    /** Transfer addresses of the datanodes, by stable index. */
+    /** Transfer addresses ("ip:port") of the datanodes, by stable index, also while one is down. */
     String datanodeAddrs() {
         List<String> l = new ArrayList<>();
         for (int p : dnXferPort) {
