@@ -199,33 +199,6 @@ async fn index_stage(
         } else {
             0
         };
-        let now = super::unix_now();
-        for (i, entry) in entries.iter_mut().enumerate() {
-            let generation = crate::storage::ObjectKey::parse(&entry.instance.object_key)
-                .map(|k| k.generation())
-                .unwrap_or(0);
-            entry.placements = put
-                .held
-                .iter()
-                .filter_map(|(site, locators)| {
-                    let locator = locators.get(i)?;
-                    Some((
-                        site.clone(),
-                        Placement {
-                            generation,
-                            locator: locator.0.clone(),
-                            state: PlacementState::Held,
-                            stored_at: now,
-                            verified_at: now,
-                        },
-                    ))
-                })
-                .collect();
-            entry.replicate_to = put.pending.clone();
-            entry.replicate_not_before_ms = not_before_ms;
-        }
-        let size = entries.len();
-        let started = std::time::Instant::now();
         let keys: Vec<(String, u64, u64)> = entries
             .iter()
             .map(|e| {
@@ -239,6 +212,21 @@ async fn index_stage(
                 )
             })
             .collect();
+        let now = super::unix_now();
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let generation = keys[i].1;
+            entry.placements = put
+                .held
+                .iter()
+                .filter_map(|(site, locators)| {
+                    Some((site.clone(), held(generation, locators.get(i)?, now)))
+                })
+                .collect();
+            entry.replicate_to = put.pending.clone();
+            entry.replicate_not_before_ms = not_before_ms;
+        }
+        let size = entries.len();
+        let started = std::time::Instant::now();
         let applying = index.clone();
         let result = tokio::task::spawn_blocking(move || apply_durably(&applying, entries))
             .await
@@ -296,30 +284,46 @@ async fn record_late(
             }
         };
         let now = super::unix_now();
-        for ((uid, generation, _), locator) in keys.iter().zip(locators) {
-            let placement = Placement {
-                generation: *generation,
-                locator: locator.0.clone(),
-                state: PlacementState::Held,
-                stored_at: now,
-                verified_at: now,
-            };
-            let recorded = {
-                let index = index.clone();
-                let (uid, name) = (uid.clone(), name.clone());
-                tokio::task::spawn_blocking(move || {
-                    index.record_placement(&uid, &name, &placement, None)
-                })
-                .await
-            };
-            if !matches!(recorded, Ok(Ok(true)))
-                && let Some(site) = sites.get(&name)
-            {
-                let _ = site.delete(&locator).await;
+        // One blocking call per site's copies, not one per object.
+        let recorded = {
+            let (index, keys, name) = (index.clone(), keys.clone(), name.clone());
+            let locators = locators.clone();
+            tokio::task::spawn_blocking(move || {
+                keys.iter()
+                    .zip(&locators)
+                    .map(|((uid, generation, _), locator)| {
+                        let placement = held(*generation, locator, now);
+                        matches!(
+                            index.record_placement(uid, &name, &placement, None),
+                            Ok(true)
+                        )
+                    })
+                    .collect::<Vec<bool>>()
+            })
+            .await
+            .unwrap_or_default()
+        };
+        let Some(site) = sites.get(&name) else {
+            continue;
+        };
+        for (i, locator) in locators.iter().enumerate() {
+            if !recorded.get(i).copied().unwrap_or(false) {
+                let _ = site.delete(locator).await;
             }
         }
     }
     replication.notify_one();
+}
+
+/// A copy of `generation` just written at `locator`.
+fn held(generation: u64, locator: &crate::storage::Locator, now: u64) -> Placement {
+    Placement {
+        generation,
+        locator: locator.0.clone(),
+        state: PlacementState::Held,
+        stored_at: now,
+        verified_at: now,
+    }
 }
 
 /// Apply a group's entries and flush them. When the flush fails the applied writes are undone

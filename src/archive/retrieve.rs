@@ -234,11 +234,10 @@ impl DatasetQueue {
         index: usize,
         object: ObjectStream,
     ) -> Result<DatasetStream, RetrieveError> {
-        let key = self
-            .keys
-            .get(index)
-            .cloned()
-            .unwrap_or_else(|| ObjectKey::for_instance("0"));
+        let key =
+            self.keys.get(index).cloned().ok_or_else(|| {
+                RetrieveError::NoCopy(format!("no item {index} in this retrieve"))
+            })?;
         DatasetStream::open(key, object).await
     }
 }
