@@ -288,6 +288,19 @@ pub enum DuplicatePolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub port: u16,
+    /// A portal session ends after this long without a request.
+    pub session_idle_secs: u64,
+    /// Failed logins allowed per account and per client address within `login_window_secs`
+    /// before further attempts are refused (HTTP 429) until the window has passed.
+    pub login_max_failures: u32,
+    pub login_window_secs: u64,
+    /// Largest upload request (all files together), in MiB.
+    pub upload_max_mb: u64,
+    /// Threads rendering previews and thumbnails (a burst of previews waits for these, it
+    /// never takes the threads DICOM associations need).
+    pub render_threads: usize,
+    /// Bytes of rendered thumbnails and previews kept in memory, in MiB.
+    pub render_cache_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -336,7 +349,15 @@ impl Default for StorageConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { port: 8080 }
+        HttpConfig {
+            port: 8080,
+            session_idle_secs: 8 * 3600,
+            login_max_failures: 5,
+            login_window_secs: 300,
+            upload_max_mb: 2048,
+            render_threads: 2,
+            render_cache_mb: 64,
+        }
     }
 }
 

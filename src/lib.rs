@@ -10,7 +10,8 @@
 //!   both the network layer and the web can use it.
 //! - [`storage`]: object stores (local disk now; HDFS sites later).
 //! - [`dictionary`]: data tables from `dictionaries/`.
-//! - [`web`]: the HTTP listener (`/metrics`, `/healthz`; the portal later).
+//! - [`render`]: pixel data → JPEG/PNG for previews and thumbnails.
+//! - [`web`]: the HTTP listener: the portal, `/metrics`, `/healthz`.
 
 pub mod archive;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod dictionary;
 pub mod dimse;
 pub mod index;
 pub mod query;
+pub mod render;
 pub mod storage;
 pub mod uid;
 pub mod web;

@@ -43,6 +43,7 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         .spawn_prober(archive.sites(), shutdown.clone());
     let metrics_archive = archive.clone();
     let web_state = crate::web::WebState::new()
+        .with_archive(archive.clone(), &config.http)
         .with_metrics(Arc::clone(archive.health()))
         .with_metrics(move || metrics_archive.metrics_text());
     let web = tokio::spawn(crate::web::serve(http, web_state, shutdown.clone()));

@@ -1,8 +1,11 @@
-//! The HTTP listener: `/metrics` (Prometheus) and `/healthz` for now; the web portal and
-//! DICOMweb join this router in later issues. It reads only through what it is handed in
-//! [`WebState`]; it never opens the index or a site itself.
+//! The HTTP listener: the web portal ([`portal`], with [`auth`]), `/metrics` (Prometheus) and
+//! `/healthz`; DICOMweb joins this router later. It reads only through what it is handed in
+//! [`WebState`] (the archive's API, the renderer); it never opens the index or a site itself.
 
+pub mod auth;
+pub mod error;
 pub mod metrics;
+pub mod portal;
 
 use std::sync::Arc;
 
@@ -11,13 +14,39 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use error::HttpError;
 pub use metrics::MetricsSource;
 
-/// What the handlers share. Cheap to clone (one `Arc`).
-#[derive(Clone, Default)]
+use crate::archive::Archive;
+use crate::config::HttpConfig;
+use crate::render::Renderer;
+
+/// What the handlers share. Cheap to clone (a few `Arc`s).
+#[derive(Clone)]
 pub struct WebState {
     /// Rendered one after the other into `/metrics`.
     metrics: Arc<Vec<Arc<dyn MetricsSource>>>,
+    /// The archive the portal reads and writes through (`None`: only /metrics and /healthz).
+    archive: Option<Archive>,
+    pub(crate) auth: Arc<auth::Auth>,
+    pub(crate) renderer: Arc<Renderer>,
+    pub(crate) http: Arc<HttpConfig>,
+}
+
+impl Default for WebState {
+    fn default() -> WebState {
+        let http = HttpConfig::default();
+        WebState {
+            metrics: Arc::default(),
+            archive: None,
+            auth: Arc::default(),
+            renderer: Arc::new(Renderer::new(
+                http.render_threads,
+                http.render_cache_mb << 20,
+            )),
+            http: Arc::new(http),
+        }
+    }
 }
 
 impl std::fmt::Debug for WebState {
@@ -31,6 +60,24 @@ impl std::fmt::Debug for WebState {
 impl WebState {
     pub fn new() -> WebState {
         WebState::default()
+    }
+
+    /// Serve the portal over `archive`, configured by `http`.
+    pub fn with_archive(mut self, archive: Archive, http: &HttpConfig) -> WebState {
+        self.archive = Some(archive);
+        self.renderer = Arc::new(Renderer::new(
+            http.render_threads,
+            http.render_cache_mb << 20,
+        ));
+        self.http = Arc::new(http.clone());
+        self
+    }
+
+    /// The archive, or 503 when this listener serves only metrics.
+    pub fn archive(&self) -> Result<&Archive, HttpError> {
+        self.archive
+            .as_ref()
+            .ok_or_else(|| HttpError::Unavailable("no archive behind this listener".into()))
     }
 
     /// Add a source of metric families to `/metrics`.
@@ -48,6 +95,8 @@ pub enum WebError {
 
 pub fn router(state: WebState) -> Router {
     Router::new()
+        .merge(auth::routes())
+        .merge(portal::routes())
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)

@@ -1,0 +1,73 @@
+//! The one place where what went wrong becomes an HTTP status: handlers answer `HttpError`,
+//! and its `IntoResponse` chooses the code and a short text that says what to fix.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The request itself is wrong (a malformed UID, date, parameter or form).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// No session (or an expired one): a browser is sent to the login page.
+    #[error("login required")]
+    Unauthorized,
+    /// Logged in, but the role does not allow this (or the CSRF token is missing or wrong).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed logins; retry after the given number of seconds.
+    #[error("too many attempts, retry in {0} s")]
+    TooManyRequests(u64),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Storage sites or the index cannot answer now.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl HttpError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::NotFound(_) => StatusCode::NOT_FOUND,
+            HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "HTTP request failed");
+        }
+        let mut response = (status, format!("{self}\n")).into_response();
+        if let HttpError::TooManyRequests(secs) = self
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+impl From<crate::archive::RetrieveError> for HttpError {
+    fn from(e: crate::archive::RetrieveError) -> HttpError {
+        use crate::archive::RetrieveError as E;
+        match e {
+            E::Storage(crate::storage::StorageError::NotFound(what)) => HttpError::NotFound(what),
+            E::Storage(s) => HttpError::Unavailable(s.to_string()),
+            E::NoCopy(what) => HttpError::Unavailable(format!("no copy to read: {what}")),
+            other => HttpError::Internal(other.to_string()),
+        }
+    }
+}
