@@ -70,6 +70,10 @@ impl Archive {
         loop {
             let wait = match self.replicate_once().await {
                 Ok(pass) => {
+                    if pass.copied > 0 {
+                        // Commitments waiting for these copies can be decided now.
+                        self.inner.commitment_wake.notify_one();
+                    }
                     if pass.copied + pass.failed + pass.dropped > 0 {
                         tracing::info!(
                             copied = pass.copied,

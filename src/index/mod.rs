@@ -4,6 +4,7 @@
 //! The only module that opens sled. Writes go through [`Index::apply`], called by one writer at a
 //! time (the archive's group committer), so incremental counts never race.
 
+pub mod commitment;
 mod entry;
 mod find;
 #[cfg(test)]
@@ -12,6 +13,7 @@ pub mod placement;
 mod record;
 mod writer;
 
+pub use commitment::{CommitmentItem, CommitmentRecord, ItemOutcome};
 pub use entry::{EntryError, InstanceEntry, ObjectFacts, text};
 pub use placement::{Placement, PlacementState, ReplicationTask};
 pub use record::{
@@ -71,10 +73,12 @@ pub(crate) enum TreeId {
     Placements,
     /// queue id (u64, big endian) → replication task
     Replication,
+    /// Transaction UID → Storage Commitment transaction awaiting its report
+    Commitments,
 }
 
 impl TreeId {
-    pub(crate) const ALL: [TreeId; 16] = [
+    pub(crate) const ALL: [TreeId; 17] = [
         TreeId::Instances,
         TreeId::Series,
         TreeId::Studies,
@@ -91,6 +95,7 @@ impl TreeId {
         TreeId::Headers,
         TreeId::Placements,
         TreeId::Replication,
+        TreeId::Commitments,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -111,6 +116,7 @@ impl TreeId {
             TreeId::Headers => "headers",
             TreeId::Placements => "placements",
             TreeId::Replication => "replication_queue",
+            TreeId::Commitments => "stgcmt_transactions",
         }
     }
 }
