@@ -284,7 +284,8 @@ impl Archive {
                             locator: locator.0.clone(),
                             state: PlacementState::Held,
                             stored_at: now,
-                            verified_at: now,
+                            // Not read back yet (see the committer).
+                            verified_at: 0,
                         };
                         let recorded = self.inner.index.record_placement(
                             job.key.sop_instance_uid(),
