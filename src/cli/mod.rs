@@ -4,6 +4,7 @@ mod import;
 mod repair;
 mod serve;
 mod stats;
+mod stgcmt;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,17 @@ pub enum Command {
         #[arg(long)]
         sha256_sample: Option<f64>,
     },
+    /// Storage Commitment: `status` lists the open transactions (server stopped).
+    Stgcmt {
+        #[command(subcommand)]
+        command: StgcmtCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StgcmtCommand {
+    /// Open transactions: requester, counts committed / failed / waiting, delivery attempts.
+    Status(CommonArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -129,5 +141,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             common,
             sha256_sample,
         } => repair::run(common.load()?, sha256_sample).await,
+        Command::Stgcmt {
+            command: StgcmtCommand::Status(args),
+        } => stgcmt::status(args.load()?).await,
     }
 }

@@ -34,20 +34,6 @@ impl Status {
     pub const PROCESSING_FAILURE: Status = Status(0x0110);
     /// Refused: SOP Class not supported (PS3.7 C.4).
     pub const SOP_CLASS_NOT_SUPPORTED: Status = Status(0x0122);
-    /// Failure: No such SOP Instance (PS3.7 C.4; also Failure Reason 0x0112 of a commitment).
-    pub const NO_SUCH_SOP_INSTANCE: Status = Status(0x0112);
-    /// Failure: Invalid argument value (PS3.7 C.4).
-    pub const INVALID_ARGUMENT_VALUE: Status = Status(0x0115);
-    /// Failure: Invalid object instance (PS3.7 C.4).
-    pub const INVALID_OBJECT_INSTANCE: Status = Status(0x0117);
-    /// Failure: No such SOP Class (PS3.7 C.4).
-    pub const NO_SUCH_SOP_CLASS: Status = Status(0x0118);
-    /// Failure: Missing attribute (PS3.7 C.4, the N-service code).
-    pub const MISSING_ATTRIBUTE_N: Status = Status(0x0120);
-    /// Failure: No such action type (PS3.7 C.4).
-    pub const NO_SUCH_ACTION_TYPE: Status = Status(0x0123);
-    /// Failure: Resource limitation (PS3.7 C.4).
-    pub const RESOURCE_LIMITATION: Status = Status(0x0213);
     /// Failure: Unrecognized operation (PS3.7 C.4).
     pub const UNRECOGNIZED_OPERATION: Status = Status(0x0211);
 

@@ -15,7 +15,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, StorageCommitmentPushModel
 
 import dicom_fixtures as F
-from mifas_helpers import free_port, storescu, wait_until
+from mifas_helpers import free_port, run_mifas, storescu, wait_until
 from retrieve_peers import Orthanc
 
 WELL_KNOWN = "1.2.840.10008.1.20.1.1"
@@ -246,6 +246,16 @@ def test_restart_with_open_transactions(mifas, corpus):
     wait_until(lambda: "storage commitment report not delivered" in server.log_path.read_text(),
                30, what="a failed delivery attempt in the log")
     server.kill9()
+    # the status view (server stopped) lists the three, waiting for a retry
+    out = run_mifas("stgcmt", "status", "--data-dir", str(server.data_dir), "--config",
+                    str(server.config_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("open: 3\n"), out.stdout
+    for tx in txs:
+        assert f"transaction: {tx}\n" in out.stdout, out.stdout
+    assert out.stdout.count("state: report retrying\n") == 3, out.stdout
+    assert out.stdout.count("requester: MODALITY\n") == 3, out.stdout
+    assert "last_error: " in out.stdout
     reports = Reports()
     scp = modality_scp(modality_port, reports)
     try:

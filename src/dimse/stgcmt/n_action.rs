@@ -11,6 +11,15 @@ use super::super::status::Status;
 use super::{SOP_CLASS, SOP_INSTANCE};
 use crate::archive::CommitmentRequest;
 
+/// N-ACTION-RSP failure statuses (PS3.7 C.4, PS3.4 J.3.2.1.1.1) beyond Success and
+/// Processing failure.
+pub const NO_SUCH_SOP_INSTANCE: Status = Status(0x0112);
+pub const INVALID_ARGUMENT_VALUE: Status = Status(0x0115);
+pub const NO_SUCH_SOP_CLASS: Status = Status(0x0118);
+pub const MISSING_ATTRIBUTE: Status = Status(0x0120);
+pub const NO_SUCH_ACTION_TYPE: Status = Status(0x0123);
+pub const RESOURCE_LIMITATION: Status = Status(0x0213);
+
 /// Action Type ID of "Request Storage Commitment".
 const REQUEST_COMMITMENT: u16 = 1;
 /// A request data set larger than this is refused (≈ 100,000 references).
@@ -101,7 +110,7 @@ fn check(
 ) -> Result<CommitmentRequest, Refusal> {
     if context.abstract_syntax != SOP_CLASS || command.requested_sop_class_uid != SOP_CLASS {
         return Err(Refusal(
-            Status::NO_SUCH_SOP_CLASS,
+            NO_SUCH_SOP_CLASS,
             format!(
                 "N-ACTION is supported for Storage Commitment Push Model only, not {:?}",
                 command.requested_sop_class_uid
@@ -110,7 +119,7 @@ fn check(
     }
     if command.requested_sop_instance_uid != SOP_INSTANCE {
         return Err(Refusal(
-            Status::NO_SUCH_SOP_INSTANCE,
+            NO_SUCH_SOP_INSTANCE,
             format!("Requested SOP Instance UID must be {SOP_INSTANCE}"),
         ));
     }
@@ -118,24 +127,24 @@ fn check(
         Some(REQUEST_COMMITMENT) => {}
         Some(other) => {
             return Err(Refusal(
-                Status::NO_SUCH_ACTION_TYPE,
+                NO_SUCH_ACTION_TYPE,
                 format!("action type {other} (only 1, Request Storage Commitment)"),
             ));
         }
         None => {
             return Err(Refusal(
-                Status::MISSING_ATTRIBUTE_N,
+                MISSING_ATTRIBUTE,
                 "Action Type ID (0000,1008) missing".into(),
             ));
         }
     }
     let Some(bytes) = dataset else {
         return Err(Refusal(
-            Status::MISSING_ATTRIBUTE_N,
+            MISSING_ATTRIBUTE,
             "no data set (Transaction UID, Referenced SOP Sequence)".into(),
         ));
     };
-    let invalid = |why: String| Refusal(Status::INVALID_ARGUMENT_VALUE, why);
+    let invalid = |why: String| Refusal(INVALID_ARGUMENT_VALUE, why);
     crate::archive::check_dataset_bytes(&bytes, &context.transfer_syntax, max_depth)
         .map_err(|e| invalid(format!("data set cannot be decoded: {e}")))?;
     let obj = super::super::c_find::decode_identifier(&bytes, &context.transfer_syntax)
@@ -149,7 +158,7 @@ fn check(
     let transaction_uid = text(&obj, tags::TRANSACTION_UID);
     if transaction_uid.is_empty() {
         return Err(Refusal(
-            Status::MISSING_ATTRIBUTE_N,
+            MISSING_ATTRIBUTE,
             "Transaction UID (0008,1195) missing".into(),
         ));
     }
@@ -163,7 +172,7 @@ fn check(
         .and_then(|e| e.items())
     else {
         return Err(Refusal(
-            Status::MISSING_ATTRIBUTE_N,
+            MISSING_ATTRIBUTE,
             "Referenced SOP Sequence (0008,1199) missing".into(),
         ));
     };
@@ -172,7 +181,7 @@ fn check(
     }
     if refs.len() > MAX_ITEMS {
         return Err(Refusal(
-            Status::RESOURCE_LIMITATION,
+            RESOURCE_LIMITATION,
             format!("{} references; at most {MAX_ITEMS} per request", refs.len()),
         ));
     }
