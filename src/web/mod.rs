@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod portal;
+pub mod transfer;
 
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub struct WebState {
     pub(crate) auth: Arc<auth::Auth>,
     pub(crate) renderer: Arc<Renderer>,
     pub(crate) http: Arc<HttpConfig>,
+    /// `dicom.accept_unknown_storage`: uploads pass the same SOP class check as C-STORE.
+    pub(crate) accept_unknown_storage: bool,
 }
 
 impl Default for WebState {
@@ -46,6 +49,7 @@ impl Default for WebState {
                 http.render_cache_mb << 20,
             )),
             http: Arc::new(http),
+            accept_unknown_storage: false,
         }
     }
 }
@@ -74,6 +78,13 @@ impl WebState {
         self
     }
 
+    /// Uploads accept objects of SOP classes we do not know (as `dicom.accept_unknown_storage`
+    /// does for C-STORE).
+    pub fn with_upload_policy(mut self, accept_unknown_storage: bool) -> WebState {
+        self.accept_unknown_storage = accept_unknown_storage;
+        self
+    }
+
     /// The archive, or 503 when this listener serves only metrics.
     pub fn archive(&self) -> Result<&Archive, HttpError> {
         self.archive
@@ -98,6 +109,7 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .merge(auth::routes())
         .merge(portal::routes())
+        .merge(transfer::routes())
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(axum::middleware::from_fn(error::login_redirect))
