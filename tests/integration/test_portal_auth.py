@@ -278,6 +278,11 @@ def test_download_file_and_study_zip(mifas, corpus):
     status, headers, body = portal.get(f"/studies/{study}/download.zip")
     assert status == 200, body[:300]
     assert headers["Content-Type"] == "application/zip"
+    # Info-ZIP's unzip checks every entry's CRC and the local headers against the directory.
+    zpath = server.workdir / "study.zip"
+    zpath.write_bytes(body)
+    r = subprocess.run(["/usr/bin/unzip", "-t", str(zpath)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "No errors detected" in r.stdout, r.stdout + r.stderr
     with zipfile.ZipFile(io.BytesIO(body)) as z:
         assert z.testzip() is None
         names = sorted(z.namelist())

@@ -2,6 +2,8 @@
 //! whole), and the upload of .dcm files or zips through the same ingest as C-STORE.
 
 mod download;
+#[cfg(test)]
+mod tests;
 mod upload;
 mod zip_stream;
 

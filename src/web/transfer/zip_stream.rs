@@ -116,3 +116,50 @@ impl Drop for ZipBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn drain(mut body: ZipBody) -> (Vec<u8>, Option<String>) {
+        let mut bytes = Vec::new();
+        while let Some(item) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx)).await {
+            match item {
+                Ok(b) => bytes.extend_from_slice(&b),
+                Err(e) => return (bytes, Some(e.to_string())),
+            }
+        }
+        (bytes, None)
+    }
+
+    fn body(fail: bool) -> ZipBody {
+        let (reader, mut writer) = tokio::io::duplex(64);
+        let task = tokio::spawn(async move {
+            writer.write_all(b"PK partial").await?;
+            drop(writer);
+            if fail {
+                Err(ZipStreamError::Object {
+                    uid: "1.2.3".into(),
+                    message: "site gone".into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        ZipBody {
+            reader: ReaderStream::new(reader),
+            task: Some(task),
+        }
+    }
+
+    /// A writer that fails after some bytes ends the body with an error (the connection is
+    /// cut), not with a clean end that would look like a complete zip.
+    #[tokio::test]
+    async fn a_failed_writer_ends_the_body_with_an_error() {
+        let (bytes, error) = drain(body(true)).await;
+        assert_eq!(bytes, b"PK partial");
+        assert!(error.is_some_and(|e| e.contains("site gone")));
+        let (bytes, error) = drain(body(false)).await;
+        assert_eq!((bytes.as_slice(), error), (&b"PK partial"[..], None));
+    }
+}
