@@ -308,6 +308,51 @@ def file_dataset_bytes_of(part10: bytes) -> bytes:
     return split_part10(part10)[1]
 
 
+def vm_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+def test_study_zip_is_streamed_not_buffered(mifas, tmp_path):
+    """A 200 MB study goes out as a zip while the server's resident memory stays far below the
+    study's size (sampled during the download)."""
+    server = mifas(start=False)
+    add_user(server.data_dir, "kate", "viewer")
+    server.start()
+    items = F.generate_corpus(tmp_path / "big", patients=1, studies=1, series=1, instances=50,
+                              tag="bigzip", rows=1448, cols=1448)
+    total = sum(c.path.stat().st_size for c in items)
+    assert total > 200e6
+    r = storescu(server.host, server.port, [c.path for c in items], timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    portal = Portal(server)
+    portal.login_ok("kate")
+    before = vm_rss_kb(server.proc.pid)
+    peak = before
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=120)
+    conn.request("GET", f"/studies/{items[0].study}/download.zip",
+                 headers={"Cookie": f"mifas_session={portal.cookies['mifas_session']}"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    zpath = tmp_path / "big.zip"
+    received = 0
+    with open(zpath, "wb") as out:
+        while chunk := resp.read(1 << 20):
+            out.write(chunk)
+            received += len(chunk)
+            peak = max(peak, vm_rss_kb(server.proc.pid))
+    conn.close()
+    assert received > total
+    growth_mb = (peak - before) / 1024
+    print(f"study zip: {total / 1e6:.0f} MB sent, server RSS {before / 1024:.0f} MB before, growth {growth_mb:.1f} MB")
+    assert growth_mb < 64, f"server RSS grew {growth_mb:.0f} MB while sending a {total / 1e6:.0f} MB study"
+    with zipfile.ZipFile(zpath) as z:
+        assert sorted(z.namelist()) == sorted(f"{c.sop_instance}.dcm" for c in items)
+        assert z.testzip() is None
+
+
 # --- upload ---------------------------------------------------------------------------------
 
 
