@@ -34,6 +34,10 @@ Checks:
      Query/Retrieve SOP class (1.2.840.10008.5.1.4.1.2.*) as SCP "Yes". The UIDs behind `uids::NAME`
      come from dicom-dictionary-std when cargo is available, else from a short built-in list
      (reported).
+ 12. The N-ACTION status table (Storage Commitment) holds exactly the `Status(0x....)` constants of
+     src/dimse/stgcmt/n_action.rs plus the `Status::NAME` constants it uses outside its tests, and
+     the Failure Reason table holds exactly the `failure_reason` constants of
+     src/archive/commitment.rs.
  11. The C-MOVE/C-GET status table holds exactly the `Status(0x....)` constants of
      src/dimse/retrieve.rs plus the `Status::NAME` constants of src/dimse/status.rs that the retrieve
      code uses: src/dimse/retrieve.rs outside its tests (Success, and its shared request checks) and
@@ -64,6 +68,8 @@ MATCHING_RS = ROOT / "src" / "query" / "matching.rs"
 EXECUTE_RS = ROOT / "src" / "index" / "find.rs"
 SPOOL_RS = ROOT / "src" / "archive" / "spool.rs"
 CONFIG_RS = ROOT / "src" / "config.rs"
+N_ACTION_RS = ROOT / "src" / "dimse" / "stgcmt" / "n_action.rs"
+COMMITMENT_RS = ROOT / "src" / "archive" / "commitment.rs"
 EXAMPLE_TOML = ROOT / "mifas.example.toml"
 DOCKER_TOML = ROOT / "docker" / "mifas.toml"
 CARGO_TOML = ROOT / "Cargo.toml"
@@ -73,6 +79,8 @@ CONFIG_TABLE = ("<!-- BEGIN CONFIG TABLE (checked against mifas.example.toml) --
 ANNEX_B = ("<!-- BEGIN ANNEX B (checked against dicom-transfer-syntax-registry) -->", "<!-- END ANNEX B -->")
 FIND_STATUS_TABLE = ("<!-- BEGIN C-FIND STATUS TABLE (checked against src/dimse/c_find.rs) -->", "<!-- END C-FIND STATUS TABLE -->")
 RETRIEVE_STATUS_TABLE = ("<!-- BEGIN C-MOVE/C-GET STATUS TABLE (checked against src/dimse/retrieve.rs) -->", "<!-- END C-MOVE/C-GET STATUS TABLE -->")
+N_ACTION_STATUS_TABLE = ("<!-- BEGIN N-ACTION STATUS TABLE (checked against src/dimse/stgcmt/n_action.rs) -->", "<!-- END N-ACTION STATUS TABLE -->")
+FAILURE_REASON_TABLE = ("<!-- BEGIN FAILURE REASON TABLE (checked against src/archive/commitment.rs) -->", "<!-- END FAILURE REASON TABLE -->")
 SOP_CLASS_TABLE = ("<!-- BEGIN SOP CLASS TABLE (Query/Retrieve rows checked against src/dimse/c_find.rs and src/dimse/retrieve.rs) -->", "<!-- END SOP CLASS TABLE -->")
 # The functions of src/dimse/association.rs that answer C-MOVE and C-GET requests.
 RETRIEVE_HANDLERS = ((C_MOVE_RS, "pub(crate) async fn handle("),
@@ -779,6 +787,37 @@ def check_retrieve_statuses(doc: str, report: Report) -> None:
         report.ok(f"C-MOVE/C-GET status table = the {len(constants)} statuses of retrieve.rs and the retrieve handlers ({codes})")
 
 
+# 12 ---------------------------------------------------------------------------------------------
+
+def check_commitment_statuses(doc: str, report: Report) -> None:
+    source = without_rust_tests(N_ACTION_RS.read_text(encoding="utf-8"))
+    constants = {code: f"n_action::{name}" for code, name in status_constants(N_ACTION_RS).items()}
+    problems, documented = compare_status_table(
+        doc, N_ACTION_STATUS_TABLE, "N-ACTION", constants, {"src/dimse/stgcmt/n_action.rs": source},
+        "a constant of src/dimse/stgcmt/n_action.rs nor a Status:: constant it uses")
+    text = COMMITMENT_RS.read_text(encoding="utf-8")
+    reasons = {int(code, 16): name for name, code in
+               re.findall(r"pub const (\w+): u16 = (0x[0-9A-Fa-f]{4});", text)}
+    listed = []
+    for cells in table_rows(gen.block(doc, FAILURE_REASON_TABLE)):
+        m = re.fullmatch(r"0x([0-9A-Fa-f]{4})", cells[0])
+        if m:
+            listed.append(int(m.group(1), 16))
+        else:
+            problems.append(f"failure reason row without a 0xNNNN code: {' | '.join(cells)}")
+    problems += [f"failure reason 0x{c:04X} ({reasons[c]}) is not in the Failure Reason table"
+                 for c in sorted(reasons.keys() - set(listed))]
+    problems += [f"failure reason 0x{c:04X} is in the table but not a constant of src/archive/commitment.rs"
+                 for c in sorted(set(listed) - reasons.keys())]
+    if not reasons:
+        problems.append("no failure_reason constants found in src/archive/commitment.rs")
+    if problems:
+        report.fail("Storage Commitment status / failure reason tables differ from the code", problems)
+    else:
+        report.ok(f"N-ACTION status table = {len(documented)} statuses of n_action.rs; "
+                  f"failure reasons = {', '.join(f'0x{c:04X}' for c in sorted(reasons))}")
+
+
 def main() -> int:
     report = Report()
     doc = gen.STATEMENT.read_text(encoding="utf-8")
@@ -801,6 +840,7 @@ def main() -> int:
         lambda: check_find_statuses(doc, report),
         lambda: check_qr_sop_classes(doc, report),
         lambda: check_retrieve_statuses(doc, report),
+        lambda: check_commitment_statuses(doc, report),
         lambda: check_defaults(doc, report),
         lambda: check_mifas_identifiers(doc, report),
         lambda: check_docker_config(report),

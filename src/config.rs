@@ -28,6 +28,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub retrieve: RetrieveConfig,
+    /// Storage Commitment (PS3.4 Annex J): what a commitment promises and how reports go out.
+    pub commitment: CommitmentConfig,
     /// Remote AEs we send to (C-MOVE destinations).
     pub remote_ae: Vec<RemoteAe>,
 }
@@ -87,6 +89,58 @@ pub struct RetrieveConfig {
     pub response_timeout_secs: u64,
     /// How long a C-MOVE may wait for a free outgoing association before it fails (0xA702).
     pub queue_timeout_secs: u64,
+}
+
+/// `[commitment] policy`: on which sites an instance must be durable and verified before the
+/// archive commits to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum CommitPolicy {
+    /// Every configured site.
+    #[serde(rename = "all")]
+    All,
+    /// A majority of the configured sites.
+    #[serde(rename = "quorum")]
+    Quorum,
+}
+
+impl CommitPolicy {
+    /// Sites that must hold a verified copy, out of `sites`.
+    pub fn required(self, sites: usize) -> usize {
+        match self {
+            CommitPolicy::All => sites,
+            CommitPolicy::Quorum => sites / 2 + 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommitmentConfig {
+    pub policy: CommitPolicy,
+    /// An instance still not durable on the sites the policy names this long after the request
+    /// is reported as failed (0x0110).
+    pub deadline_secs: u64,
+    /// First wait before a report that could not be delivered is tried again; doubled after
+    /// every failure up to `retry_max_secs`.
+    pub retry_initial_secs: u64,
+    pub retry_max_secs: u64,
+    /// A report still undelivered this long after it was due is dropped (logged as an error).
+    pub expiry_hours: u64,
+    /// Seconds to connect to the requester, and to wait for its N-EVENT-REPORT-RSP.
+    pub timeout_secs: u64,
+}
+
+impl Default for CommitmentConfig {
+    fn default() -> Self {
+        CommitmentConfig {
+            policy: CommitPolicy::All,
+            deadline_secs: 3600,
+            retry_initial_secs: 5,
+            retry_max_secs: 300,
+            expiry_hours: 72,
+            timeout_secs: 30,
+        }
+    }
 }
 
 impl Default for RetrieveConfig {
@@ -431,6 +485,17 @@ impl Config {
             return invalid(
                 "dicom.aet",
                 "must be 1-16 printable ASCII characters, not only spaces, without backslash",
+            );
+        }
+        if self.commitment.timeout_secs == 0 {
+            return invalid("commitment.timeout_secs", "must be at least 1");
+        }
+        if self.commitment.retry_initial_secs == 0
+            || self.commitment.retry_max_secs < self.commitment.retry_initial_secs
+        {
+            return invalid(
+                "commitment.retry_initial_secs",
+                "must be at least 1 and at most commitment.retry_max_secs",
             );
         }
         for (i, caller) in self.dicom.allowed_calling.iter().enumerate() {

@@ -322,7 +322,8 @@ fn held(generation: u64, locator: &crate::storage::Locator, now: u64) -> Placeme
         locator: locator.0.clone(),
         state: PlacementState::Held,
         stored_at: now,
-        verified_at: now,
+        // Written, not yet read back: a storage commitment verifies it first.
+        verified_at: 0,
     }
 }
 

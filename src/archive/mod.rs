@@ -2,6 +2,7 @@
 //! start. The only caller of [`crate::index`] and [`crate::storage`]; it knows nothing of DIMSE
 //! (its input is an object plus the AE that sent it).
 
+mod commitment;
 mod committer;
 mod compaction;
 #[cfg(test)]
@@ -21,6 +22,7 @@ mod tests;
 mod uid_lock;
 mod users;
 
+pub use commitment::{CommitmentRequest, failure_reason};
 pub use compaction::{MAX_LIVE_RATIO, SiteCompaction};
 pub use error::IngestError;
 pub use ingest::IngestOutcome;
@@ -120,6 +122,10 @@ struct Inner {
     uid_locks: uid_lock::UidLocks,
     /// `dicom.max_sequence_depth`, for the structure walk of every object.
     max_sequence_depth: usize,
+    /// What a storage commitment promises, and its deadlines.
+    commitment: crate::config::CommitmentConfig,
+    /// Wakes the commitment reporter (a request arrived, copies were made).
+    commitment_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Archive {
@@ -183,6 +189,8 @@ impl Archive {
                 committer,
                 uid_locks: uid_lock::UidLocks::default(),
                 max_sequence_depth: config.dicom.max_sequence_depth,
+                commitment: config.commitment.clone(),
+                commitment_wake: Arc::new(tokio::sync::Notify::new()),
             }),
         };
         let report = archive.reconcile().await?;
@@ -232,8 +240,12 @@ impl Archive {
         format!(
             "# HELP mifas_replication_queue Copies owed to storage sites, waiting in the replication queue.\n\
              # TYPE mifas_replication_queue gauge\n\
-             mifas_replication_queue {}\n",
-            self.replication_backlog()
+             mifas_replication_queue {}\n\
+             # HELP mifas_stgcmt_open Storage commitment transactions whose report is not delivered yet.\n\
+             # TYPE mifas_stgcmt_open gauge\n\
+             mifas_stgcmt_open {}\n",
+            self.replication_backlog(),
+            self.open_commitments_len()
         )
     }
 

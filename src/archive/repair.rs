@@ -36,7 +36,7 @@ pub struct RepairReport {
     pub elapsed: std::time::Duration,
 }
 
-enum Check {
+pub(super) enum Check {
     Good,
     Missing(String),
     Corrupt(String),
@@ -94,6 +94,7 @@ impl Archive {
                     size: record.size,
                     sha256: record.sha256,
                 };
+                let mut sampled = false;
                 let check = match placement {
                     None if queued.contains(&(uid.clone(), name.clone())) => {
                         entry.queued += 1;
@@ -104,13 +105,15 @@ impl Archive {
                         Check::Missing("marked lost".into())
                     }
                     Some((_, p)) => {
-                        let sample = rand::random::<f64>() < sha256_sample;
-                        check_copy(site.as_ref(), p, &job, sample).await
+                        sampled = rand::random::<f64>() < sha256_sample;
+                        check_copy(site.as_ref(), p, &job, sampled).await
                     }
                 };
                 match check {
                     Check::Good => {
-                        if let Some((_, p)) = placement {
+                        // verified_at means the digest was read back and matched (a storage
+                        // commitment relies on it); a size check alone does not set it.
+                        if let Some((_, p)) = placement.filter(|_| sampled) {
                             index.update_placement(&uid, &name, &p.locator, |p| {
                                 p.verified_at = super::unix_now()
                             })?;
@@ -190,7 +193,12 @@ impl Archive {
 }
 
 /// Size always (the site checks its record or file), the digest when sampled.
-async fn check_copy(site: &dyn Site, placement: &Placement, job: &CopyJob, sample: bool) -> Check {
+pub(super) async fn check_copy(
+    site: &dyn Site,
+    placement: &Placement,
+    job: &CopyJob,
+    sample: bool,
+) -> Check {
     let locator = Locator(placement.locator.clone());
     match site.size(&locator).await {
         Ok(size) if size == job.size => {}

@@ -70,6 +70,10 @@ impl Archive {
         loop {
             let wait = match self.replicate_once().await {
                 Ok(pass) => {
+                    if pass.copied > 0 {
+                        // Commitments waiting for these copies can be decided now.
+                        self.inner.commitment_wake.notify_one();
+                    }
                     if pass.copied + pass.failed + pass.dropped > 0 {
                         tracing::info!(
                             copied = pass.copied,
@@ -280,7 +284,8 @@ impl Archive {
                             locator: locator.0.clone(),
                             state: PlacementState::Held,
                             stored_at: now,
-                            verified_at: now,
+                            // Not read back yet (see the committer).
+                            verified_at: 0,
                         };
                         let recorded = self.inner.index.record_placement(
                             job.key.sop_instance_uid(),

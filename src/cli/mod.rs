@@ -4,6 +4,7 @@ mod import;
 mod repair;
 mod serve;
 mod stats;
+mod stgcmt;
 mod user;
 
 use std::path::PathBuf;
@@ -53,6 +54,17 @@ pub enum Command {
         #[command(subcommand)]
         command: user::UserCommand,
     },
+    /// Storage Commitment: `status` lists the open transactions (server stopped).
+    Stgcmt {
+        #[command(subcommand)]
+        command: StgcmtCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StgcmtCommand {
+    /// Open transactions: requester, counts committed / failed / waiting, delivery attempts.
+    Status(CommonArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -136,5 +148,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             sha256_sample,
         } => repair::run(common.load()?, sha256_sample).await,
         Command::User { command } => user::run(command).await,
+        Command::Stgcmt {
+            command: StgcmtCommand::Status(args),
+        } => stgcmt::status(args.load()?).await,
     }
 }

@@ -97,6 +97,11 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         ));
     }
     let ctx = DimseContext::new(archive.clone(), Arc::new(config));
+    // Storage Commitment reports (a restart resumes the open transactions).
+    tokio::spawn(dimse::run_commitment_reporter(
+        ctx.clone(),
+        background.clone(),
+    ));
     dimse::serve(listener, ctx, shutdown).await;
     background.cancel();
     if let Ok(Err(e)) = web.await {

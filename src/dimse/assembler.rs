@@ -168,6 +168,9 @@ mod tests {
             move_destination: String::new(),
             status: None,
             priority: 0,
+            requested_sop_class_uid: String::new(),
+            requested_sop_instance_uid: String::new(),
+            action_type_id: None,
         };
         let mut rsp = Response::for_request(&rq, Status::SUCCESS);
         if has_dataset {

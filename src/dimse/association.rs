@@ -16,7 +16,7 @@ use super::assembler::Assembler;
 use super::message::{Command, Response, command_field};
 use super::session::{Event, Exit, Session};
 use super::status::Status;
-use super::{DimseContext, c_echo, c_find, c_get, c_move, c_store, negotiation, retrieve};
+use super::{DimseContext, c_echo, c_find, c_get, c_move, c_store, negotiation, retrieve, stgcmt};
 use crate::query::Model;
 
 pub(crate) type ServerSession = Session<AsyncServerAssociation<TcpStream>>;
@@ -51,8 +51,13 @@ pub(crate) struct Peer {
     pub(crate) ctx: DimseContext,
     pub(crate) contexts: HashMap<u8, Context>,
     pub(crate) calling_aet: String,
-    /// Message ID of our last C-STORE-RQ (C-GET sub-operations).
+    /// Message ID of our last C-STORE-RQ (C-GET sub-operations) or N-EVENT-REPORT-RQ.
     pub(crate) sub_message_id: u16,
+    /// With a Storage Commitment context: this association's id in the report routes, and the
+    /// reports to send on it.
+    pub(crate) report_route: Option<(u64, tokio::sync::mpsc::Receiver<stgcmt::ReportJob>)>,
+    /// N-EVENT-REPORT-RQs sent on this association, awaiting their RSP, by Message ID.
+    pending_reports: HashMap<u16, tokio::sync::oneshot::Sender<Result<(), String>>>,
 }
 
 pub(crate) async fn run(
@@ -85,13 +90,23 @@ pub(crate) async fn run(
             peer_max_pdu = session.association().requestor_max_pdu_length(),
             "association accepted"
         );
+        let report_route = contexts
+            .values()
+            .any(|c| c.abstract_syntax == stgcmt::SOP_CLASS)
+            .then(|| ctx.reports.register());
         let mut peer = Peer {
             ctx,
             contexts,
             calling_aet,
             sub_message_id: 0,
+            report_route,
+            pending_reports: HashMap::new(),
         };
-        match serve(&mut session, &mut peer).await {
+        let result = serve(&mut session, &mut peer).await;
+        if let Some((id, _)) = &peer.report_route {
+            peer.ctx.reports.unregister(*id);
+        }
+        match result {
             Ok(()) => session.release_reply().await,
             Err(exit) => session.end(exit).await,
         }
@@ -130,8 +145,19 @@ async fn serve(session: &mut ServerSession, peer: &mut Peer) -> Result<(), Exit>
     let idle = peer.ctx.config.idle_timeout();
     loop {
         // Shutdown does not interrupt an association: the listener stops accepting and waits
-        // (bounded) for the peer to finish and release.
-        let event = session.next_event(Some(idle)).await.map_err(|e| match e {
+        // (bounded) for the peer to finish and release. Between messages, a commitment report
+        // for this requester may go out (PS3.4 J.3.3).
+        let between_messages = session.is_idle();
+        let received = tokio::select! {
+            job = next_report(&mut peer.report_route), if between_messages => {
+                if let Some(job) = job {
+                    send_report(session, peer, job).await?;
+                }
+                continue;
+            }
+            received = session.next_event(Some(idle)) => received,
+        };
+        let event = received.map_err(|e| match e {
             Exit::Abort(reason) if session.is_idle() => {
                 Exit::Abort(format!("association idle or broken: {reason}"))
             }
@@ -157,6 +183,92 @@ async fn serve(session: &mut ServerSession, peer: &mut Peer) -> Result<(), Exit>
     }
 }
 
+/// The next report queued for this association (never, without a Storage Commitment context).
+async fn next_report(
+    route: &mut Option<(u64, tokio::sync::mpsc::Receiver<stgcmt::ReportJob>)>,
+) -> Option<stgcmt::ReportJob> {
+    match route {
+        Some((_, jobs)) => jobs.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Send an N-EVENT-REPORT-RQ; its RSP arrives later among the requester's messages.
+async fn send_report(
+    session: &mut ServerSession,
+    peer: &mut Peer,
+    job: stgcmt::ReportJob,
+) -> Result<(), Exit> {
+    let Some((context_id, ts)) = peer
+        .contexts
+        .iter()
+        .find(|(_, c)| c.abstract_syntax == stgcmt::SOP_CLASS)
+        .map(|(id, c)| (*id, c.transfer_syntax.clone()))
+    else {
+        let _ = job.done.send(Err("no Storage Commitment context".into()));
+        return Ok(());
+    };
+    let (event_type, dataset) =
+        match stgcmt::report::encode(&job.record, &ts, &peer.ctx.config.dicom.aet) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                let _ = job.done.send(Err(e));
+                return Ok(());
+            }
+        };
+    peer.sub_message_id = peer.sub_message_id.wrapping_add(1).max(1);
+    let message_id = peer.sub_message_id;
+    let command = super::message::EventReportRequest {
+        message_id,
+        sop_class_uid: stgcmt::SOP_CLASS,
+        sop_instance_uid: stgcmt::SOP_INSTANCE,
+        event_type_id: event_type,
+    }
+    .encode()
+    .map_err(|e| Exit::Abort(e.to_string()))?;
+    tracing::info!(
+        transaction_uid = %job.record.transaction_uid,
+        event_type,
+        "sending the storage commitment report on the requester's association"
+    );
+    peer.pending_reports.insert(message_id, job.done);
+    session
+        .send(
+            context_id,
+            dicom_ul::pdu::PDataValueType::Command,
+            &command,
+            true,
+        )
+        .await?;
+    session
+        .send(
+            context_id,
+            dicom_ul::pdu::PDataValueType::Data,
+            &dataset,
+            true,
+        )
+        .await
+}
+
+/// The requester's answer to a report we sent on its association.
+fn on_report_response(peer: &mut Peer, command: &Command) {
+    let Some(done) = peer.pending_reports.remove(&command.message_id) else {
+        tracing::warn!(
+            message_id = command.message_id,
+            "N-EVENT-REPORT-RSP for no report we sent; ignored"
+        );
+        return;
+    };
+    let status = Status(command.status.unwrap_or(0xFFFF));
+    let result = match status.category() {
+        super::status::Category::Success | super::status::Category::Warning => Ok(()),
+        _ => Err(format!(
+            "the requester answered the report with status {status}"
+        )),
+    };
+    let _ = done.send(result);
+}
+
 async fn on_command(
     session: &mut ServerSession,
     peer: &mut Peer,
@@ -176,6 +288,16 @@ async fn on_command(
         }
         command_field::C_STORE_RQ if command.has_dataset => {
             c_store::handle(session, peer, context_id, &context, command).await
+        }
+        command_field::N_ACTION_RQ => {
+            stgcmt::n_action::handle(session, peer, context_id, &context, command).await
+        }
+        command_field::N_EVENT_REPORT_RSP => {
+            if command.has_dataset {
+                skip_dataset(session, idle).await?;
+            }
+            on_report_response(peer, &command);
+            Ok(())
         }
         field @ (command_field::C_FIND_RQ | command_field::C_MOVE_RQ | command_field::C_GET_RQ)
             if command.has_dataset =>

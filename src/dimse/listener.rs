@@ -111,7 +111,8 @@ async fn handle(socket: TcpStream, peer: SocketAddr, ctx: DimseContext) {
         .strict(true)
         .promiscuous(config.dicom.accept_unknown_storage)
         .with_negotiation(QrNegotiation)
-        .with_abstract_syntax(dicom_dictionary_std::uids::VERIFICATION);
+        .with_abstract_syntax(dicom_dictionary_std::uids::VERIFICATION)
+        .with_abstract_syntax(super::stgcmt::SOP_CLASS);
     for qr in FIND_SOP_CLASSES
         .into_iter()
         .chain(MOVE_SOP_CLASSES)

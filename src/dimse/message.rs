@@ -16,6 +16,9 @@ pub mod command_field {
     pub const C_MOVE_RQ: u16 = 0x0021;
     pub const C_ECHO_RQ: u16 = 0x0030;
     pub const C_CANCEL_RQ: u16 = 0x0FFF;
+    pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
+    pub const N_EVENT_REPORT_RSP: u16 = 0x8100;
+    pub const N_ACTION_RQ: u16 = 0x0130;
     /// A response's Command Field is the request's with this bit set.
     pub const RESPONSE_BIT: u16 = 0x8000;
 }
@@ -53,6 +56,11 @@ pub struct Command {
     pub status: Option<u16>,
     /// (0000,0700) Priority of a request (0 medium, 1 high, 2 low).
     pub priority: u16,
+    /// (0000,0003) and (0000,1001): the object an N-ACTION (or N-GET, N-SET…) acts on.
+    pub requested_sop_class_uid: String,
+    pub requested_sop_instance_uid: String,
+    /// (0000,1008) Action Type ID of an N-ACTION.
+    pub action_type_id: Option<u16>,
 }
 
 fn string(obj: &InMemDicomObject, tag: Tag) -> String {
@@ -94,6 +102,9 @@ impl Command {
             move_destination: string(&obj, tags::MOVE_DESTINATION),
             status: us(tags::STATUS),
             priority: us(tags::PRIORITY).unwrap_or(0),
+            requested_sop_class_uid: string(&obj, tags::REQUESTED_SOP_CLASS_UID),
+            requested_sop_instance_uid: string(&obj, tags::REQUESTED_SOP_INSTANCE_UID),
+            action_type_id: us(tags::ACTION_TYPE_ID),
         })
     }
 }
@@ -111,6 +122,8 @@ pub struct Response {
     pub has_dataset: bool,
     /// Sub-operation counts of C-MOVE/C-GET responses.
     pub sub_operations: Option<SubOperationCounts>,
+    /// (0000,1008) Action Type ID of an N-ACTION-RSP.
+    pub action_type_id: Option<u16>,
 }
 
 /// (0000,1020)-(0000,1023): Number of Remaining/Completed/Failed/Warning Sub-operations.
@@ -180,6 +193,52 @@ impl StoreRequest<'_> {
     }
 }
 
+/// An N-EVENT-REPORT-RQ we send (PS3.7 10.3.1.1), a data set follows.
+#[derive(Debug, Clone)]
+pub struct EventReportRequest<'a> {
+    pub message_id: u16,
+    pub sop_class_uid: &'a str,
+    pub sop_instance_uid: &'a str,
+    pub event_type_id: u16,
+}
+
+impl EventReportRequest<'_> {
+    pub fn encode(&self) -> Result<Vec<u8>, MessageError> {
+        encode_command(vec![
+            DataElement::new(
+                tags::AFFECTED_SOP_CLASS_UID,
+                VR::UI,
+                PrimitiveValue::from(padded(self.sop_class_uid, '\0')),
+            ),
+            DataElement::new(
+                tags::COMMAND_FIELD,
+                VR::US,
+                PrimitiveValue::from(command_field::N_EVENT_REPORT_RQ),
+            ),
+            DataElement::new(
+                tags::MESSAGE_ID,
+                VR::US,
+                PrimitiveValue::from(self.message_id),
+            ),
+            DataElement::new(
+                tags::COMMAND_DATA_SET_TYPE,
+                VR::US,
+                PrimitiveValue::from(DATASET_PRESENT),
+            ),
+            DataElement::new(
+                tags::AFFECTED_SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(padded(self.sop_instance_uid, '\0')),
+            ),
+            DataElement::new(
+                tags::EVENT_TYPE_ID,
+                VR::US,
+                PrimitiveValue::from(self.event_type_id),
+            ),
+        ])
+    }
+}
+
 fn encode_command(elements: Vec<DataElement<InMemDicomObject>>) -> Result<Vec<u8>, MessageError> {
     let obj = InMemDicomObject::command_from_element_iter(elements);
     let mut out = Vec::with_capacity(256);
@@ -209,6 +268,7 @@ impl Response {
             error_comment: None,
             has_dataset: false,
             sub_operations: None,
+            action_type_id: None,
         }
     }
 
@@ -286,6 +346,13 @@ impl Response {
                 tags::AFFECTED_SOP_INSTANCE_UID,
                 VR::UI,
                 PrimitiveValue::from(padded(uid, '\0')),
+            ));
+        }
+        if let Some(action) = self.action_type_id {
+            elements.push(DataElement::new(
+                tags::ACTION_TYPE_ID,
+                VR::US,
+                PrimitiveValue::from(action),
             ));
         }
         if let Some(counts) = self.sub_operations {

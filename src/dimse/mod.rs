@@ -16,9 +16,11 @@ mod pdata;
 mod retrieve;
 mod session;
 pub mod status;
+pub(crate) mod stgcmt;
 mod store_scu;
 
 pub use listener::serve;
+pub use stgcmt::reporter::run as run_commitment_reporter;
 
 use std::sync::Arc;
 
@@ -33,6 +35,8 @@ pub struct DimseContext {
     allowed_calling: Arc<Vec<AllowedCaller>>,
     /// Outgoing associations for C-MOVE sub-operations (retrieve.max_outgoing_associations).
     outgoing: Arc<tokio::sync::Semaphore>,
+    /// Open associations that may carry Storage Commitment reports.
+    pub(crate) reports: Arc<stgcmt::ReportRoutes>,
 }
 
 impl DimseContext {
@@ -46,6 +50,7 @@ impl DimseContext {
             config,
             allowed_calling,
             outgoing,
+            reports: Arc::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! The only module that opens sled. Writes go through [`Index::apply`], called by one writer at a
 //! time (the archive's group committer), so incremental counts never race.
 
+pub mod commitment;
 mod entry;
 mod find;
 #[cfg(test)]
@@ -13,6 +14,7 @@ mod record;
 mod users;
 mod writer;
 
+pub use commitment::{CommitmentItem, CommitmentRecord, ItemOutcome};
 pub use entry::{EntryError, InstanceEntry, ObjectFacts, text};
 pub use placement::{Placement, PlacementState, ReplicationTask};
 pub use record::{
@@ -73,12 +75,14 @@ pub(crate) enum TreeId {
     Placements,
     /// queue id (u64, big endian) → replication task
     Replication,
+    /// Transaction UID → Storage Commitment transaction awaiting its report
+    Commitments,
     /// portal user name → user record
     Users,
 }
 
 impl TreeId {
-    pub(crate) const ALL: [TreeId; 17] = [
+    pub(crate) const ALL: [TreeId; 18] = [
         TreeId::Instances,
         TreeId::Series,
         TreeId::Studies,
@@ -95,6 +99,7 @@ impl TreeId {
         TreeId::Headers,
         TreeId::Placements,
         TreeId::Replication,
+        TreeId::Commitments,
         TreeId::Users,
     ];
 
@@ -116,6 +121,7 @@ impl TreeId {
             TreeId::Headers => "headers",
             TreeId::Placements => "placements",
             TreeId::Replication => "replication_queue",
+            TreeId::Commitments => "stgcmt_transactions",
             TreeId::Users => "users",
         }
     }

@@ -9,7 +9,12 @@ import pytest
 from pynetdicom import _config as pyn_config
 
 import dicom_fixtures as F
+import minidfs
 from mifas_helpers import MIFAS_BIN, MifasServer
+
+# Three HDFS sites (our MiniDFSCluster launcher) shared by every test module that stores on
+# sites: starting them costs tens of seconds; each test uses its own root directory on them.
+hdfs_sites = minidfs.sites_fixture("session")
 
 # Send data sets from files byte for byte (pynetdicom reads the file after its meta group
 # instead of decoding and re-encoding it), so stored bytes can be compared with the source.

@@ -19,7 +19,13 @@ from pack_files import parse_pack
 from mifas_helpers import free_port
 from retrieve_peers import StoreSCP, getscu, movescu, received_by_sop
 
-sites = M.sites_fixture("module")
+
+
+@pytest.fixture
+def sites(hdfs_sites):
+    return hdfs_sites
+
+
 NAMES = ("siteA", "siteB", "siteC")
 
 
