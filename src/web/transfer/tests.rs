@@ -136,6 +136,12 @@ async fn upload_needs_the_csrf_token_and_escapes_names() {
     let app = app(state.clone());
     let (uploader, csrf) = session(&state, Role::Uploader);
 
+    let response = app
+        .clone()
+        .oneshot(get("/upload", Some(&uploader)))
+        .await
+        .expect("infallible");
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
     let (status, html) = send(&app, get("/upload", Some(&uploader))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(

@@ -55,7 +55,13 @@ fn page(state: &WebState, user: &CurrentUser, rows: &[Row]) -> Result<Response, 
     }
     .render()
     .map_err(|e| HttpError::Internal(format!("upload page: {e}")))?;
-    Ok(Html(html).into_response())
+    let mut response = Html(html).into_response();
+    // The page carries the session's CSRF token: no cache may keep it.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
 pub async fn form(State(state): State<WebState>, user: CurrentUser) -> Result<Response, HttpError> {
