@@ -39,6 +39,7 @@ for tool in /usr/bin/storescu /usr/bin/echoscu /usr/bin/dcmdump /usr/bin/storesc
     [ -x "$tool" ] || { missing+=(dcmtk); break; }
 done
 [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)   # retrieve tests: Orthanc as Move Destination / requestor
+[ -x /usr/bin/unzip ] || missing+=(unzip)   # portal test: Info-ZIP checks the streamed study zip
 command -v "$PYTHON" >/dev/null || missing+=(python3 python3-venv)
 command -v cc >/dev/null || missing+=(build-essential)
 command -v mount >/dev/null || missing+=(mount)   # the disk-full test mounts a small tmpfs

@@ -11,6 +11,7 @@ mod find;
 mod find_tests;
 pub mod placement;
 mod record;
+mod users;
 mod writer;
 
 pub use commitment::{CommitmentItem, CommitmentRecord, ItemOutcome};
@@ -20,6 +21,7 @@ pub use record::{
     InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, fold_case, name_index_keys,
     patient_key,
 };
+pub use users::UserRecord;
 pub use writer::Undo;
 
 use std::path::Path;
@@ -75,10 +77,12 @@ pub(crate) enum TreeId {
     Replication,
     /// Transaction UID → Storage Commitment transaction awaiting its report
     Commitments,
+    /// portal user name → user record
+    Users,
 }
 
 impl TreeId {
-    pub(crate) const ALL: [TreeId; 17] = [
+    pub(crate) const ALL: [TreeId; 18] = [
         TreeId::Instances,
         TreeId::Series,
         TreeId::Studies,
@@ -96,6 +100,7 @@ impl TreeId {
         TreeId::Placements,
         TreeId::Replication,
         TreeId::Commitments,
+        TreeId::Users,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -117,6 +122,7 @@ impl TreeId {
             TreeId::Placements => "placements",
             TreeId::Replication => "replication_queue",
             TreeId::Commitments => "stgcmt_transactions",
+            TreeId::Users => "users",
         }
     }
 }

@@ -2,10 +2,12 @@
 //! `/healthz`; DICOMweb joins this router later. It reads only through what it is handed in
 //! [`WebState`] (the archive's API, the renderer); it never opens the index or a site itself.
 
+pub mod admin_socket;
 pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod portal;
+pub mod transfer;
 
 use std::sync::Arc;
 
@@ -31,6 +33,8 @@ pub struct WebState {
     pub(crate) auth: Arc<auth::Auth>,
     pub(crate) renderer: Arc<Renderer>,
     pub(crate) http: Arc<HttpConfig>,
+    /// `dicom.accept_unknown_storage`: uploads pass the same SOP class check as C-STORE.
+    pub(crate) accept_unknown_storage: bool,
 }
 
 impl Default for WebState {
@@ -45,6 +49,7 @@ impl Default for WebState {
                 http.render_cache_mb << 20,
             )),
             http: Arc::new(http),
+            accept_unknown_storage: false,
         }
     }
 }
@@ -73,6 +78,13 @@ impl WebState {
         self
     }
 
+    /// Uploads accept objects of SOP classes we do not know (as `dicom.accept_unknown_storage`
+    /// does for C-STORE).
+    pub fn with_upload_policy(mut self, accept_unknown_storage: bool) -> WebState {
+        self.accept_unknown_storage = accept_unknown_storage;
+        self
+    }
+
     /// The archive, or 503 when this listener serves only metrics.
     pub fn archive(&self) -> Result<&Archive, HttpError> {
         self.archive
@@ -97,8 +109,10 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .merge(auth::routes())
         .merge(portal::routes())
+        .merge(transfer::routes())
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::middleware::from_fn(error::login_redirect))
         .with_state(state)
 }
 
@@ -112,7 +126,9 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP listening");
     }
-    axum::serve(listener, router(state))
+    // The peer address feeds the login rate limiter (per client address).
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(WebError::Serve)
