@@ -9,6 +9,7 @@ mod find;
 #[cfg(test)]
 mod find_tests;
 pub mod placement;
+mod portal;
 mod record;
 mod writer;
 
