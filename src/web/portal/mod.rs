@@ -77,3 +77,14 @@ pub fn uid_segment(segment: &str) -> Result<&str, HttpError> {
         .map(|()| segment)
         .map_err(|e| HttpError::BadRequest(format!("{segment:?} is not a DICOM UID: {e}")))
 }
+
+/// The study list page (`/studies?…`) for URL parameters, everything the handler does but the
+/// session check: bench/portal times it in-process.
+pub async fn study_list_html(
+    state: &WebState,
+    user: &CurrentUser,
+    params: &std::collections::HashMap<String, String>,
+) -> Result<String, HttpError> {
+    let search = params::StudySearch::parse(params)?;
+    Ok(studies::page(state, user, search).await?.0)
+}
