@@ -2,6 +2,7 @@
 //! `/healthz`; DICOMweb joins this router later. It reads only through what it is handed in
 //! [`WebState`] (the archive's API, the renderer); it never opens the index or a site itself.
 
+pub mod admin_socket;
 pub mod auth;
 pub mod error;
 pub mod metrics;
@@ -99,6 +100,7 @@ pub fn router(state: WebState) -> Router {
         .merge(portal::routes())
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::middleware::from_fn(error::login_redirect))
         .with_state(state)
 }
 
@@ -112,7 +114,9 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP listening");
     }
-    axum::serve(listener, router(state))
+    // The peer address feeds the login rate limiter (per client address).
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(WebError::Serve)
