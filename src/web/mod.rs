@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod images;
 pub mod metrics;
 pub mod portal;
 
@@ -69,6 +70,8 @@ impl WebState {
             http.render_threads,
             http.render_cache_mb << 20,
         ));
+        let renderer: Arc<dyn MetricsSource> = self.renderer.clone();
+        Arc::make_mut(&mut self.metrics).push(renderer);
         self.http = Arc::new(http.clone());
         self
     }
@@ -97,6 +100,7 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .merge(auth::routes())
         .merge(portal::routes())
+        .merge(images::routes())
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
