@@ -51,6 +51,8 @@ command -v mvn >/dev/null || missing+=(maven)
 # the web portal's end-to-end tests drive headless Chromium over WebDriver
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+# a CJK font, so the study page's screenshot shows 郭^政達 and the Korean and Japanese names
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
 # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv
 [ -x "$VENV/bin/python" ] || "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi

@@ -285,7 +285,7 @@ PORTAL_STUDIES = [
     PortalStudy("kuo2", "PORTAL-KUO", "ISO_IR 192", "Kuo^Cheng-Ta=郭^政達", "20230301", "MR"),
     PortalStudy("mueller", "PORTAL-MUE", "ISO_IR 100", "Müller^Jürgen", "20240201", "CT"),
     PortalStudy("greek", "PORTAL-GRC", "ISO_IR 126", "Ελληνικά^Όνομα", "20210710", "CR"),
-    PortalStudy("xss", "PORTAL-XSS", "ISO_IR 192", "<script>window.__xss=1</script>^Eve", "20220505", "US"),
+    PortalStudy("xss", "PORTAL-XSS", "ISO_IR 192", "<script>document.title='pwned'</script>^Eve", "20220505", "US"),
 ]
 
 

@@ -26,7 +26,7 @@ pub const PREVIEW_SIZE: u32 = 768;
 pub struct ViewParams {
     pub frame: u32,
     pub preset: Option<WindowPreset>,
-    /// Free window: center and width (width > 0).
+    /// Free window: center and width (width ≥ 1).
     pub window: Option<(f64, f64)>,
 }
 
@@ -69,8 +69,11 @@ impl ViewParams {
             ("", "") => None,
             (c, w) if !c.is_empty() && !w.is_empty() => {
                 let (c, w) = (finite("wc", c)?, finite("ww", w)?);
-                if w <= 0.0 {
-                    return Err(bad(format!("ww (window width) must be above 0, got {w}")));
+                // As preview.jpg checks it (src/web/images.rs).
+                if w < 1.0 {
+                    return Err(bad(format!(
+                        "ww (window width) must be at least 1, got {w}"
+                    )));
                 }
                 Some((c, w))
             }

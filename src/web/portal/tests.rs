@@ -133,7 +133,7 @@ fn view_parameters() {
         ),
         (&[("frame", "-1")][..], "frame must be a frame number"),
         (&[("wc", "40")][..], "go together"),
-        (&[("wc", "40"), ("ww", "0")][..], "must be above 0"),
+        (&[("wc", "40"), ("ww", "0.5")][..], "must be at least 1"),
         (&[("wc", "NaN"), ("ww", "10")][..], "wc must be a number"),
     ] {
         let message = bad_request(ViewParams::parse(&params(pairs)));

@@ -43,7 +43,7 @@
     windowForm.addEventListener("submit", function (e) {
       var wc = parseFloat(document.getElementById("wc").value);
       var ww = parseFloat(document.getElementById("ww").value);
-      if (!isFinite(wc) || !isFinite(ww) || ww <= 0) { return; } // let the server explain
+      if (!isFinite(wc) || !isFinite(ww) || ww < 1) { return; } // let the server explain
       e.preventDefault();
       state.delete("preset");
       state.set("wc", String(wc));
