@@ -483,3 +483,76 @@ async fn pages_over_a_real_archive() {
     ));
     archive.close().await.expect("close");
 }
+
+/// Through the whole router with a real session cookie: statuses and messages as a browser
+/// or a script sees them.
+#[tokio::test]
+async fn router_with_a_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = archive_with_studies(dir.path()).await;
+    let state = WebState::new().with_archive(archive.clone(), &HttpConfig::default());
+    let session = state.auth.sessions.create(
+        "alice",
+        Role::Viewer,
+        std::time::Instant::now(),
+        std::time::Duration::from_secs(600),
+    );
+    let router = crate::web::router(state);
+    let get = |uri: &str| {
+        let request = Request::get(uri)
+            .header(
+                header::COOKIE,
+                format!("{}={session}", crate::web::auth::sessions::COOKIE),
+            )
+            .body(Body::empty())
+            .expect("request");
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, body) = get("/studies?patient_name=%E9%83%AD*").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(listed(&body), ["1.2.826.0.1.1", "1.2.826.0.1.2"]);
+    assert!(body.contains("value=\"郭*\""), "the form keeps the search");
+    assert!(body.contains("id=\"current-user\">alice<"));
+    let (status, body) = get("/studies?patient_name=%3Cscript%3E*").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed(&body), ["1.2.826.0.1.4"]);
+    assert!(!body.contains("<script>"), "{body}");
+    for (uri, code, message) in [
+        (
+            "/studies?date_from=2024-02-30",
+            400,
+            "date_from must be a date as YYYY-MM-DD",
+        ),
+        ("/studies?page=-1", 400, "page must be a whole number"),
+        ("/studies/1.2.x", 400, "is not a DICOM UID"),
+        ("/studies/..%2F..%2Fetc", 400, "is not a DICOM UID"),
+        ("/instances/abc/status", 400, "is not a DICOM UID"),
+        ("/instances/1.2.3/view?preset=liver", 400, "preset must be"),
+        ("/patients/A*", 400, "is not a Patient ID"),
+        ("/studies/1.2.9.9", 404, "no study 1.2.9.9"),
+        ("/instances/1.2.9.9/status", 404, "no instance"),
+        ("/instances/1.2.9.9/view", 404, "no instance"),
+        ("/patients/NOBODY", 404, "no patient"),
+    ] {
+        let (status, body) = get(uri).await;
+        assert_eq!(status.as_u16(), code, "{uri}: {body}");
+        assert!(body.contains(message), "{uri}: {body}");
+    }
+    let (status, body) = get("/patients/P-M%C3%9CE").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = get("/patients/P-MUE").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("Müller Jürgen"));
+    archive.close().await.expect("close");
+}
