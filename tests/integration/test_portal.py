@@ -134,6 +134,7 @@ def test_names_in_every_character_set(web, portal):
         assert display_name(s.name) in text, s.key
     for ds in portal["extra"].values():  # ISO 2022 Japanese and Korean, as pydicom decodes them
         assert display_name(str(ds.PatientName)) in text, str(ds.PatientName)
+    save_screenshot(web, "portal-study-list.png")
 
 
 def test_script_in_a_patient_name_is_text(web, portal):
@@ -168,6 +169,14 @@ def test_pagination_visits_every_study_once_newest_first(web, portal):
     assert web.find_element(By.ID, "prev")
 
 
+def save_screenshot(driver, name: str):
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    shot = OUTPUT_DIR / name
+    assert driver.save_screenshot(str(shot)), "screenshot"
+    assert shot.stat().st_size > 1000
+    print(f"screenshot: {shot}")
+
+
 def thumbnails_loaded(driver):
     imgs = driver.find_elements(By.CSS_SELECTOR, "img.thumb")
     return imgs and driver.execute_script(
@@ -186,11 +195,7 @@ def test_study_page_thumbnails_and_screenshot(web, portal):
     for li in instances:
         for cls in ("status", "preview", "record", "download"):
             assert li.find_element(By.CSS_SELECTOR, f"a.{cls}").get_attribute("href")
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    shot = OUTPUT_DIR / "portal-study-page.png"
-    assert web.save_screenshot(str(shot)), "screenshot"
-    assert shot.stat().st_size > 1000
-    print(f"study page screenshot: {shot}")
+    save_screenshot(web, "portal-study-page.png")
 
 
 def test_file_status_shows_the_local_copy(web, portal):
@@ -220,6 +225,7 @@ def test_window_preset_changes_the_image(web, portal):
     after = img.get_attribute("src")
     assert "preset=lung" in web.current_url, "the page URL follows (shareable)"
     assert fetch_with_session(web, before) != fetch_with_session(web, after)
+    save_screenshot(web, "portal-preview-lung.png")
     # free window/level
     web.find_element(By.ID, "wc").send_keys("300")
     web.find_element(By.ID, "ww").send_keys("1000")
