@@ -44,16 +44,20 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     let metrics_archive = archive.clone();
     let web_state = crate::web::WebState::new()
         .with_archive(archive.clone(), &config.http)
+        .with_upload_policy(config.dicom.accept_unknown_storage)
         .with_metrics(Arc::clone(archive.health()))
         .with_metrics(move || metrics_archive.metrics_text());
-    // `mifas user ...` reaches the running server here (the index is ours while we run).
-    let _admin = crate::web::admin_socket::spawn(
+    // `mifas user ...` reaches the running server here (the index is ours while we run). Not
+    // fatal: without it (e.g. a data directory path too long for a socket) only `mifas user`
+    // needs the server stopped.
+    let admin = crate::web::admin_socket::spawn(
         &config.storage.data_dir,
         archive.clone(),
         web_state.auth.clone(),
         shutdown.clone(),
     )
-    .map_err(|e| CliError::Other(e.to_string()))?;
+    .inspect_err(|e| tracing::warn!(error = %e, "no admin socket"))
+    .ok();
     let web = tokio::spawn(crate::web::serve(http, web_state, shutdown.clone()));
     let signals = Signals::install()?;
     tokio::spawn(signals.watch(shutdown.clone()));
@@ -97,6 +101,10 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     background.cancel();
     if let Ok(Err(e)) = web.await {
         tracing::error!(error = %e, "HTTP listener failed");
+    }
+    if let Some(admin) = admin {
+        // It removes its socket file as it stops.
+        let _ = admin.await;
     }
     archive
         .close()

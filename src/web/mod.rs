@@ -8,6 +8,7 @@ pub mod error;
 pub mod images;
 pub mod metrics;
 pub mod portal;
+pub mod transfer;
 
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub struct WebState {
     pub(crate) auth: Arc<auth::Auth>,
     pub(crate) renderer: Arc<Renderer>,
     pub(crate) http: Arc<HttpConfig>,
+    /// `dicom.accept_unknown_storage`: uploads pass the same SOP class check as C-STORE.
+    pub(crate) accept_unknown_storage: bool,
 }
 
 impl Default for WebState {
@@ -47,6 +50,7 @@ impl Default for WebState {
                 http.render_cache_mb << 20,
             )),
             http: Arc::new(http),
+            accept_unknown_storage: false,
         }
     }
 }
@@ -77,6 +81,13 @@ impl WebState {
         self
     }
 
+    /// Uploads accept objects of SOP classes we do not know (as `dicom.accept_unknown_storage`
+    /// does for C-STORE).
+    pub fn with_upload_policy(mut self, accept_unknown_storage: bool) -> WebState {
+        self.accept_unknown_storage = accept_unknown_storage;
+        self
+    }
+
     /// The archive, or 503 when this listener serves only metrics.
     pub fn archive(&self) -> Result<&Archive, HttpError> {
         self.archive
@@ -102,6 +113,7 @@ pub fn router(state: WebState) -> Router {
         .merge(auth::routes())
         .merge(portal::routes())
         .merge(images::routes())
+        .merge(transfer::routes())
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(axum::middleware::from_fn(error::login_redirect))

@@ -135,9 +135,12 @@ pub async fn submit(
         max_failures: state.http.login_max_failures,
         window: Duration::from_secs(state.http.login_window_secs),
     };
+    // Names are at most 64 characters: a longer one is counted under its first 65, so made-up
+    // huge names cannot grow the limiter's memory.
+    let account: String = form.username.chars().take(65).collect();
     let limiter = &state.auth.limiter;
     limiter
-        .check(&form.username, client.addr, Instant::now(), limits)
+        .check(&account, client.addr, Instant::now(), limits)
         .map_err(HttpError::TooManyRequests)?;
     let archive = state.archive()?;
     let role = archive
@@ -145,8 +148,9 @@ pub async fn submit(
         .await
         .map_err(|e| HttpError::Internal(e.to_string()))?;
     let Some(role) = role else {
-        limiter.record_failure(&form.username, client.addr, Instant::now(), limits);
-        tracing::info!(user = %form.username.chars().take(64).collect::<String>(), addr = %client.addr, "portal login failed");
+        limiter.record_failure(&account, client.addr, Instant::now(), limits);
+        // Debug formatting: a name with line breaks cannot forge log lines.
+        tracing::info!(user = ?account, addr = %client.addr, "portal login failed");
         return render_form(
             client.tls,
             StatusCode::UNAUTHORIZED,

@@ -10,6 +10,9 @@ use super::{CurrentUser, Role};
 /// The session cookie's name.
 pub const COOKIE: &str = "mifas_session";
 
+/// Sessions one user may hold at once (browsers, devices).
+pub const MAX_SESSIONS_PER_USER: usize = 32;
+
 /// 32 random bytes from the OS-seeded CSPRNG, as 64 hex digits.
 pub fn random_token() -> String {
     let bytes: [u8; 32] = rand::random();
@@ -42,6 +45,21 @@ impl Sessions {
         };
         if let Ok(mut map) = self.map.lock() {
             map.retain(|_, s| now.saturating_duration_since(s.last_seen) < idle);
+            // Logins are not rate limited once the password is right: a user's own sessions
+            // are capped, the least recently used one giving way.
+            let mine: Vec<(&String, Instant)> = map
+                .iter()
+                .filter(|(_, s)| s.user == user)
+                .map(|(id, s)| (id, s.last_seen))
+                .collect();
+            if mine.len() >= MAX_SESSIONS_PER_USER
+                && let Some(oldest) = mine
+                    .iter()
+                    .min_by_key(|(_, t)| *t)
+                    .map(|(id, _)| (*id).clone())
+            {
+                map.remove(&oldest);
+            }
             map.insert(id.clone(), session);
         }
         id
@@ -167,6 +185,35 @@ mod tests {
         assert!(sessions.touch("nope", t0, idle).is_none());
         sessions.end(&c);
         assert_eq!(sessions.count(), 0);
+    }
+
+    #[test]
+    fn sessions_per_user_are_capped() {
+        let sessions = Sessions::default();
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(600);
+        let first = sessions.create("carol", Role::Viewer, t0, idle);
+        let ids: Vec<String> = (1..=MAX_SESSIONS_PER_USER as u64)
+            .map(|i| sessions.create("carol", Role::Viewer, t0 + Duration::from_secs(i), idle))
+            .collect();
+        let other = sessions.create("dan", Role::Viewer, t0, idle);
+        assert_eq!(sessions.count(), MAX_SESSIONS_PER_USER + 1);
+        assert!(
+            sessions
+                .touch(&first, t0 + Duration::from_secs(100), idle)
+                .is_none(),
+            "oldest gave way"
+        );
+        assert!(
+            sessions
+                .touch(&ids[0], t0 + Duration::from_secs(100), idle)
+                .is_some()
+        );
+        assert!(
+            sessions
+                .touch(&other, t0 + Duration::from_secs(100), idle)
+                .is_some()
+        );
     }
 
     #[test]
