@@ -19,6 +19,7 @@ mod structure;
 #[cfg(test)]
 mod tests;
 mod uid_lock;
+mod users;
 
 pub use compaction::{MAX_LIVE_RATIO, SiteCompaction};
 pub use error::IngestError;
@@ -30,6 +31,10 @@ pub use replication::{ReplicationError, ReplicationPass};
 pub use retrieve::{DatasetQueue, DatasetStream, RetrieveError, RetrieveItem, convert_object};
 pub use spool::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, IngestRequest, Spool};
 pub use structure::{DEFAULT_MAX_SEQUENCE_DEPTH, check_dataset_bytes};
+pub use users::{
+    UserError, UserInfo, Users, validate_name as users_validate_name,
+    validate_password as users_validate_password,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

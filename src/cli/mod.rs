@@ -1,9 +1,10 @@
-//! The command line: `serve`, `import`, `stats`, `repair`. Each subcommand lives in its own file.
+//! The command line: `serve`, `import`, `stats`, `repair`, `user`. Each subcommand lives in its own file.
 
 mod import;
 mod repair;
 mod serve;
 mod stats;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,11 @@ pub enum Command {
         /// checked. Default: storage.repair_sha256_sample.
         #[arg(long)]
         sha256_sample: Option<f64>,
+    },
+    /// Portal users (works with the server running or stopped).
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
     },
 }
 
@@ -129,5 +135,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             common,
             sha256_sample,
         } => repair::run(common.load()?, sha256_sample).await,
+        Command::User { command } => user::run(command).await,
     }
 }

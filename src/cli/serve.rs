@@ -46,6 +46,14 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         .with_archive(archive.clone(), &config.http)
         .with_metrics(Arc::clone(archive.health()))
         .with_metrics(move || metrics_archive.metrics_text());
+    // `mifas user ...` reaches the running server here (the index is ours while we run).
+    let _admin = crate::web::admin_socket::spawn(
+        &config.storage.data_dir,
+        archive.clone(),
+        web_state.auth.clone(),
+        shutdown.clone(),
+    )
+    .map_err(|e| CliError::Other(e.to_string()))?;
     let web = tokio::spawn(crate::web::serve(http, web_state, shutdown.clone()));
     let signals = Signals::install()?;
     tokio::spawn(signals.watch(shutdown.clone()));

@@ -10,6 +10,7 @@ mod find;
 mod find_tests;
 pub mod placement;
 mod record;
+mod users;
 mod writer;
 
 pub use entry::{EntryError, InstanceEntry, ObjectFacts, text};
@@ -18,6 +19,7 @@ pub use record::{
     InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, fold_case, name_index_keys,
     patient_key,
 };
+pub use users::UserRecord;
 pub use writer::Undo;
 
 use std::path::Path;
@@ -71,10 +73,12 @@ pub(crate) enum TreeId {
     Placements,
     /// queue id (u64, big endian) → replication task
     Replication,
+    /// portal user name → user record
+    Users,
 }
 
 impl TreeId {
-    pub(crate) const ALL: [TreeId; 16] = [
+    pub(crate) const ALL: [TreeId; 17] = [
         TreeId::Instances,
         TreeId::Series,
         TreeId::Studies,
@@ -91,6 +95,7 @@ impl TreeId {
         TreeId::Headers,
         TreeId::Placements,
         TreeId::Replication,
+        TreeId::Users,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -111,6 +116,7 @@ impl TreeId {
             TreeId::Headers => "headers",
             TreeId::Placements => "placements",
             TreeId::Replication => "replication_queue",
+            TreeId::Users => "users",
         }
     }
 }

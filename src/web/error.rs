@@ -1,8 +1,10 @@
 //! The one place where what went wrong becomes an HTTP status: handlers answer `HttpError`,
 //! and its `IntoResponse` chooses the code and a short text that says what to fix.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -69,5 +71,51 @@ impl From<crate::archive::RetrieveError> for HttpError {
             E::NoCopy(what) => HttpError::Unavailable(format!("no copy to read: {what}")),
             other => HttpError::Internal(other.to_string()),
         }
+    }
+}
+
+/// A browser that asks for a page without a session is sent to the login page (303 to
+/// `/login?next=<path>`); scripts and other requests keep the 401. Applied to the whole router.
+pub async fn login_redirect(request: Request, next: Next) -> Response {
+    let wants_page = matches!(*request.method(), Method::GET | Method::HEAD)
+        && request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    if wants_page && response.status() == StatusCode::UNAUTHORIZED {
+        Redirect::to(&format!("/login?next={}", percent_encode(&target))).into_response()
+    } else {
+        response
+    }
+}
+
+/// Percent-encoding for a query value: everything but unreserved characters and `/`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(
+            super::percent_encode("/studies?patient_name=郭*&x=1"),
+            "/studies%3Fpatient_name%3D%E9%83%AD%2A%26x%3D1"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! `/healthz`; DICOMweb joins this router later. It reads only through what it is handed in
 //! [`WebState`] (the archive's API, the renderer); it never opens the index or a site itself.
 
+pub mod admin_socket;
 pub mod auth;
 pub mod error;
 pub mod images;
@@ -103,6 +104,7 @@ pub fn router(state: WebState) -> Router {
         .merge(images::routes())
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::middleware::from_fn(error::login_redirect))
         .with_state(state)
 }
 
@@ -116,7 +118,9 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP listening");
     }
-    axum::serve(listener, router(state))
+    // The peer address feeds the login rate limiter (per client address).
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(WebError::Serve)

@@ -1,10 +1,20 @@
 //! Portal authentication: users (argon2id hashes, kept by the archive), sessions (HttpOnly,
 //! SameSite=Strict cookie), CSRF tokens on every POST, login rate limiting per account and per
-//! address. SKELETON: the interface the portal codes against; the implementation follows.
+//! address. Split in [`sessions`] (ids, cookies, idle expiry), [`rate_limit`] and [`login`]
+//! (the form, login and logout).
+
+pub mod login;
+pub mod rate_limit;
+pub mod sessions;
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::WebState;
@@ -48,7 +58,17 @@ impl std::str::FromStr for Role {
 
 /// Sessions and login attempts held by the server (in memory: a restart logs everyone out).
 #[derive(Debug, Default)]
-pub struct Auth {}
+pub struct Auth {
+    pub(crate) sessions: sessions::Sessions,
+    pub(crate) limiter: rate_limit::RateLimiter,
+}
+
+impl Auth {
+    /// End every session of `user` (after a password change or removal); answers how many.
+    pub fn end_sessions_of(&self, user: &str) -> usize {
+        self.sessions.end_user(user)
+    }
+}
 
 /// The logged-in user of a request. Extracting it answers `HttpError::Unauthorized` when there
 /// is no valid session.
@@ -77,7 +97,7 @@ impl CurrentUser {
 
     /// Refuse a POST whose form token is not this session's.
     pub fn check_csrf(&self, token: &str) -> Result<(), HttpError> {
-        if !token.is_empty() && token == self.csrf {
+        if !token.is_empty() && constant_time_eq(token.as_bytes(), self.csrf.as_bytes()) {
             Ok(())
         } else {
             Err(HttpError::Forbidden("missing or wrong CSRF token".into()))
@@ -85,19 +105,33 @@ impl CurrentUser {
     }
 }
 
+/// Equality whose time does not depend on where the first difference is (a token guessed byte
+/// by byte learns nothing from response times).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 impl FromRequestParts<WebState> for CurrentUser {
     type Rejection = HttpError;
 
     async fn from_request_parts(
-        _parts: &mut Parts,
+        parts: &mut Parts,
         state: &WebState,
     ) -> Result<CurrentUser, HttpError> {
-        let _sessions: &Auth = &state.auth;
-        Err(HttpError::Unauthorized)
+        let id =
+            sessions::cookie(&parts.headers, sessions::COOKIE).ok_or(HttpError::Unauthorized)?;
+        let idle = Duration::from_secs(state.http.session_idle_secs);
+        state
+            .auth
+            .sessions
+            .touch(id, Instant::now(), idle)
+            .ok_or(HttpError::Unauthorized)
     }
 }
 
 /// `/login`, `/logout`.
 pub fn routes() -> Router<WebState> {
     Router::new()
+        .route("/login", get(login::form).post(login::submit))
+        .route("/logout", post(login::logout))
 }
