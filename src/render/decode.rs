@@ -79,7 +79,12 @@ pub(crate) fn frame_count(obj: &InMemDicomObject) -> u32 {
 }
 
 /// The samples of frame `frame` (already clamped to the object's frames).
-pub(crate) fn frame<'a>(obj: &'a DefaultDicomObject, frame: u32) -> Result<Frame<'a>, DrawError> {
+/// `max_size` lets a compressed frame decode at a reduced resolution (see [`super::reduced`]).
+pub(crate) fn frame<'a>(
+    obj: &'a DefaultDicomObject,
+    frame: u32,
+    max_size: Option<u32>,
+) -> Result<Frame<'a>, DrawError> {
     let pixel_data = obj.get(tags::PIXEL_DATA).ok_or(DrawError::NoPixelData)?;
     let required = |tag: Tag, name: &str| {
         uint(obj, tag).ok_or_else(|| DrawError::Unsupported(format!("no {name}")))
@@ -106,7 +111,22 @@ pub(crate) fn frame<'a>(obj: &'a DefaultDicomObject, frame: u32) -> Result<Frame
     let pixels = rows as usize * cols as usize;
 
     match pixel_data.value() {
-        Value::PixelSequence(_) => encapsulated(obj, frame, bits_stored, signed),
+        Value::PixelSequence(_) => {
+            let stored = super::reduced::Stored {
+                obj,
+                frame,
+                rows,
+                cols,
+                samples_per_pixel,
+                bits_stored,
+                signed,
+                photometric: &photometric,
+            };
+            match super::reduced::frame(&stored, max_size) {
+                Some(reduced) => Ok(reduced),
+                None => encapsulated(obj, frame, bits_stored, signed),
+            }
+        }
         Value::Primitive(value) => {
             // YBR_FULL_422 native: two luma samples share one chroma pair (4 bytes / 2 pixels).
             if photometric == "YBR_FULL_422" && bits_allocated == 8 {

@@ -2,7 +2,8 @@
 //! choice and scaling, on a bounded blocking pool, with a byte-bounded cache. A stored object
 //! always gets an image (a placeholder for non-image objects and codecs we cannot decode).
 //!
-//! Layout: [`decode`] (Part-10 → one frame's samples), [`window`] (samples → 8 bits), [`scale`]
+//! Layout: [`decode`] (Part-10 → one frame's samples; [`reduced`] decodes compressed frames
+//! at reduced resolution for thumbnails), [`window`] (samples → 8 bits), [`scale`]
 //! (box shrink), [`encode`] (JPEG/PNG), [`placeholder`], [`cache`] (byte-bounded LRU); this
 //! file holds the public types and the [`Renderer`]: pool bound, cache, request coalescing and
 //! counters.
@@ -14,6 +15,7 @@ mod cache;
 mod decode;
 mod encode;
 mod placeholder;
+mod reduced;
 mod scale;
 #[cfg(test)]
 mod tests;
@@ -148,7 +150,7 @@ fn draw(file: &[u8], params: &RenderParams) -> Rendered {
             return Err(decode::DrawError::NoPixelData);
         }
         let number = params.frame.min(frames - 1);
-        let frame = decode::frame(&obj, number)?;
+        let frame = decode::frame(&obj, number, params.max_size)?;
         let image = window::present(&obj, number, &frame, params.window)?;
         drop(frame);
         let image = scale::shrink(image, params.max_size);

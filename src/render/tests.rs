@@ -377,6 +377,58 @@ fn jpeg_baseline_multi_frame_decodes_close_to_the_original() {
     assert!(mean_abs_diff(&f0, &f2) > 20.0);
 }
 
+#[test]
+fn reduced_resolution_thumbnails_match_the_full_decode() {
+    let thumb = |max| RenderParams {
+        max_size: Some(max),
+        ..png()
+    };
+    // JPEG baseline scaled in the IDCT (64 → 16 is 1/4) against the uncompressed original.
+    let original = gradient(2);
+    let mut jpeg = original.clone();
+    let ts = TransferSyntaxRegistry
+        .get(JPEG_BASELINE)
+        .expect("registered");
+    jpeg.transcode(ts).expect("encode");
+    let (original, jpeg) = (part10(&original), part10(&jpeg));
+    for frame in 0..2 {
+        let params = RenderParams { frame, ..thumb(16) };
+        let (a, b) = (pixels(&original, &params).0, pixels(&jpeg, &params).0);
+        assert_eq!((b.width(), b.height()), (16, 16));
+        let diff = mean_abs_diff(a.to_rgb8().as_raw(), b.to_rgb8().as_raw());
+        assert!(diff < 4.0, "JPEG frame {frame}: mean difference {diff}");
+    }
+    // JPEG 2000 decoded two wavelet levels down (64 → 16), with a window: min–max would
+    // stretch the range of the smoother reduced image, not the stored one.
+    let windowed = RenderParams {
+        window: Some(Window {
+            center: 1000.0,
+            width: 2000.0,
+        }),
+        ..thumb(16)
+    };
+    let (a, b) = (
+        pixels(&pydicom_file("MR_small.dcm"), &windowed).0,
+        pixels(&pydicom_file("MR_small_jp2klossless.dcm"), &windowed).0,
+    );
+    assert_eq!((b.width(), b.height()), (16, 16));
+    let diff = mean_abs_diff(a.to_luma8().as_raw(), b.to_luma8().as_raw());
+    let windowed32 = RenderParams {
+        max_size: Some(32),
+        ..windowed.clone()
+    };
+    let (a, b) = (
+        pixels(&pydicom_file("MR_small.dcm"), &windowed32).0,
+        pixels(&pydicom_file("MR_small_jp2klossless.dcm"), &windowed32).0,
+    );
+    let diff32 = mean_abs_diff(a.to_luma8().as_raw(), b.to_luma8().as_raw());
+    // The wavelet low-pass is not a box average: on this 64² MR full of fine detail the two
+    // differ by ~6 grey levels one level down and ~14 two levels down (the full-size decode
+    // above is exact; tests/integration/test_render.py compares a 512² CT thumbnail with DCMTK).
+    assert!(diff32 < 8.0, "JPEG 2000 at 32: mean difference {diff32}");
+    assert!(diff < 16.0, "JPEG 2000 at 16: mean difference {diff}");
+}
+
 /// A test file shipped with pydicom in the project's virtualenv (the integration tests use the
 /// same files); missing is a failure, not a skip.
 fn pydicom_file(name: &str) -> Vec<u8> {
