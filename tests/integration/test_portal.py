@@ -209,6 +209,9 @@ def test_file_status_shows_the_local_copy(web, portal):
     sites = web.find_elements(By.CSS_SELECTOR, "tr.site")
     assert [s.get_attribute("data-state") for s in sites] == ["held"], [s.text for s in sites]
     assert "never" not in sites[0].find_elements(By.TAG_NAME, "td")[2].text  # stored at
+    # the page's download link serves that very file
+    link = web.find_element(By.CSS_SELECTOR, "a[download]").get_attribute("href")
+    assert hashlib.sha256(fetch_with_session(web, link)).hexdigest() == hashlib.sha256(stored).hexdigest()
 
 
 def test_window_preset_changes_the_image(web, portal):
