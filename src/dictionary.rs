@@ -48,6 +48,23 @@ pub fn storage_sop_class(uid: &str) -> Option<&'static StorageSopClass> {
     STORAGE_BY_UID.get(uid).copied()
 }
 
+const MODALITY_TABLE: &str = include_str!("../dictionaries/modalities.tsv");
+
+/// Modality code → display name, from `dictionaries/modalities.tsv` (the portal's exam types).
+static MODALITY_NAMES: LazyLock<HashMap<&'static str, &'static str>> = LazyLock::new(|| {
+    MODALITY_TABLE
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(code, name)| (code.trim(), name.trim()))
+        .collect()
+});
+
+/// The display name of a Modality (0008,0060) code, if the table knows it.
+pub fn modality_name(code: &str) -> Option<&'static str> {
+    MODALITY_NAMES.get(code).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +119,17 @@ mod tests {
         ] {
             assert!(storage_sop_class(uid).is_some(), "{uid} missing");
         }
+    }
+    #[test]
+    fn modality_names() {
+        assert_eq!(modality_name("CT"), Some("Computed Tomography"));
+        assert_eq!(modality_name("MR"), Some("Magnetic Resonance"));
+        assert_eq!(modality_name("ES"), Some("Endoscopy"));
+        assert_eq!(modality_name("NOPE"), None);
+        assert!(
+            MODALITY_NAMES.len() > 60,
+            "only {} rows",
+            MODALITY_NAMES.len()
+        );
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # MIFAS test suite: the single test command (README). Run as root on Debian/Ubuntu:
 #   bash tests/run.sh
-# Installs what is missing (Debian: dcmtk, orthanc, fuse3, python3-venv, a C toolchain, Java 17 and
+# Installs what is missing (Debian: dcmtk, orthanc, fuse3, python3-venv, a C toolchain, chromium and
+# chromium-driver for the portal tests, Java 17 and
 # Maven for the HDFS test sites; Rust via rustup if there is no cargo), creates the project-local
 # virtual environment .venv/ (ignored by git) and installs the Python packages there (pydicom,
 # pynetdicom, pytest, numpy, pylibjpeg + pylibjpeg-libjpeg/-openjpeg), builds the release binary
@@ -48,6 +49,11 @@ command -v fusermount3 >/dev/null || missing+=(fuse3)
 # the HDFS tests run real HDFS sites: our MiniDFSCluster launcher (tests/minidfs), Java 17 + Maven
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || missing+=(maven)
+# the web portal's end-to-end tests drive headless Chromium over WebDriver
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+# a CJK font, so the study page's screenshot shows 郭^政達 and the Korean and Japanese names
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
 # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv
 [ -x "$VENV/bin/python" ] || "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
@@ -71,16 +77,17 @@ step "python packages (project-local virtual environment $VENV)"
 PY="$VENV/bin/python"
 pip_missing=()
 # module:distribution; pylibjpeg and its plugins decode JPEG / JPEG-LS / JPEG 2000 for pydicom
-# (the retrieve tests compare decompressed pixels)
+# (the retrieve tests compare decompressed pixels); selenium drives Chromium in the portal tests
 for pair in pydicom:pydicom pynetdicom:pynetdicom pytest:pytest numpy:numpy \
-            pylibjpeg:pylibjpeg libjpeg:pylibjpeg-libjpeg openjpeg:pylibjpeg-openjpeg; do
+            pylibjpeg:pylibjpeg libjpeg:pylibjpeg-libjpeg openjpeg:pylibjpeg-openjpeg \
+            selenium:selenium; do
     "$PY" -c "import ${pair%%:*}" 2>/dev/null || pip_missing+=("${pair#*:}")
 done
 if [ ${#pip_missing[@]} -gt 0 ]; then
     echo "pip install (into $VENV): ${pip_missing[*]}"
     "$PY" -m pip install -q --disable-pip-version-check "${pip_missing[@]}"
 fi
-"$PY" -c 'import pydicom, pynetdicom, pytest, numpy, pylibjpeg, libjpeg, openjpeg; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__, "pytest", pytest.__version__)'
+"$PY" -c 'import pydicom, pynetdicom, pytest, numpy, pylibjpeg, libjpeg, openjpeg, selenium; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__, "pytest", pytest.__version__)'
 
 step "cargo build --release (the binary, and the examples: tests/powercut's FUSE file system)"
 cargo build --release --bins --examples

@@ -75,6 +75,17 @@ impl Archive {
         .map_err(|e| RetrieveError::Task(e.to_string()))?
     }
 
+    /// Whether instance `uid` is in the archive (one index lookup; the image routes answer 404
+    /// before rendering, so a missing object never looks like a placeholder).
+    pub async fn has_instance(&self, uid: &str) -> Result<bool, RetrieveError> {
+        let index = self.inner.index.clone();
+        let uid = uid.to_string();
+        let record = tokio::task::spawn_blocking(move || index.instance(&uid))
+            .await
+            .map_err(|e| RetrieveError::Task(e.to_string()))??;
+        Ok(record.is_some())
+    }
+
     /// The whole stored Part-10 file of one instance, streamed from every site holding a copy
     /// (co-allocated) and checked against its SHA-256; `None` when it is not in the archive.
     pub async fn open_object(&self, uid: &str) -> Result<Option<ObjectStream>, RetrieveError> {

@@ -10,6 +10,7 @@ mod find;
 #[cfg(test)]
 mod find_tests;
 pub mod placement;
+mod portal;
 mod record;
 mod users;
 mod writer;

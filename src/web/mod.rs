@@ -5,6 +5,7 @@
 pub mod admin_socket;
 pub mod auth;
 pub mod error;
+pub mod images;
 pub mod metrics;
 pub mod portal;
 pub mod transfer;
@@ -74,6 +75,8 @@ impl WebState {
             http.render_threads,
             http.render_cache_mb << 20,
         ));
+        let renderer: Arc<dyn MetricsSource> = self.renderer.clone();
+        Arc::make_mut(&mut self.metrics).push(renderer);
         self.http = Arc::new(http.clone());
         self
     }
@@ -109,6 +112,7 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .merge(auth::routes())
         .merge(portal::routes())
+        .merge(images::routes())
         .merge(transfer::routes())
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -261,3 +261,55 @@ def generate_corpus(outdir: Path, patients=2, studies=2, series=2, instances=3, 
                     items.append(CorpusItem(path, str(ds.SOPInstanceUID), str(ds.StudyInstanceUID),
                                             str(ds.SeriesInstanceUID), str(ds.PatientID)))
     return items
+
+
+# --- web portal corpus --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortalStudy:
+    key: str           # short name used by the tests
+    patient_id: str
+    charset: str
+    name: str          # PatientName as stored (Unicode)
+    date: str          # StudyDate YYYYMMDD
+    modality: str
+    images: int = 2
+
+
+# Names in several character sets (the ISO 2022 Japanese and Korean ones come from pydicom's
+# chrH31 / chrI2, stored as they are), a name that tries to inject a script, and two studies of
+# one patient.
+PORTAL_STUDIES = [
+    PortalStudy("kuo1", "PORTAL-KUO", "ISO_IR 192", "Kuo^Cheng-Ta=郭^政達", "20240115", "CT", 3),
+    PortalStudy("kuo2", "PORTAL-KUO", "ISO_IR 192", "Kuo^Cheng-Ta=郭^政達", "20230301", "MR"),
+    PortalStudy("mueller", "PORTAL-MUE", "ISO_IR 100", "Müller^Jürgen", "20240201", "CT"),
+    PortalStudy("greek", "PORTAL-GRC", "ISO_IR 126", "Ελληνικά^Όνομα", "20210710", "CR"),
+    PortalStudy("xss", "PORTAL-XSS", "ISO_IR 192", "<script>document.title='pwned'</script>^Eve", "20220505", "US"),
+]
+
+
+def portal_corpus(outdir: Path, tag: str = "portal") -> dict[str, list[CorpusItem]]:
+    """Small 64x64 CT-like studies for PORTAL_STUDIES (study key -> its instances)."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, list[CorpusItem]] = {}
+    for s_idx, s in enumerate(PORTAL_STUDIES):
+        items = []
+        for i in range(s.images):
+            ds = make_ct(0, s_idx, 0, i, tag, ct_pixels(s_idx * 100 + i, 64, 64), 64, 64)
+            ds.SpecificCharacterSet = s.charset
+            ds.PatientName = s.name
+            ds.PatientID = s.patient_id
+            ds.StudyDate = s.date
+            ds.Modality = s.modality
+            ds.AccessionNumber = f"ACC-{s.key}"
+            ds.StudyDescription = f"{s.key} study"
+            ds.WindowCenter = 40
+            ds.WindowWidth = 400
+            path = outdir / f"{s.key}_{i}.dcm"
+            write_part10(ds, path)
+            items.append(CorpusItem(path, str(ds.SOPInstanceUID), str(ds.StudyInstanceUID),
+                                    str(ds.SeriesInstanceUID), s.patient_id))
+        out[s.key] = items
+    return out
