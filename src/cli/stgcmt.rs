@@ -1,5 +1,6 @@
-//! `mifas stgcmt status`: the open Storage Commitment transactions (server stopped), one
-//! `key: value` line each, a blank line between transactions.
+//! `mifas stgcmt status`: the open Storage Commitment transactions, one `key: value` line
+//! each, a blank line between transactions. Asked of the running server over its admin socket,
+//! else read from the index directly.
 
 use std::process::ExitCode;
 
@@ -10,6 +11,26 @@ use crate::index::{CommitmentRecord, ItemOutcome};
 
 pub async fn status(config: Config) -> Result<ExitCode, CliError> {
     init_logging(&config);
+    let socket = crate::web::admin_socket::socket_path(&config.storage.data_dir);
+    match crate::web::admin_socket::request(
+        &socket,
+        &crate::web::admin_socket::AdminRequest::StgcmtStatus,
+    )
+    .await
+    {
+        Ok(Some(reply)) if reply.ok => {
+            print!("{}", text(&reply.commitments));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(Some(reply)) => return Err(CliError::Other(reply.message)),
+        Ok(None) => {}
+        Err(e) => {
+            return Err(CliError::Other(format!(
+                "the server at {} does not answer: {e}",
+                socket.display()
+            )));
+        }
+    }
     let (archive, _report) = Archive::open(&config).await?;
     let open = archive
         .open_commitments()
@@ -18,8 +39,13 @@ pub async fn status(config: Config) -> Result<ExitCode, CliError> {
         .close()
         .await
         .map_err(|e| CliError::Other(format!("index flush failed: {e}")))?;
-    print!("{}", render(&open, now_ms()));
+    print!("{}", text(&open));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The status text of `open` transactions now.
+fn text(open: &[CommitmentRecord]) -> String {
+    render(open, now_ms())
 }
 
 fn now_ms() -> u64 {

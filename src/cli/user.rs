@@ -196,6 +196,10 @@ async fn local(data_dir: &std::path::Path, request: AdminRequest) -> Result<Admi
             }),
             Err(e) => Err(Failure(1, e.to_string())),
         },
+        AdminRequest::StgcmtStatus => Err(Failure(
+            2,
+            "not a user command (see mifas stgcmt status)".into(),
+        )),
     }
 }
 

@@ -41,6 +41,8 @@ pub enum AdminRequest {
         name: String,
     },
     List,
+    /// The open Storage Commitment transactions, as `mifas stgcmt status` prints them.
+    StgcmtStatus,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -54,6 +56,9 @@ pub struct AdminReply {
     /// For `list`: name, role, created (seconds since the epoch).
     #[serde(default)]
     pub users: Vec<(String, Role, u64)>,
+    /// For `stgcmtstatus`: the open Storage Commitment transactions.
+    #[serde(default)]
+    pub commitments: Vec<crate::index::CommitmentRecord>,
 }
 
 impl AdminReply {
@@ -62,7 +67,7 @@ impl AdminReply {
             ok: false,
             bad_input: e.is_bad_input(),
             message: e.to_string(),
-            users: Vec::new(),
+            ..AdminReply::default()
         }
     }
 }
@@ -139,7 +144,7 @@ async fn serve_one(stream: UnixStream, archive: &Archive, auth: &Auth) -> std::i
             ok: false,
             bad_input: true,
             message: format!("malformed admin request: {e}"),
-            users: Vec::new(),
+            ..AdminReply::default()
         },
     };
     let mut out = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
@@ -171,6 +176,20 @@ pub async fn handle(request: AdminRequest, archive: &Archive, auth: &Auth) -> Ad
             let n = auth.end_sessions_of(name);
             format!("user {name} removed; {n} session(s) ended")
         }),
+        AdminRequest::StgcmtStatus => {
+            return match archive.open_commitments() {
+                Ok(open) => AdminReply {
+                    ok: true,
+                    commitments: open,
+                    ..AdminReply::default()
+                },
+                Err(e) => AdminReply {
+                    ok: false,
+                    message: format!("cannot read the index: {e}"),
+                    ..AdminReply::default()
+                },
+            };
+        }
         AdminRequest::List => {
             return match archive.list_users().await {
                 Ok(list) => AdminReply {
