@@ -151,7 +151,7 @@ fn draw(file: &[u8], params: &RenderParams) -> Rendered {
         }
         let number = params.frame.min(frames - 1);
         let frame = decode::frame(&obj, number, params.max_size)?;
-        let image = window::present(&obj, number, &frame, params.window)?;
+        let image = window::present(&obj, number, &frame, params.window, params.max_size)?;
         drop(frame);
         let image = scale::shrink(image, params.max_size);
         encode::encode(&image, params.format, params.quality)

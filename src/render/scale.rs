@@ -66,3 +66,39 @@ pub(crate) fn shrink(image: Image8, max_size: Option<u32>) -> Image8 {
         data,
     }
 }
+
+/// Grey values (already normalized stored values) shrunk to fit `max_size` by the same box
+/// average, before the window: a thin bright structure averaged with its surroundings keeps
+/// its modality value's contrast instead of being clipped first (DCMTK scales this way too).
+pub(crate) fn shrink_values(
+    values: &[i32],
+    width: u32,
+    height: u32,
+    max_size: Option<u32>,
+) -> Option<(Vec<i32>, u32, u32)> {
+    let (w, h) = fit(width, height, max_size);
+    if (w, h) == (width, height) || values.len() < width as usize * height as usize {
+        return None;
+    }
+    let stride = width as usize;
+    let columns = spans(width, w);
+    let mut out = Vec::with_capacity(w as usize * h as usize);
+    let mut sums = vec![0i64; stride];
+    for (y0, y1) in spans(height, h) {
+        sums.iter_mut().for_each(|s| *s = 0);
+        for row in values.chunks_exact(stride).take(y1).skip(y0) {
+            for (s, &v) in sums.iter_mut().zip(row) {
+                *s += i64::from(v);
+            }
+        }
+        let rows = (y1 - y0) as i64;
+        for &(x0, x1) in &columns {
+            let count = rows * (x1 - x0) as i64;
+            let total: i64 = sums[x0..x1].iter().sum();
+            out.push(
+                total.div_euclid(count) as i32 + i32::from(total.rem_euclid(count) * 2 >= count),
+            );
+        }
+    }
+    Some((out, w, h))
+}

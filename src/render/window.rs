@@ -10,8 +10,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_object::mem::InMemElement;
 
-use super::Window;
 use super::decode::{DrawError, Frame, Samples};
+use super::{Window, scale};
 
 /// An 8-bit image, interleaved, 1 (grey) or 3 (RGB) channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +157,7 @@ pub(crate) fn present(
     frame_number: u32,
     frame: &Frame<'_>,
     explicit: Option<Window>,
+    max_size: Option<u32>,
 ) -> Result<Image8, DrawError> {
     if frame.samples_per_pixel == 3 {
         return Ok(color(frame));
@@ -169,7 +170,45 @@ pub(crate) fn present(
         None => object_voi(obj, frame_number),
     };
     let invert = frame.photometric == "MONOCHROME1";
-    Ok(grey(frame, rescale(obj, frame_number), &voi, invert))
+    let rescale = rescale(obj, frame_number);
+    // Shrink the stored values first, then window the (smaller) result.
+    if let Some(small) = shrunk(frame, max_size) {
+        return Ok(grey(&small, rescale, &voi, invert));
+    }
+    Ok(grey(frame, rescale, &voi, invert))
+}
+
+/// A grey frame box-shrunk to fit `max_size`, as signed 32-bit values (`None`: it fits).
+fn shrunk(frame: &Frame<'_>, max_size: Option<u32>) -> Option<Frame<'static>> {
+    scale::fit(frame.cols, frame.rows, max_size)
+        .ne(&(frame.cols, frame.rows))
+        .then_some(())?;
+    let shift = 32 - u32::from(frame.bits_stored.min(32));
+    let values: Vec<i32> = match &frame.samples {
+        Samples::U8(s) => s
+            .iter()
+            .map(|&v| normalize(u32::from(v), shift, frame.signed) as i32)
+            .collect(),
+        Samples::U16(s) => s
+            .iter()
+            .map(|&v| normalize(u32::from(v), shift, frame.signed) as i32)
+            .collect(),
+        Samples::U32(s) => s
+            .iter()
+            .map(|&v| normalize(v, shift, frame.signed) as i32)
+            .collect(),
+    };
+    let (values, cols, rows) = scale::shrink_values(&values, frame.cols, frame.rows, max_size)?;
+    Some(Frame {
+        rows,
+        cols,
+        samples_per_pixel: 1,
+        bits_stored: 32,
+        signed: true,
+        photometric: frame.photometric.clone(),
+        planar: false,
+        samples: Samples::U32(values.into_iter().map(|v| v as u32).collect()),
+    })
 }
 
 /// Stored sample → signed value, keeping only `bits_stored` bits (sign-extended when signed).
