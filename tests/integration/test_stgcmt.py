@@ -245,8 +245,13 @@ def test_restart_with_open_transactions(mifas, corpus):
     # the reporter has tried (nobody listens) and logged it
     wait_until(lambda: "storage commitment report not delivered" in server.log_path.read_text(),
                30, what="a failed delivery attempt in the log")
+    # the status view asks the running server (admin socket) ...
+    out = run_mifas("stgcmt", "status", "--data-dir", str(server.data_dir), "--config",
+                    str(server.config_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("open: 3\n"), out.stdout
     server.kill9()
-    # the status view (server stopped) lists the three, waiting for a retry
+    # ... and reads the index when the server is stopped: the three, waiting for a retry
     out = run_mifas("stgcmt", "status", "--data-dir", str(server.data_dir), "--config",
                     str(server.config_path))
     assert out.returncode == 0, out.stderr
