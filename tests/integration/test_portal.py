@@ -267,3 +267,44 @@ def test_bad_input_is_a_clear_400(web, portal):
         assert expected in web.find_element(By.TAG_NAME, "body").text, path
     web.get(portal["base"] + "/studies/1.2.3.4.5.6.7")
     assert "not found" in web.find_element(By.TAG_NAME, "body").text
+
+
+def test_upload_in_the_browser_then_findscu(browser, portal, tmp_path):
+    """An uploader picks two .dcm files in the upload form; each gets a 'stored' row, and DCMTK
+    findscu finds them."""
+    from pydicom.dataset import Dataset
+
+    from find_clients import STUDY_ROOT, findscu
+
+    server, base = portal["server"], portal["base"]
+    r = subprocess.run([str(MIFAS_BIN), "user", "add", "uploader1", "--role", "uploader",
+                        "--data-dir", str(server.data_dir)],
+                       input=PASSWORD + "\n", capture_output=True, text=True, timeout=60, env=CHILD_ENV)
+    assert r.returncode == 0, r.stderr  # the running server takes it over its admin socket
+    items = F.generate_corpus(tmp_path / "up", patients=1, studies=1, series=1, instances=2,
+                              rows=64, cols=64, tag="browser-upload")
+    browser.delete_all_cookies()
+    try:
+        browser.get(base + "/upload")
+        wait(browser, EC.presence_of_element_located((By.NAME, "username")), "the login page")
+        browser.find_element(By.NAME, "username").send_keys("uploader1")
+        password = browser.find_element(By.NAME, "password")
+        password.send_keys(PASSWORD)
+        password.submit()
+        wait(browser, EC.presence_of_element_located((By.ID, "upload-form")), "the upload page after login")
+        browser.find_element(By.ID, "files").send_keys("\n".join(str(i.path) for i in items))
+        browser.find_element(By.CSS_SELECTOR, "#upload-form button[type=submit]").click()
+        wait(browser, EC.presence_of_element_located((By.ID, "upload-results")), "the upload results")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#upload-results tbody tr")
+        outcomes = sorted(r.find_element(By.CLASS_NAME, "outcome").text for r in rows)
+        assert outcomes == ["stored", "stored"], [r.text for r in rows]
+    finally:
+        browser.delete_all_cookies()  # the next test logs in again as the viewer
+    q = Dataset()
+    q.QueryRetrieveLevel = "IMAGE"
+    q.StudyInstanceUID = items[0].study
+    q.SeriesInstanceUID = items[0].series
+    q.SOPInstanceUID = ""
+    res = findscu(server, STUDY_ROOT, q, tmp_path / "find")
+    assert res.final == 0x0000, res.log[-2000:]
+    assert {str(ds.SOPInstanceUID) for _, ds in res.pending} == {i.sop_instance for i in items}
