@@ -10,6 +10,7 @@
 //!   both the network layer and the web can use it.
 //! - [`storage`]: object stores (local disk now; HDFS sites later).
 //! - [`dictionary`]: data tables from `dictionaries/`.
+//! - [`ha`]: the HA monitor of the HDFS namenodes (probes, failover state machine).
 //! - [`render`]: pixel data → JPEG/PNG for previews and thumbnails.
 //! - [`web`]: the HTTP listener: the portal, `/metrics`, `/healthz`.
 
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod dictionary;
 pub mod dimse;
+pub mod ha;
 pub mod index;
 pub mod query;
 pub mod render;
