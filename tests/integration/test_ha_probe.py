@@ -79,7 +79,8 @@ class Watch:
     """A running `ha_probe watch:MS`, its lines read as they come (select, no sleeps)."""
 
     def __init__(self, rpc: str, http: str | None, every_ms: int):
-        self.proc = subprocess.Popen(_args(rpc, [f"watch:{every_ms}"], http),
+        # then recover: the same prober (kept connection) must see the namenode again
+        self.proc = subprocess.Popen(_args(rpc, [f"watch:{every_ms}", f"recover:{every_ms}"], http),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: list[str] = []
         self._buf = b""
@@ -216,29 +217,36 @@ def test_killed_namenode_fails_fast_and_rejoins_as_standby(site):
         killed_in = time.monotonic() - t0
         watch.until("watch.error:", timeout=30)
         detected_in = time.monotonic() - t0
+        failed = _parse(watch.lines)
+
+        # a fresh client: refused at once, well within the connect timeout
+        out = ha_probe(nn1, "status", "host")
+        assert out["status.error_kind"] == "connect", out
+        assert out["status.unreachable"] == "true", out
+        assert float(out["status.elapsed_ms"]) < CONNECT_TIMEOUT_MS, out
+        # the host itself is alive: its kernel refused the connection
+        assert out["host.reachable"] == "true", out
+
+        t1 = time.monotonic()
+        site.restart_namenode(1)
+        restarted_in = time.monotonic() - t1
+        watch.until("recover.error:", timeout=60)
+        recovered = _parse(watch.lines)
     finally:
         watch.close()
-    out = _parse(watch.lines)
-    assert out["watch.failure"] in ("refused", "timeout"), watch.lines
-    assert out["watch.reachable"] == "false", watch.lines
-    assert float(out["watch.latency_ms"]) < TIMEOUT_MS + SLACK_MS, watch.lines
+    assert failed["watch.failure"] in ("refused", "timeout"), watch.lines
+    assert failed["watch.reachable"] == "false", watch.lines
+    assert float(failed["watch.latency_ms"]) < TIMEOUT_MS + SLACK_MS, watch.lines
     assert detected_in < killed_in + 0.1 + (TIMEOUT_MS + SLACK_MS) / 1000, (killed_in, detected_in)
-    print(f"kill-namenode took {killed_in * 1000:.0f} ms; the failed probe was read "
-          f"{detected_in * 1000:.0f} ms after the kill began "
-          f"(failure {out['watch.failure']}, probe {out['watch.latency_ms']} ms)")
-
-    # a fresh client: refused at once, well within the connect timeout
-    out = ha_probe(nn1, "status", "host")
-    assert out["status.error_kind"] == "connect", out
-    assert out["status.unreachable"] == "true", out
-    assert float(out["status.elapsed_ms"]) < CONNECT_TIMEOUT_MS, out
-    # the host itself is alive: its kernel refused the connection
-    assert out["host.reachable"] == "true", out
-
-    site.restart_namenode(1)
+    # the watching prober, same process and client, sees it back as a healthy standby
+    assert recovered["recover.state"] == "standby", watch.lines
+    assert recovered["recover.healthy"] == "true", watch.lines
+    assert recovered["recover.failure"] == "-", watch.lines
     assert site.state()["namenodes"] == ["active", "standby"]
-    out = ha_probe(nn1, "status", "health")
-    assert out["status.state"] == "standby" and out["health.result"] == "ok", out
+    print(f"kill-namenode took {killed_in * 1000:.0f} ms; the failed probe was read "
+          f"{detected_in * 1000:.0f} ms after the kill began (failure {failed['watch.failure']}, "
+          f"probe {failed['watch.latency_ms']} ms); restart-namenode took {restarted_in * 1000:.0f} ms, "
+          f"the prober saw it standby again {recovered['recover.after_ms']} ms after it began polling")
 
 
 class SilentHost:

@@ -12,7 +12,8 @@
 //! `standby[:user|forced|zkfc]`, `active[:…]`, `is-active`, `jmx`, `probe` (a whole
 //! [`NamenodeProber`] probe), `host` (host liveness of the RPC address), `bench:N` (N status +
 //! health pairs, latency percentiles), `watch:MS` (probe every MS ms, one line each, until the
-//! first failed probe). A failed call prints its error kind and text and the next action runs;
+//! first failed probe), `recover:MS` (the same until the first good probe). The probe actions
+//! share one prober, so `watch:100 recover:100` shows its connection surviving a restart. A failed call prints its error kind and text and the next action runs;
 //! the exit code is 0 unless the arguments are wrong.
 
 use std::process::ExitCode;
@@ -92,7 +93,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(i).copied().unwrap_or_default()
 }
 
-async fn run(action: &str, args: &Args, client: &mut HaServiceClient, pc: &ProbeConfig) -> bool {
+async fn run(
+    action: &str,
+    args: &Args,
+    client: &mut HaServiceClient,
+    prober: &mut NamenodeProber,
+    pc: &ProbeConfig,
+) -> bool {
     let (name, param) = action.split_once(':').unwrap_or((action, ""));
     let started = Instant::now();
     match name {
@@ -176,21 +183,14 @@ async fn run(action: &str, args: &Args, client: &mut HaServiceClient, pc: &Probe
             println!("host.latency_ms: {}", ms(h.latency));
             println!("host.error: {}", h.error.unwrap_or_else(|| "-".into()));
         }
-        "probe" | "watch" => {
-            let addrs = NamenodeAddrs {
-                name: "nn".into(),
-                rpc: args.rpc.clone(),
-                http: args.http.clone(),
-            };
-            let mut prober = NamenodeProber::new(addrs, pc);
-            if name == "probe" {
-                print_probe("probe", &prober.probe().await);
-                return true;
-            }
+        "probe" => print_probe("probe", &prober.probe().await),
+        "watch" | "recover" => {
             let Ok(every) = param.parse::<u64>().map(Duration::from_millis) else {
-                eprintln!("watch:MS needs a number of milliseconds");
+                eprintln!("{name}:MS needs a number of milliseconds");
                 return false;
             };
+            // watch ends at the first failed probe, recover at the first good one
+            let until_ok = name == "recover";
             let t0 = Instant::now();
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -199,13 +199,14 @@ async fn run(action: &str, args: &Args, client: &mut HaServiceClient, pc: &Probe
                 let r = prober.probe().await;
                 let ok = r.failure.is_none();
                 println!(
-                    "watch.probe: t_ms={} ok={ok} state={} latency_ms={}",
+                    "{name}.probe: t_ms={} ok={ok} state={} latency_ms={}",
                     t0.elapsed().as_millis(),
                     r.state.map(|s| s.as_str()).unwrap_or("-"),
                     ms(r.latency)
                 );
-                if !ok {
-                    print_probe("watch", &r);
+                if ok == until_ok {
+                    println!("{name}.after_ms: {}", t0.elapsed().as_millis());
+                    print_probe(name, &r);
                     break;
                 }
             }
@@ -255,8 +256,16 @@ async fn main() -> ExitCode {
         ..ProbeConfig::default()
     };
     let mut client = HaServiceClient::new(args.rpc.clone(), pc.rpc.clone());
+    // one prober for every probe action: its kept connection must survive what happens between
+    // them (watch, then recover after a restart)
+    let addrs = NamenodeAddrs {
+        name: "nn".into(),
+        rpc: args.rpc.clone(),
+        http: args.http.clone(),
+    };
+    let mut prober = NamenodeProber::new(addrs, &pc);
     for action in &args.actions {
-        if !run(action, &args, &mut client, &pc).await {
+        if !run(action, &args, &mut client, &mut prober, &pc).await {
             return ExitCode::from(2);
         }
     }
