@@ -4,7 +4,9 @@
 //!
 //! Field numbers and types, checked against Apache Hadoop's `.proto` files (hadoop-common
 //! `src/main/proto/`: `RpcHeader.proto`, `IpcConnectionContext.proto`, `ProtobufRpcEngine2.proto`,
-//! `HAServiceProtocol.proto`) and against the Hadoop 3.4.1 namenode this crate's tests run.
+//! `HAServiceProtocol.proto`), against the classes generated from them in Hadoop 3.4.1
+//! (`javap -constants` on hadoop-client-api-3.4.1.jar: every `*_FIELD_NUMBER` and `*_VALUE`
+//! used here), and by the Hadoop 3.4.1 namenodes tests/integration/test_ha_probe.py talks to.
 //! Numbers matter more than names here: a wrong tag is silently skipped by the server and the
 //! call then runs with a default (e.g. REQUEST_BY_USER), so the tests check the request source
 //! through the namenode's own refusal of an unexpected source.
