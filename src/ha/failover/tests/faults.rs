@@ -261,3 +261,32 @@ fn an_unhealthy_standby_is_not_promoted_until_healthy() {
     assert_eq!(promotions(&sim), 1);
     assert_eq!(sim.world.actives("s1"), vec!["s1-b".to_string()]);
 }
+
+#[test]
+fn no_promotion_before_the_peer_role_is_known() {
+    // s1-b is the real active but s1-a (a standby) answers first in every probe round: s1-a
+    // must not be promoted while s1-b's role is unknown.
+    let spec = one_site();
+    let mut world = World::from_spec(&spec);
+    world.vm_mut("s1-a").role = HaState::Standby;
+    world.vm_mut("s1-b").role = HaState::Active;
+    let mut sim = Sim::new(&spec, world);
+    sim.run_for(5000);
+    assert!(sim.actions.is_empty(), "{:?}", verbs(&sim.actions));
+    assert_eq!(sim.machine_active("s1").as_deref(), Some("s1-b"));
+}
+
+#[test]
+fn a_promotion_whose_answer_is_lost_counts_as_possibly_active() {
+    // The switchover's transitionToActive works but the driver reports a timeout: the old
+    // active (a healthy standby now) must not be promoted back while the new one may be active.
+    let mut sim = started();
+    sim.world.faults.promote_answer_lost = true;
+    sim.switchover("s1");
+    sim.run_for(10_000);
+    assert!(sim.has_event(|e| matches!(e.kind, EventKind::PromoteFailed { .. })));
+    assert_eq!(promotions(&sim), 1, "{:?}", verbs(&sim.actions));
+    assert_eq!(sim.world.actives("s1"), vec!["s1-b".to_string()]);
+    // Its next probe shows it active: adopted.
+    assert_eq!(sim.machine_active("s1").as_deref(), Some("s1-b"));
+}

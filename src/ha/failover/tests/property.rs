@@ -35,6 +35,7 @@ fn perturb(sim: &mut Sim, rng: &mut StdRng) {
         &mut f.graceful_fails,
         &mut f.power_off_fails,
         &mut f.promote_fails,
+        &mut f.promote_answer_lost,
         &mut f.restart_fails,
     ] {
         if rng.random_bool(if *flag { 0.2 } else { 0.02 }) {

@@ -25,6 +25,8 @@ pub struct Faults {
     /// The driver answers Ok to a power-off without doing it (a VM that resumes later).
     pub power_off_lies: bool,
     pub promote_fails: bool,
+    /// transitionToActive works but its answer is lost: the driver reports a timeout.
+    pub promote_answer_lost: bool,
     pub restart_fails: bool,
 }
 
@@ -199,7 +201,11 @@ impl World {
                     (RPC_MS, failed("transitionToActive refused"))
                 } else if reachable {
                     self.vm_mut(&a.vm).role = HaState::Active;
-                    (RPC_MS, Outcome::Ok)
+                    if self.faults.promote_answer_lost {
+                        (*timeout_ms, Outcome::TimedOut)
+                    } else {
+                        (RPC_MS, Outcome::Ok)
+                    }
                 } else if refused {
                     (REFUSED_MS, failed("connection refused"))
                 } else {
