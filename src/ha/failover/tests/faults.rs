@@ -290,3 +290,41 @@ fn a_promotion_whose_answer_is_lost_counts_as_possibly_active() {
     // Its next probe shows it active: adopted.
     assert_eq!(sim.machine_active("s1").as_deref(), Some("s1-b"));
 }
+
+#[test]
+fn a_possibly_active_namenode_that_vanishes_is_fenced_before_its_peer_is_promoted() {
+    // The promotion works but its answer is lost, and the new active then becomes unreachable
+    // (it still runs, as Active): it must be fenced before the old one is promoted back.
+    let mut sim = started();
+    sim.world.faults.promote_answer_lost = true;
+    sim.switchover("s1");
+    sim.run_for(100);
+    sim.world.vm_mut("s1-b").partitioned = true;
+    sim.run_for(20_000);
+    let fence = sim
+        .events
+        .iter()
+        .find(|e| {
+            e.kind
+                == EventKind::FenceStarted {
+                    purpose: FencePurpose::UnknownRole,
+                }
+        })
+        .unwrap();
+    assert_eq!(fence.vm.as_deref(), Some("s1-b"));
+    let after: Vec<_> = verbs(&sim.actions)
+        .into_iter()
+        .filter(|(verb, _)| *verb != "restart")
+        .collect();
+    assert_eq!(
+        after,
+        vec![
+            v("standby", "s1-a"),
+            v("active", "s1-b"),
+            v("standby", "s1-b"),
+            v("power-off", "s1-b"),
+            v("active", "s1-a"),
+        ]
+    );
+    assert_eq!(sim.world.actives("s1"), vec!["s1-a".to_string()]);
+}
