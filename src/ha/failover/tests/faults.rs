@@ -297,8 +297,15 @@ fn a_possibly_active_namenode_that_vanishes_is_fenced_before_its_peer_is_promote
     // (it still runs, as Active): it must be fenced before the old one is promoted back.
     let mut sim = started();
     sim.world.faults.promote_answer_lost = true;
-    sim.switchover("s1");
+    // Between two probe rounds (every 500 ms from 50 ms), so that no probe sees it active.
     sim.run_for(100);
+    sim.switchover("s1");
+    sim.run_for(50);
+    assert!(matches!(
+        sim.site_state("s1").workflow,
+        state::Workflow::Promoting { .. }
+    ));
+    assert_eq!(sim.world.vm("s1-b").role, HaState::Active);
     sim.world.vm_mut("s1-b").partitioned = true;
     sim.run_for(20_000);
     let fence = sim
