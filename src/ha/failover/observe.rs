@@ -177,18 +177,16 @@ pub(crate) fn nn_probe(
     }
 
     match answered {
-        Some((HaState::Active, _)) => {
-            // Adopt only when nothing is in flight: a namenode being fenced that answers Active
-            // is the fence's business, and during a promotion the promoted one wins.
-            if site.active.is_none() && site.workflow == Workflow::Idle {
-                site.active = Some(slot);
-                tx.event(
-                    &site_name,
-                    Some(vm),
-                    EventKind::ActiveObserved,
-                    format!("{vm} reports Active; the site had no known active: adopted"),
-                );
-            }
+        // Adopt only when nothing is in flight: a namenode being fenced that answers Active
+        // is the fence's business, and during a promotion the promoted one wins.
+        Some((HaState::Active, _)) if site.active.is_none() && site.workflow == Workflow::Idle => {
+            site.active = Some(slot);
+            tx.event(
+                &site_name,
+                Some(vm),
+                EventKind::ActiveObserved,
+                format!("{vm} reports Active; the site had no known active: adopted"),
+            );
         }
         Some((HaState::Standby, _)) if site.active == Some(slot) => {
             site.active = None;

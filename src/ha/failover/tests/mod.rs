@@ -14,7 +14,10 @@ use std::collections::BTreeMap;
 use world::World;
 
 /// Hosts h1..hN; sites given as (name, (vm, host), (vm, host)); the first VM believed active.
-pub(super) fn spec(hosts: usize, sites: &[(&str, (&str, &str), (&str, &str))]) -> ClusterSpec {
+/// (site, (vm, host), (vm, host)).
+pub(super) type SiteLayout<'a> = (&'a str, (&'a str, &'a str), (&'a str, &'a str));
+
+pub(super) fn spec(hosts: usize, sites: &[SiteLayout<'_>]) -> ClusterSpec {
     ClusterSpec {
         hosts: (1..=hosts).map(|i| format!("h{i}")).collect(),
         sites: sites
