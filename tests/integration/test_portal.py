@@ -14,6 +14,7 @@ import subprocess
 import pydicom
 import pytest
 from pydicom.data import get_charset_files
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -69,6 +70,20 @@ def wait(driver, condition, what: str):
     return WebDriverWait(driver, WAIT).until(condition, message=what)
 
 
+def replaced(old):
+    """The page holding `old` was replaced by the next one. Selenium's staleness_of asks the
+    element whether it is enabled; while Chromium swaps documents that can fail with "Node with
+    given id does not belong to the document" (a plain WebDriverException) instead of a
+    StaleElementReferenceException: either way the old node is gone."""
+    def gone(_driver):
+        try:
+            old.is_enabled()
+            return False
+        except (StaleElementReferenceException, WebDriverException):
+            return True
+    return gone
+
+
 @pytest.fixture
 def web(browser, portal):
     """The shared browser, logged in to the portal server."""
@@ -98,7 +113,7 @@ def search(driver, **fields):
         driver.execute_script("arguments[0].value = arguments[1];", field, fields.get(name, ""))
     old = driver.find_element(By.ID, "summary")
     form.find_element(By.ID, "search").click()
-    wait(driver, EC.staleness_of(old), "the search results page")
+    wait(driver, replaced(old), "the search results page")
 
 
 def study_uid(portal, key: str) -> str:
@@ -111,7 +126,7 @@ def test_login_and_search_by_name(web, portal):
     form.find_element(By.NAME, "patient_name").send_keys("郭*")
     old = web.find_element(By.ID, "summary")
     form.find_element(By.NAME, "patient_name").send_keys(Keys.ENTER)
-    wait(web, EC.staleness_of(old), "results")
+    wait(web, replaced(old), "results")
     assert "patient_name=%E9%83%AD*" in web.current_url or "patient_name=%E9%83%AD%2A" in web.current_url
     assert listed_uids(web) == [study_uid(portal, "kuo1"), study_uid(portal, "kuo2")]  # newest first
     names = {td.text for td in web.find_elements(By.CSS_SELECTOR, "tr.study td.name")}
@@ -161,7 +176,7 @@ def test_pagination_visits_every_study_once_newest_first(web, portal):
             break
         old = web.find_element(By.ID, "summary")
         nxt[0].click()
-        wait(web, EC.staleness_of(old), "the next page")
+        wait(web, replaced(old), "the next page")
     total = len(F.PORTAL_STUDIES) + len(portal["extra"]) + 1
     assert len(seen) == total and len(set(seen)) == total, seen
     assert pages == (total + 1) // 2
