@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use super::repair::{Check, check_copy};
 use super::replication::CopyJob;
-use super::{Archive, unix_now};
+use super::{Archive, now_ms, unix_now};
 use crate::config::CommitmentConfig;
 use crate::index::{
     CommitmentItem, CommitmentRecord, IndexError, ItemOutcome, PlacementState, ReplicationTask,
@@ -34,13 +34,6 @@ pub struct CommitmentRequest {
     pub requester_aet: String,
     /// (SOP Class UID, SOP Instance UID) of each Referenced SOP Sequence item.
     pub items: Vec<(String, String)>,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Archive {

@@ -68,6 +68,14 @@ pub enum OpenError {
     Reconcile(String),
 }
 
+/// Milliseconds since the Unix epoch (queue and commitment deadlines).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::Archive;
+use super::{Archive, now_ms};
 use crate::index::{IndexError, Placement, PlacementState, ReplicationTask};
 use crate::storage::{ObjectKey, ObjectStream, PutSource, Site, StorageError};
 
@@ -45,13 +45,6 @@ pub struct ReplicationPass {
     pub remaining: u64,
     /// Milliseconds until the earliest task not yet due (0: none waiting).
     pub next_due_ms: u64,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// One object to copy to one site.

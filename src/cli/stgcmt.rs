@@ -45,14 +45,7 @@ pub async fn status(config: Config) -> Result<ExitCode, CliError> {
 
 /// The status text of `open` transactions now.
 fn text(open: &[CommitmentRecord]) -> String {
-    render(open, now_ms())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    render(open, crate::archive::now_ms())
 }
 
 /// The status text of `open` transactions at time `now` (ms since the epoch).
