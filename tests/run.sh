@@ -40,6 +40,8 @@ for tool in /usr/bin/storescu /usr/bin/echoscu /usr/bin/dcmdump /usr/bin/storesc
     [ -x "$tool" ] || { missing+=(dcmtk); break; }
 done
 [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)   # retrieve tests: Orthanc as Move Destination / requestor
+# DICOMweb tests: Orthanc's DICOMweb plugin as a DICOMweb client of MIFAS
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
 [ -x /usr/bin/unzip ] || missing+=(unzip)   # portal test: Info-ZIP checks the streamed study zip
 command -v "$PYTHON" >/dev/null || missing+=(python3 python3-venv)
 command -v cc >/dev/null || missing+=(build-essential)
@@ -80,14 +82,14 @@ pip_missing=()
 # (the retrieve tests compare decompressed pixels); selenium drives Chromium in the portal tests
 for pair in pydicom:pydicom pynetdicom:pynetdicom pytest:pytest numpy:numpy \
             pylibjpeg:pylibjpeg libjpeg:pylibjpeg-libjpeg openjpeg:pylibjpeg-openjpeg \
-            selenium:selenium; do
+            selenium:selenium dicomweb_client:dicomweb-client; do
     "$PY" -c "import ${pair%%:*}" 2>/dev/null || pip_missing+=("${pair#*:}")
 done
 if [ ${#pip_missing[@]} -gt 0 ]; then
     echo "pip install (into $VENV): ${pip_missing[*]}"
     "$PY" -m pip install -q --disable-pip-version-check "${pip_missing[@]}"
 fi
-"$PY" -c 'import pydicom, pynetdicom, pytest, numpy, pylibjpeg, libjpeg, openjpeg, selenium; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__, "pytest", pytest.__version__)'
+"$PY" -c 'import pydicom, pynetdicom, pytest, numpy, pylibjpeg, libjpeg, openjpeg, selenium, dicomweb_client; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__, "pytest", pytest.__version__)'
 
 step "cargo build --release (the binary, and the examples: tests/powercut's FUSE file system)"
 cargo build --release --bins --examples

@@ -45,6 +45,7 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     let web_state = crate::web::WebState::new()
         .with_archive(archive.clone(), &config.http)
         .with_upload_policy(config.dicom.accept_unknown_storage)
+        .with_dicomweb(&config.dicomweb)
         .with_metrics(Arc::clone(archive.health()))
         .with_metrics(move || metrics_archive.metrics_text());
     // `mifas user ...` reaches the running server here (the index is ours while we run). Not

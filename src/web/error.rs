@@ -16,6 +16,18 @@ pub enum HttpError {
     /// No session (or an expired one): a browser is sent to the login page.
     #[error("login required")]
     Unauthorized,
+    /// A program (DICOMweb) without valid credentials: 401 with a Basic challenge.
+    #[error("authentication required (HTTP Basic, or a portal session)")]
+    Challenge,
+    /// None of the media types (or transfer syntaxes) the request accepts can be produced.
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// The request body's media type is not one this resource takes.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The request conflicts with what is stored (e.g. STOW of an instance of another study).
+    #[error("{0}")]
+    Conflict(String),
     /// Logged in, but the role does not allow this (or the CSRF token is missing or wrong).
     #[error("{0}")]
     Forbidden(String),
@@ -36,7 +48,10 @@ impl HttpError {
         match self {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
-            HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+            HttpError::Unauthorized | HttpError::Challenge => StatusCode::UNAUTHORIZED,
+            HttpError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::Conflict(_) => StatusCode::CONFLICT,
             HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -53,6 +68,12 @@ impl IntoResponse for HttpError {
             tracing::error!(error = %self, "HTTP request failed");
         }
         let mut response = (status, format!("{self}\n")).into_response();
+        if let HttpError::Challenge = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"MIFAS\", charset=\"UTF-8\""),
+            );
+        }
         if let HttpError::TooManyRequests(secs) = self
             && let Ok(value) = HeaderValue::from_str(&secs.to_string())
         {

@@ -4,6 +4,7 @@
 
 pub mod admin_socket;
 pub mod auth;
+pub mod dicomweb;
 pub mod error;
 pub mod images;
 pub mod metrics;
@@ -21,7 +22,7 @@ pub use error::HttpError;
 pub use metrics::MetricsSource;
 
 use crate::archive::Archive;
-use crate::config::HttpConfig;
+use crate::config::{DicomWebConfig, HttpConfig};
 use crate::render::Renderer;
 
 /// What the handlers share. Cheap to clone (a few `Arc`s).
@@ -36,6 +37,7 @@ pub struct WebState {
     pub(crate) http: Arc<HttpConfig>,
     /// `dicom.accept_unknown_storage`: uploads pass the same SOP class check as C-STORE.
     pub(crate) accept_unknown_storage: bool,
+    pub(crate) dicomweb: Arc<DicomWebConfig>,
 }
 
 impl Default for WebState {
@@ -51,6 +53,7 @@ impl Default for WebState {
             )),
             http: Arc::new(http),
             accept_unknown_storage: false,
+            dicomweb: Arc::default(),
         }
     }
 }
@@ -88,6 +91,12 @@ impl WebState {
         self
     }
 
+    /// Serve DICOMweb as configured by `[dicomweb]`.
+    pub fn with_dicomweb(mut self, config: &DicomWebConfig) -> WebState {
+        self.dicomweb = Arc::new(config.clone());
+        self
+    }
+
     /// The archive, or 503 when this listener serves only metrics.
     pub fn archive(&self) -> Result<&Archive, HttpError> {
         self.archive
@@ -110,6 +119,7 @@ pub enum WebError {
 
 pub fn router(state: WebState) -> Router {
     Router::new()
+        .nest(dicomweb::ROOT, dicomweb::routes(&state))
         .merge(auth::routes())
         .merge(portal::routes())
         .merge(images::routes())

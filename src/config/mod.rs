@@ -7,6 +7,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod dicomweb;
+mod ha;
+
+pub use dicomweb::DicomWebConfig;
+pub use ha::HaConfig;
+
 /// A configuration problem, always naming the key (or the file) so the operator can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -32,6 +38,10 @@ pub struct Config {
     pub commitment: CommitmentConfig,
     /// Remote AEs we send to (C-MOVE destinations).
     pub remote_ae: Vec<RemoteAe>,
+    /// DICOMweb (PS3.18) under `/dicom-web` on the HTTP port.
+    pub dicomweb: DicomWebConfig,
+    /// The HA monitor of the HDFS namenode VMs; off unless the table is present.
+    pub ha: Option<HaConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -487,6 +497,10 @@ impl Config {
                 "must be 1-16 printable ASCII characters, not only spaces, without backslash",
             );
         }
+        self.dicomweb.validate()?;
+        if let Some(ha) = &self.ha {
+            ha.validate()?;
+        }
         if self.commitment.timeout_secs == 0 {
             return invalid("commitment.timeout_secs", "must be at least 1");
         }
@@ -690,7 +704,7 @@ mod tests {
 
     #[test]
     fn example_file_parses_and_matches_defaults() {
-        let text = include_str!("../mifas.example.toml");
+        let text = include_str!("../../mifas.example.toml");
         let config = Config::parse(text).unwrap();
         let default = Config::default();
         assert_eq!(config.dicom.port, default.dicom.port);
