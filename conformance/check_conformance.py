@@ -14,7 +14,7 @@ Checks:
      default (among them dicom.*, query.*, retrieve.*), and every "`value` by default (`key`)" /
      "`key` (`value` by default" phrase agrees with mifas.example.toml. Keys the example cannot
      show (fields of [[dicom.allowed_calling]] / [[remote_ae]] entries) must be fields of
-     src/config.rs; their default is '—', or the literal their `#[serde(default = "f")]` returns.
+     src/config/mod.rs; their default is '—', or the literal their `#[serde(default = "f")]` returns.
   5. MIFAS's Implementation Class UID and Version Name (src/archive/spool.rs, Cargo.toml) appear.
   6. docker/mifas.toml parses and sets only keys of mifas.example.toml, with values of the same type.
   7. With cargo and the dicom-rs sources available (`cargo metadata`): the Implementation Class
@@ -67,7 +67,7 @@ C_GET_RS = ROOT / "src" / "dimse" / "c_get.rs"
 MATCHING_RS = ROOT / "src" / "query" / "matching.rs"
 EXECUTE_RS = ROOT / "src" / "index" / "find.rs"
 SPOOL_RS = ROOT / "src" / "archive" / "spool.rs"
-CONFIG_RS = ROOT / "src" / "config.rs"
+CONFIG_RS = ROOT / "src" / "config" / "mod.rs"
 N_ACTION_RS = ROOT / "src" / "dimse" / "stgcmt" / "n_action.rs"
 COMMITMENT_RS = ROOT / "src" / "archive" / "commitment.rs"
 EXAMPLE_TOML = ROOT / "mifas.example.toml"
@@ -225,7 +225,7 @@ def toml_value(literal: str) -> object:
 
 
 def config_field_default(config_rs: str, key: str) -> object:
-    """The serde default of the config field `section.field` (src/config.rs), for keys that
+    """The serde default of the config field `section.field` (src/config/mod.rs), for keys that
     mifas.example.toml cannot show (fields of array-of-tables entries such as [[remote_ae]]).
     Returns the literal value of `#[serde(default = "f")]` when f's body is a bool, integer or
     string literal, None when the field has no such default (required, or a type default).
@@ -234,13 +234,13 @@ def config_field_default(config_rs: str, key: str) -> object:
     config = re.search(r"pub struct Config \{(.*?)\n\}", config_rs, re.S)
     sec = config and re.search(rf"\bpub {re.escape(section)}:\s*(?:Vec<)?(\w+)>?,", config.group(1))
     if not sec:
-        raise ValueError(f"section {section!r} is not a field of `struct Config` in src/config.rs")
+        raise ValueError(f"section {section!r} is not a field of `struct Config` in src/config/mod.rs")
     body = re.search(rf"pub struct {sec.group(1)} \{{(.*?)\n\}}", config_rs, re.S)
     if not body:
-        raise ValueError(f"`struct {sec.group(1)}` not found in src/config.rs")
+        raise ValueError(f"`struct {sec.group(1)}` not found in src/config/mod.rs")
     m = re.search(rf"((?:\s*(?:///[^\n]*|#\[[^\n]*\]))*)\s*pub {re.escape(field)}:", body.group(1))
     if not m:
-        raise ValueError(f"no field {field!r} in `struct {sec.group(1)}` of src/config.rs")
+        raise ValueError(f"no field {field!r} in `struct {sec.group(1)}` of src/config/mod.rs")
     fn = re.search(r'#\[serde\([^\]]*default\s*=\s*"(\w+)"', m.group(1))
     if not fn:
         return None
@@ -266,7 +266,7 @@ def check_defaults(doc: str, report: Report) -> None:
         seen.add(key)
         if key not in example:
             # Documented keys without a value in the example (the allow-list, the fields of
-            # [[remote_ae]] entries) must be fields of src/config.rs. Their default cell is '—',
+            # [[remote_ae]] entries) must be fields of src/config/mod.rs. Their default cell is '—',
             # or, for a field with `#[serde(default = "f")]` where f returns a literal, that literal.
             try:
                 code_default = config_field_default(config_rs, key)
@@ -276,7 +276,7 @@ def check_defaults(doc: str, report: Report) -> None:
             if code_default is None:
                 if default not in ("—", "-"):
                     problems.append(f"{key}: not set in mifas.example.toml and without a literal serde default "
-                                    "in src/config.rs, so the table's default must be '—'")
+                                    "in src/config/mod.rs, so the table's default must be '—'")
                 continue
             lit = re.fullmatch(r"`([^`]+)`", default)
             try:
@@ -284,7 +284,7 @@ def check_defaults(doc: str, report: Report) -> None:
             except tomllib.TOMLDecodeError:
                 value = None
             if value != code_default:
-                problems.append(f"{key}: the statement's default is {default!r}, src/config.rs's serde default is {code_default!r}")
+                problems.append(f"{key}: the statement's default is {default!r}, src/config/mod.rs's serde default is {code_default!r}")
             continue
         lit = re.fullmatch(r"`([^`]+)`", default)
         try:
@@ -322,12 +322,12 @@ def check_defaults(doc: str, report: Report) -> None:
                 expected, source = example[key], "mifas.example.toml"
             else:
                 try:
-                    expected, source = config_field_default(config_rs, key), "src/config.rs (serde default)"
+                    expected, source = config_field_default(config_rs, key), "src/config/mod.rs (serde default)"
                 except ValueError:
                     expected = None
                 if expected is None:
                     problems.append(f"{phrase!r}: {key} is neither a key of mifas.example.toml nor a field of "
-                                    "src/config.rs with a literal serde default")
+                                    "src/config/mod.rs with a literal serde default")
                     continue
             try:
                 value = toml_value(literal)
