@@ -1,5 +1,6 @@
 //! The command line: `serve`, `import`, `stats`, `repair`, `user`. Each subcommand lives in its own file.
 
+mod ha;
 mod import;
 mod repair;
 mod serve;
@@ -54,6 +55,13 @@ pub enum Command {
         #[command(subcommand)]
         command: user::UserCommand,
     },
+    /// The HA monitor of the HDFS namenode VMs alone (no archive): `[ha]` of the config file.
+    HaMonitor(CommonArgs),
+    /// HA monitor: `status` (one `key: value` per line), `switchover SITE`.
+    Ha {
+        #[command(subcommand)]
+        command: HaCommand,
+    },
     /// Storage Commitment: `status` lists the open transactions (server stopped).
     Stgcmt {
         #[command(subcommand)]
@@ -65,6 +73,19 @@ pub enum Command {
 pub enum StgcmtCommand {
     /// Open transactions: requester, counts committed / failed / waiting, delivery attempts.
     Status(CommonArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HaCommand {
+    /// Hosts, sites, namenodes, roles, last probes, the last event (from the running monitor,
+    /// else its saved state).
+    Status(CommonArgs),
+    /// Planned switchover: fence the active namenode of SITE gracefully, promote the standby.
+    Switchover {
+        #[command(flatten)]
+        common: CommonArgs,
+        site: String,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -151,5 +172,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Stgcmt {
             command: StgcmtCommand::Status(args),
         } => stgcmt::status(args.load()?).await,
+        Command::HaMonitor(args) => ha::monitor(args.load()?).await,
+        Command::Ha {
+            command: HaCommand::Status(args),
+        } => ha::status(args.load()?).await,
+        Command::Ha {
+            command: HaCommand::Switchover { common, site },
+        } => ha::switchover(common.load()?, &site).await,
     }
 }

@@ -41,13 +41,26 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     let _prober = archive
         .health()
         .spawn_prober(archive.sites(), shutdown.clone());
+    // The HA monitor of the namenode VMs, when [ha] is configured: a separate module sharing
+    // only the configuration, the HTTP listener (its page, /metrics) and the shutdown.
+    let ha = match &config.ha {
+        Some(ha) => Some(super::ha::start_monitor(
+            ha,
+            &config.storage.data_dir,
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
     let metrics_archive = archive.clone();
-    let web_state = crate::web::WebState::new()
+    let mut web_state = crate::web::WebState::new()
         .with_archive(archive.clone(), &config.http)
         .with_upload_policy(config.dicom.accept_unknown_storage)
         .with_dicomweb(&config.dicomweb)
         .with_metrics(Arc::clone(archive.health()))
         .with_metrics(move || metrics_archive.metrics_text());
+    if let Some((handle, _)) = &ha {
+        web_state = web_state.with_ha(handle.clone());
+    }
     // `mifas user ...` reaches the running server here (the index is ours while we run). Not
     // fatal: without it (e.g. a data directory path too long for a socket) only `mifas user`
     // needs the server stopped.
@@ -112,6 +125,9 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         // It removes its socket file as it stops.
         let _ = admin.await;
     }
+    if let Some((_, task)) = ha {
+        let _ = task.await;
+    }
     archive
         .close()
         .await
@@ -121,13 +137,13 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
 }
 
 /// SIGTERM and SIGINT, caught from the moment `install` returns.
-struct Signals {
+pub(super) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn install() -> Result<Signals, CliError> {
+    pub(super) fn install() -> Result<Signals, CliError> {
         use tokio::signal::unix::{SignalKind, signal};
         let install = |kind| {
             signal(kind)
@@ -139,7 +155,7 @@ impl Signals {
         })
     }
 
-    async fn watch(mut self, shutdown: CancellationToken) {
+    pub(super) async fn watch(mut self, shutdown: CancellationToken) {
         tokio::select! {
             _ = self.term.recv() => tracing::info!("SIGTERM: stopping"),
             _ = self.int.recv() => tracing::info!("SIGINT: stopping"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod dicomweb;
-mod ha;
+pub mod ha;
 
 pub use dicomweb::DicomWebConfig;
 pub use ha::HaConfig;
@@ -714,6 +714,37 @@ mod tests {
             default.dicom.max_associations
         );
         assert_eq!(config.storage.quota_bytes, default.storage.quota_bytes);
+    }
+
+    /// The commented `[ha]` example of mifas.example.toml is a valid configuration.
+    #[test]
+    fn ha_example_parses() {
+        let text = include_str!("../../mifas.example.toml");
+        let block: String = text
+            .lines()
+            .skip_while(|l| !l.contains("BEGIN HA EXAMPLE"))
+            .skip(1)
+            .take_while(|l| !l.contains("END HA EXAMPLE"))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = Config::parse(&block).unwrap();
+        config.validate().unwrap();
+        let ha = config.ha.unwrap();
+        assert_eq!(ha.hosts.len(), 3);
+        assert_eq!(ha.sites[0].namenodes[1].vm, "nn-b2");
+        assert_eq!(ha.timing, crate::ha::failover::FailoverConfig::default());
+        assert!(ha.driver.templates().unwrap().restart.contains("{on_host}"));
+        // fewer than three hosts is refused, naming the rule
+        let two = block.replacen(
+            "[[ha.host]]\nname = \"host-c\"\nprobe = \"10.0.0.13:22\"",
+            "",
+            1,
+        );
+        assert_ne!(two, block);
+        let err = Config::parse(&two).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("at least 3"), "{err}");
     }
 
     #[test]

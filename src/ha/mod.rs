@@ -4,6 +4,13 @@
 //! pure logic driven by probe results and a clock. A separate module from the archive: it
 //! shares only the configuration and the metrics.
 
+pub mod control;
+pub mod driver;
 pub mod failover;
 pub mod ipc;
+pub mod monitor;
 pub mod probe;
+pub mod status;
+pub mod store;
+
+pub use monitor::{HaError, HaHandle};

@@ -6,6 +6,7 @@ pub mod admin_socket;
 pub mod auth;
 pub mod dicomweb;
 pub mod error;
+pub mod ha_page;
 pub mod images;
 pub mod metrics;
 pub mod portal;
@@ -38,6 +39,8 @@ pub struct WebState {
     /// `dicom.accept_unknown_storage`: uploads pass the same SOP class check as C-STORE.
     pub(crate) accept_unknown_storage: bool,
     pub(crate) dicomweb: Arc<DicomWebConfig>,
+    /// The HA monitor, when this process runs one (its admin page).
+    pub(crate) ha: Option<crate::ha::HaHandle>,
 }
 
 impl Default for WebState {
@@ -54,6 +57,7 @@ impl Default for WebState {
             http: Arc::new(http),
             accept_unknown_storage: false,
             dicomweb: Arc::default(),
+            ha: None,
         }
     }
 }
@@ -91,6 +95,14 @@ impl WebState {
         self
     }
 
+    /// Show the HA monitor's page (`/admin/ha`) and its metrics.
+    pub fn with_ha(mut self, handle: crate::ha::HaHandle) -> WebState {
+        let source: Arc<dyn MetricsSource> = Arc::new(handle.clone());
+        Arc::make_mut(&mut self.metrics).push(source);
+        self.ha = Some(handle);
+        self
+    }
+
     /// Serve DICOMweb as configured by `[dicomweb]`.
     pub fn with_dicomweb(mut self, config: &DicomWebConfig) -> WebState {
         self.dicomweb = Arc::new(config.clone());
@@ -124,6 +136,7 @@ pub fn router(state: WebState) -> Router {
         .merge(portal::routes())
         .merge(images::routes())
         .merge(transfer::routes())
+        .merge(ha_page::routes())
         .route("/metrics", get(metrics::handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(axum::middleware::from_fn(error::login_redirect))

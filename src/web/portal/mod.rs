@@ -7,7 +7,7 @@
 
 mod assets;
 mod catalog;
-mod display;
+pub(crate) mod display;
 mod file_status;
 mod params;
 mod patient;
