@@ -243,6 +243,19 @@ def test_limit_offset_pages_and_the_server_maximum(archive, client):
     assert headers.get("Warning") is None
 
 
+def test_ohif_study_list_query(archive):
+    """The query string OHIF's study list sends (comma-separated includefield, an open date range,
+    fuzzymatching=false, limit/offset)."""
+    server, stored = archive
+    status, headers, body = _get(
+        server, "/studies?limit=101&offset=0&fuzzymatching=false&includefield=00081030%2C00080060"
+                "&StudyDate=20200601-&PatientName=*")
+    assert status == 200, body[:300]
+    r = json.loads(body)
+    assert {_one(x, "0020000D") for x in r} == _study_uids(stored, "mue2") | _study_uids(stored, "smith")
+    assert all("00081030" in x and "00080060" not in x for x in r)
+
+
 def test_studies_match_c_find(archive, client):
     server, stored = archive
     qido = {_one(x, "0020000D"): (_one(x, "00201208"), sorted(_v(x, "00080061")))
@@ -415,6 +428,12 @@ def test_metadata_of_a_500_instance_series_is_fast_and_needs_no_object_file(arch
         assert len(meta) == BIG_SERIES
     print(f"\nseries metadata, {BIG_SERIES} instances: {', '.join(f'{t * 1000:.0f} ms' for t in timings)}")
     assert min(timings) < 1.0, timings
+    t0 = time.monotonic()
+    status, headers, body = _get(server, f"/studies/{study}/series/{series}/metadata")
+    raw = time.monotonic() - t0
+    assert status == 200 and headers.get("Transfer-Encoding") == "chunked"  # streamed
+    print(f"series metadata over raw HTTP: {len(body)} bytes in {raw * 1000:.0f} ms")
+    assert len(json.loads(body)) == BIG_SERIES
     big = {uid: p for uid, p in stored.items() if p.name.startswith("big_")}
     assert {_one(m, "00080018") for m in meta} == set(big)
     sample = sorted(big)[:5]
