@@ -5,6 +5,7 @@
 mod commitment;
 mod committer;
 mod compaction;
+mod dicomweb_queries;
 #[cfg(test)]
 mod durability_tests;
 mod error;
@@ -25,6 +26,7 @@ mod users;
 
 pub use commitment::{CommitmentRequest, failure_reason};
 pub use compaction::{MAX_LIVE_RATIO, SiteCompaction};
+pub use dicomweb_queries::{HeadersError, InstanceHeader, MatchWindow};
 pub use error::IngestError;
 pub use ingest::IngestOutcome;
 pub use object_access::{FileStatus, SiteCopy};

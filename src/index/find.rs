@@ -686,7 +686,7 @@ fn combined_pairs(q: &Query) -> Vec<(Tag, Tag, Condition)> {
     out
 }
 
-fn decode_header(bytes: &[u8]) -> Option<InMemDicomObject> {
+pub(super) fn decode_header(bytes: &[u8]) -> Option<InMemDicomObject> {
     let header =
         InMemDicomObject::read_dataset_with_ts(bytes, &EXPLICIT_VR_LITTLE_ENDIAN.erased()).ok()?;
     // Headers are indexed as Unicode (index::entry); one indexed before ISO 2022 code

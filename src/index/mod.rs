@@ -5,6 +5,7 @@
 //! time (the archive's group committer), so incremental counts never race.
 
 pub mod commitment;
+mod dicomweb;
 mod entry;
 mod find;
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod users;
 mod writer;
 
 pub use commitment::{CommitmentItem, CommitmentRecord, ItemOutcome};
+pub use dicomweb::Missing;
 pub use entry::{EntryError, InstanceEntry, ObjectFacts, text};
 pub use placement::{Placement, PlacementState, ReplicationTask};
 pub use record::{
