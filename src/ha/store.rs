@@ -106,3 +106,101 @@ impl HaStore {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ha::failover::{
+        ActionKind, ClusterSpec, EventKind, FailoverConfig, HaState, Input, Machine, NamenodeSpec,
+        NnProbe, SiteSpec,
+    };
+
+    fn spec() -> ClusterSpec {
+        ClusterSpec {
+            hosts: vec!["a".into(), "b".into(), "c".into()],
+            sites: vec![SiteSpec {
+                name: "east".into(),
+                namenodes: [
+                    NamenodeSpec {
+                        vm: "nn0".into(),
+                        host: "a".into(),
+                    },
+                    NamenodeSpec {
+                        vm: "nn1".into(),
+                        host: "b".into(),
+                    },
+                ],
+                believed_active: None,
+            }],
+        }
+    }
+
+    fn probe(vm: &str, at_ms: u64, result: NnProbe) -> Input {
+        Input::NamenodeProbe {
+            at_ms,
+            vm: vm.into(),
+            result,
+        }
+    }
+
+    /// A monitor killed mid-fence resumes from what the store kept: the fence is issued again
+    /// (never skipped), and the timeline continues where it stopped.
+    #[test]
+    fn a_restarted_monitor_resumes_mid_failover_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HaStore::open(dir.path()).unwrap();
+        let cfg = FailoverConfig::default();
+        let mut m = Machine::new(cfg.clone(), &spec()).unwrap();
+        let mut t = 0;
+        let mut fence = None;
+        let mut last_seq = 0;
+        let answered = |state| NnProbe::Answered {
+            state,
+            healthy: true,
+        };
+        for input in [
+            probe("nn0", 0, answered(HaState::Active)),
+            probe("nn1", 0, answered(HaState::Standby)),
+        ] {
+            let out = m.handle(input);
+            store.save(m.state(), &out.events, true).unwrap();
+        }
+        while fence.is_none() && t < 10_000 {
+            t += 500;
+            let failed = NnProbe::Failed {
+                error: "refused".into(),
+            };
+            let out = m.handle(probe("nn0", t, failed));
+            if let Some(e) = out.events.last() {
+                last_seq = e.seq;
+            }
+            store.save(m.state(), &out.events, true).unwrap();
+            fence = out
+                .actions
+                .into_iter()
+                .find(|a| matches!(a.kind, ActionKind::TransitionToStandby { .. }));
+        }
+        let fence = fence.expect("a fence after k failed probes");
+        drop(store);
+        drop(m);
+
+        let store = HaStore::open(dir.path()).unwrap();
+        let saved = store.load_state().unwrap().expect("saved state");
+        let (_, out) = Machine::resume(cfg, saved, t + 100).unwrap();
+        let again = out
+            .actions
+            .iter()
+            .find(|a| a.vm == "nn0" && matches!(a.kind, ActionKind::TransitionToStandby { .. }))
+            .expect("the fence is issued again");
+        assert!(again.id > fence.id, "action ids never repeat");
+        assert!(out.events.iter().any(|e| e.kind == EventKind::Resumed));
+        assert!(out.events.iter().all(|e| e.seq > last_seq));
+        let events = store.recent_events(100).unwrap();
+        assert_eq!(events.last().map(|e| e.seq), Some(last_seq));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::NamenodeDown { .. }))
+        );
+    }
+}
