@@ -20,13 +20,14 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 import dicom_fixtures as F
 import minidfs as M
-from mifas_helpers import CHILD_ENV, STORESCU, MifasServer, file_dataset_bytes, run_mifas, split_part10, wait_until
+from mifas_helpers import CHILD_ENV, MIFAS_BIN, STORESCU, MifasServer, file_dataset_bytes, run_mifas, split_part10, wait_until
 from ha_rig import HOSTS, LauncherControl, archive_config, events, ha_status, metrics, wait_status
 from ha_rig import settled as rig_settled
 from retrieve_peers import getscu, received_by_sop
@@ -223,3 +224,52 @@ def test_failed_fence_means_no_promotion(rig):
     wait_status(server, settled("nn1"), REJOIN_S, "failover completes once the fence works")
     assert ctl.states() == ["standby", "active"]
     assert "fence_failed" in metrics(server)
+
+
+def test_standalone_ha_monitor_serves_status_page_and_metrics(rig, tmp_path):
+    """`mifas ha-monitor` runs the same monitor without an archive; its page and /metrics are on
+    `ha.http_bind` (localhost, no users). It only watches here: the site is healthy."""
+    site, ctl, server = rig
+    text = archive_config(site, ctl.addr).replace("[ha]\n", f'[ha]\nhttp_bind = "127.0.0.1:0"\n'
+                                                  f'state_dir = "{tmp_path / "ha-state"}"\n', 1)
+    cfg = tmp_path / "monitor.toml"
+    cfg.write_text(text)
+    proc = subprocess.Popen([str(MIFAS_BIN), "ha-monitor", "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=CHILD_ENV, text=True)
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()
+        m = re.match(r"MIFAS HA READY http=(\S+) state=(.+)$", ready.strip())
+        assert m, ready + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        base = f"http://{m[1]}"
+
+        def page_ok():
+            with urllib.request.urlopen(f"{base}/admin/ha", timeout=10) as r:
+                body = r.read().decode()
+            return 'data-role="active"' in body and 'data-role="standby"' in body
+
+        wait_until(page_ok, FAILOVER_S, interval=0.2, what="the standalone monitor's page shows both roles")
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+            assert f'mifas_ha_namenode_up{{site="{SITE}",vm="nn0"}} 1' in r.read().decode()
+        r = run_mifas("ha", "status", "--config", str(cfg), timeout=30)
+        assert r.returncode == 0 and "monitor: running" in r.stdout, r.stdout + r.stderr
+    finally:
+        proc.terminate()
+        rc = proc.wait(timeout=30)
+    assert rc == 0, proc.stderr.read() if proc.stderr else ""
+    # stopped: `ha status` reads the saved state
+    r = run_mifas("ha", "status", "--config", str(cfg), timeout=30)
+    assert r.returncode == 0 and "monitor: not running (saved state)" in r.stdout, r.stdout + r.stderr
+    assert f"site.{SITE}.active: nn" in r.stdout, r.stdout
+
+
+def test_fewer_than_three_hosts_is_refused(tmp_path):
+    cfg = tmp_path / "two.toml"
+    cfg.write_text('[ha]\n[ha.driver]\nkind = "onevm"\n'
+                   '[[ha.host]]\nname = "a"\nprobe = "127.0.0.1:1"\n[[ha.host]]\nname = "b"\nprobe = "127.0.0.1:2"\n'
+                   '[[ha.site]]\nname = "s"\n'
+                   '[[ha.site.namenode]]\nvm = "n0"\nhost = "a"\nrpc = "127.0.0.1:3"\n'
+                   '[[ha.site.namenode]]\nvm = "n1"\nhost = "b"\nrpc = "127.0.0.1:4"\n')
+    r = run_mifas("ha-monitor", "--config", str(cfg), "--data-dir", str(tmp_path / "d"), timeout=30)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "at least 3 are required" in r.stderr, r.stderr
