@@ -8,6 +8,7 @@ mod compaction;
 #[cfg(test)]
 mod durability_tests;
 mod error;
+pub mod frames;
 mod ingest;
 mod object_access;
 mod portal_queries;
