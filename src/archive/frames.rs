@@ -48,7 +48,11 @@ pub enum FrameError {
     #[error("instance {0} has no pixel data")]
     NoPixelData(String),
     #[error("frame {frame} is out of range: instance {uid} has {frames} frame(s), numbered from 1")]
-    OutOfRange { uid: String, frame: u32, frames: u32 },
+    OutOfRange {
+        uid: String,
+        frame: u32,
+        frames: u32,
+    },
     #[error("instance {uid} has no element {tag}")]
     NoElement { uid: String, tag: Tag },
     #[error("element {tag} of {uid} is a sequence, not a bulk data value")]
@@ -361,10 +365,26 @@ mod tests {
 
     fn object(frames: u32, pixel: Value<InMemDicomObject>) -> DefaultDicomObject {
         let mut obj = InMemDicomObject::new_empty();
-        obj.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(2u16)));
-        obj.put(DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(2u16)));
-        obj.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(8u16)));
-        obj.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)));
+        obj.put(DataElement::new(
+            tags::ROWS,
+            VR::US,
+            PrimitiveValue::from(2u16),
+        ));
+        obj.put(DataElement::new(
+            tags::COLUMNS,
+            VR::US,
+            PrimitiveValue::from(2u16),
+        ));
+        obj.put(DataElement::new(
+            tags::BITS_ALLOCATED,
+            VR::US,
+            PrimitiveValue::from(8u16),
+        ));
+        obj.put(DataElement::new(
+            tags::SAMPLES_PER_PIXEL,
+            VR::US,
+            PrimitiveValue::from(1u16),
+        ));
         obj.put(DataElement::new(
             tags::NUMBER_OF_FRAMES,
             VR::IS,
@@ -382,12 +402,15 @@ mod tests {
 
     #[test]
     fn native_frames_are_cut_by_size() {
-        let obj = object(
-            3,
-            Value::Primitive(PrimitiveValue::U8((0u8..12).collect())),
-        );
+        let obj = object(3, Value::Primitive(PrimitiveValue::U8((0u8..12).collect())));
         let set = extract_frames(&obj, "1.2", &[3, 1], FrameForm::Native).expect("frames");
-        assert_eq!(set.frames, vec![Bytes::from(vec![8, 9, 10, 11]), Bytes::from(vec![0, 1, 2, 3])]);
+        assert_eq!(
+            set.frames,
+            vec![
+                Bytes::from(vec![8, 9, 10, 11]),
+                Bytes::from(vec![0, 1, 2, 3])
+            ]
+        );
         let err = extract_frames(&obj, "1.2", &[4], FrameForm::Native).expect_err("past the end");
         assert!(err.to_string().contains("has 3 frame(s)"), "{err}");
         assert!(extract_frames(&obj, "1.2", &[0], FrameForm::Native).is_err());
@@ -403,7 +426,13 @@ mod tests {
         let obj = object(2, Value::PixelSequence(seq));
         let set = extract_frames(&obj, "1.2", &[2, 1], FrameForm::AsStored).expect("frames");
         assert!(set.encapsulated);
-        assert_eq!(set.frames, vec![Bytes::from(vec![6, 7, 8, 9]), Bytes::from(vec![1, 2, 3, 4, 5])]);
+        assert_eq!(
+            set.frames,
+            vec![
+                Bytes::from(vec![6, 7, 8, 9]),
+                Bytes::from(vec![1, 2, 3, 4, 5])
+            ]
+        );
     }
 
     #[test]

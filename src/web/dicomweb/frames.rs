@@ -14,7 +14,6 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
-use bytes::Bytes;
 use dicom_core::Tag;
 use dicom_dictionary_std::{tags, uids};
 
@@ -125,7 +124,10 @@ pub fn frame_plan(ranges: &[MediaRange], stored: &str) -> Option<FramePlan> {
             return match ts {
                 None => native(uids::EXPLICIT_VR_LITTLE_ENDIAN),
                 Some("*") => Some(FramePlan::as_stored(stored)),
-                Some(t) if t == uids::EXPLICIT_VR_LITTLE_ENDIAN || t == uids::IMPLICIT_VR_LITTLE_ENDIAN => {
+                Some(t)
+                    if t == uids::EXPLICIT_VR_LITTLE_ENDIAN
+                        || t == uids::IMPLICIT_VR_LITTLE_ENDIAN =>
+                {
                     native(t)
                 }
                 Some(t) if t == stored => Some(FramePlan::as_stored(stored)),
@@ -244,8 +246,13 @@ async fn frames(
         )));
     }
     let ranges = multipart_out::accept(&headers);
-    let plan = frame_plan(&ranges, &info.transfer_syntax)
-        .ok_or_else(|| not_acceptable(&format!("frames of {instance}"), &info.transfer_syntax, &headers))?;
+    let plan = frame_plan(&ranges, &info.transfer_syntax).ok_or_else(|| {
+        not_acceptable(
+            &format!("frames of {instance}"),
+            &info.transfer_syntax,
+            &headers,
+        )
+    })?;
     let set = archive.frames(&instance, numbers, plan.form).await?;
     Ok(frames_response(plan, set))
 }
@@ -280,7 +287,11 @@ async fn bulkdata(
     if tag == tags::PIXEL_DATA && is_encapsulated(&info.transfer_syntax) {
         // Encapsulated pixel data has no single value: its frames, as for /frames.
         let plan = frame_plan(&ranges, &info.transfer_syntax).ok_or_else(|| {
-            not_acceptable(&format!("pixel data of {instance}"), &info.transfer_syntax, &headers)
+            not_acceptable(
+                &format!("pixel data of {instance}"),
+                &info.transfer_syntax,
+                &headers,
+            )
         })?;
         let set = archive
             .frames(&instance, (1..=info.frames).collect(), plan.form)
@@ -299,12 +310,15 @@ async fn bulkdata(
     }
     let value = archive.bulk_value(&instance, tag).await?;
     let part_type = if tag == tags::PIXEL_DATA {
-        format!("{OCTET_STREAM}; transfer-syntax={}", uids::EXPLICIT_VR_LITTLE_ENDIAN)
+        format!(
+            "{OCTET_STREAM}; transfer-syntax={}",
+            uids::EXPLICIT_VR_LITTLE_ENDIAN
+        )
     } else {
         OCTET_STREAM.to_string()
     };
     Ok(multipart_out::response(OCTET_STREAM, move |w| async move {
-        w.part(&part_type, Bytes::from(value)).await
+        w.part(&part_type, value).await
     }))
 }
 
@@ -321,16 +335,25 @@ mod tests {
     fn frame_media_types() {
         let explicit = uids::EXPLICIT_VR_LITTLE_ENDIAN;
         // Default: uncompressed; compressed stored frames are decoded.
-        assert_eq!(frame_plan(&[], JPEG).map(|p| p.form), Some(FrameForm::Native));
+        assert_eq!(
+            frame_plan(&[], JPEG).map(|p| p.form),
+            Some(FrameForm::Native)
+        );
         let octet = parse_accept_value("multipart/related; type=\"application/octet-stream\"");
-        assert_eq!(frame_plan(&octet, explicit).map(|p| p.form), Some(FrameForm::Native));
+        assert_eq!(
+            frame_plan(&octet, explicit).map(|p| p.form),
+            Some(FrameForm::Native)
+        );
         // The stored compressed syntax, by its media type.
         let jpeg = parse_accept_value(&format!(
             "multipart/related; type=\"image/jpeg\"; transfer-syntax={JPEG}"
         ));
         let plan = frame_plan(&jpeg, JPEG).expect("as stored");
         assert_eq!(plan.form, FrameForm::AsStored);
-        assert_eq!(plan.part_type, format!("image/jpeg; transfer-syntax={JPEG}"));
+        assert_eq!(
+            plan.part_type,
+            format!("image/jpeg; transfer-syntax={JPEG}")
+        );
         assert_eq!(frame_plan(&jpeg, explicit), None);
         // image/jp2 without a syntax means lossless: not a lossy stored object.
         let jp2 = parse_accept_value("multipart/related; type=\"image/jp2\"");
@@ -340,8 +363,13 @@ mod tests {
         ));
         assert!(frame_plan(&jp2_lossy, J2K_LOSSY).is_some());
         // Octet-stream with transfer-syntax=* (OHIF): as stored, labelled with its type.
-        let any = parse_accept_value("multipart/related; type=application/octet-stream; transfer-syntax=*");
-        assert_eq!(frame_plan(&any, JLS).map(|p| p.media_type), Some("image/jls"));
+        let any = parse_accept_value(
+            "multipart/related; type=application/octet-stream; transfer-syntax=*",
+        );
+        assert_eq!(
+            frame_plan(&any, JLS).map(|p| p.media_type),
+            Some("image/jls")
+        );
         // JPEG-LS cannot be decoded here: uncompressed frames of it are refused.
         assert_eq!(frame_plan(&octet, JLS), None);
         assert!(offer(JLS).contains("image/jls"), "{}", offer(JLS));

@@ -174,11 +174,7 @@ impl PartWriter {
     }
 
     /// Start a part with this `Content-Type` (and `Content-Location`, if any).
-    pub async fn begin(
-        &self,
-        content_type: &str,
-        location: Option<&str>,
-    ) -> Result<(), PartError> {
+    pub async fn begin(&self, content_type: &str, location: Option<&str>) -> Result<(), PartError> {
         let mut head = format!("--{}\r\nContent-Type: {content_type}\r\n", self.boundary);
         if let Some(location) = location {
             head.push_str(&format!("Content-Location: {location}\r\n"));

@@ -130,7 +130,8 @@ pub fn parse_query(pairs: &[(String, String)]) -> Result<RenderQuery, HttpError>
                     return Err(bad("give center,width[,function]".into()));
                 }
                 let number = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite());
-                let center = number(fields[0]).ok_or_else(|| bad("center is not a number".into()))?;
+                let center =
+                    number(fields[0]).ok_or_else(|| bad("center is not a number".into()))?;
                 let width = number(fields[1]).ok_or_else(|| bad("width is not a number".into()))?;
                 if width < 1.0 {
                     return Err(bad("width must be at least 1".into()));
@@ -147,9 +148,15 @@ pub fn parse_query(pairs: &[(String, String)]) -> Result<RenderQuery, HttpError>
             "viewport" => {
                 let fields: Vec<&str> = value.split(',').map(str::trim).collect();
                 if fields.len() != 2 {
-                    return Err(bad("give vw,vh (cropping with sx,sy,sw,sh is not supported)".into()));
+                    return Err(bad(
+                        "give vw,vh (cropping with sx,sy,sw,sh is not supported)".into(),
+                    ));
                 }
-                let side = |s: &str| s.parse::<u32>().ok().filter(|v| (1..=MAX_VIEWPORT).contains(v));
+                let side = |s: &str| {
+                    s.parse::<u32>()
+                        .ok()
+                        .filter(|v| (1..=MAX_VIEWPORT).contains(v))
+                };
                 let (Some(w), Some(h)) = (side(fields[0]), side(fields[1])) else {
                     return Err(bad(format!("sides must be 1..={MAX_VIEWPORT}")));
                 };
@@ -191,7 +198,8 @@ pub fn fit_within(columns: u32, rows: u32, viewport: (u32, u32)) -> Option<u32> 
     let scaled = |side: u32, size: u32| {
         ((u64::from(side) * u64::from(size) + u64::from(longest) / 2) / u64::from(longest)).max(1)
     };
-    while size > 1 && (scaled(columns, size) > u64::from(vw) || scaled(rows, size) > u64::from(vh)) {
+    while size > 1 && (scaled(columns, size) > u64::from(vw) || scaled(rows, size) > u64::from(vh))
+    {
         size -= 1;
     }
     Some(size)
@@ -297,14 +305,26 @@ mod tests {
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn query_parameters() {
-        let q = parse_query(&pairs(&[("window", "40,400,LINEAR"), ("viewport", "64,32"), ("quality", "70")]))
-            .expect("valid");
-        assert_eq!(q.window, Some(Window { center: 40.0, width: 400.0 }));
+        let q = parse_query(&pairs(&[
+            ("window", "40,400,LINEAR"),
+            ("viewport", "64,32"),
+            ("quality", "70"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            q.window,
+            Some(Window {
+                center: 40.0,
+                width: 400.0
+            })
+        );
         assert_eq!(q.viewport, Some((64, 32)));
         assert_eq!(q.quality, Some(70));
         for (name, value, says) in [

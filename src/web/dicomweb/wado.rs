@@ -201,20 +201,19 @@ const INFO_KEYS: &[(Tag, VR)] = &[
     (tags::COLUMNS, VR::US),
 ];
 
-/// The target's instance (for a study or series, the middle one of its instances, a
-/// representative image for `/rendered` and `/thumbnail`), from the index alone; 404 when the
+/// The target's instance (for a study or series, the middle one of its images, a
+/// representative for `/rendered` and `/thumbnail`), from the index alone; 404 when the
 /// target does not exist.
-pub async fn instance_info(archive: &Archive, target: Target<'_>) -> Result<InstanceInfo, HttpError> {
+pub async fn instance_info(
+    archive: &Archive,
+    target: Target<'_>,
+) -> Result<InstanceInfo, HttpError> {
     let matches = archive
         .find_all(target.query(INFO_KEYS))
         .await
         .map_err(|e| HttpError::Internal(e.to_string()))?;
-    let chosen = matches
-        .get(matches.len() / 2)
-        .ok_or_else(|| HttpError::NotFound(target.describe()))?;
-    let number = |tag: Tag| -> Option<u32> {
-        chosen
-            .identifier
+    let number = |m: &crate::query::Match, tag: Tag| -> Option<u32> {
+        m.identifier
             .get(tag)?
             .to_str()
             .ok()?
@@ -222,6 +221,21 @@ pub async fn instance_info(archive: &Archive, target: Target<'_>) -> Result<Inst
             .parse()
             .ok()
     };
+    // Prefer images (a report or other non-image object in the middle of a study would draw
+    // only the placeholder); an instance target has one match either way.
+    let images: Vec<&crate::query::Match> = matches
+        .iter()
+        .filter(|m| number(m, tags::ROWS).is_some_and(|r| r > 0))
+        .collect();
+    let pool: Vec<&crate::query::Match> = if images.is_empty() {
+        matches.iter().collect()
+    } else {
+        images
+    };
+    let chosen = *pool
+        .get(pool.len() / 2)
+        .ok_or_else(|| HttpError::NotFound(target.describe()))?;
+    let number = |tag: Tag| number(chosen, tag);
     let uid = chosen.key.clone();
     let status = archive
         .file_status(&uid)
@@ -229,7 +243,9 @@ pub async fn instance_info(archive: &Archive, target: Target<'_>) -> Result<Inst
         .ok_or_else(|| HttpError::NotFound(target.describe()))?;
     Ok(InstanceInfo {
         transfer_syntax: status.transfer_syntax,
-        frames: number(tags::NUMBER_OF_FRAMES).filter(|n| *n > 0).unwrap_or(1),
+        frames: number(tags::NUMBER_OF_FRAMES)
+            .filter(|n| *n > 0)
+            .unwrap_or(1),
         rows: number(tags::ROWS).unwrap_or(0),
         columns: number(tags::COLUMNS).unwrap_or(0),
         uid,
@@ -409,12 +425,16 @@ mod tests {
         // No Accept, or no parameter: Explicit VR Little Endian, converted when stored otherwise.
         assert_eq!(plan(&[], explicit), Some(Plan::AsStored));
         assert_eq!(plan(&[], JPEG), Some(Plan::Convert(explicit.into())));
-        let star = parse_accept_value("multipart/related; type=\"application/dicom\"; transfer-syntax=*");
+        let star =
+            parse_accept_value("multipart/related; type=\"application/dicom\"; transfer-syntax=*");
         assert_eq!(plan(&star, JPEG), Some(Plan::AsStored));
         let implicit = parse_accept_value(
             "multipart/related; type=application/dicom; transfer-syntax=1.2.840.10008.1.2",
         );
-        assert_eq!(plan(&implicit, JPEG), Some(Plan::Convert("1.2.840.10008.1.2".into())));
+        assert_eq!(
+            plan(&implicit, JPEG),
+            Some(Plan::Convert("1.2.840.10008.1.2".into()))
+        );
         // We cannot compress: a JPEG request for a native object has no plan.
         let jpeg = parse_accept_value(&format!(
             "multipart/related; type=\"application/dicom\"; transfer-syntax={JPEG}"
@@ -430,11 +450,24 @@ mod tests {
         assert_eq!(plan(&both, explicit), Some(Plan::AsStored));
     }
 
+    /// Every DICOMweb route together, and STOW's POST on the retrieve path, build without a
+    /// route conflict (axum panics on one when the router is built).
+    #[test]
+    fn routes_do_not_conflict() {
+        let state = crate::web::WebState::default();
+        let _ = crate::web::dicomweb::routes(&state).merge(
+            Router::<WebState>::new()
+                .route("/studies/{study}", axum::routing::post(|| async { "stow" }))
+                .route("/studies/{study}/metadata", get(|| async { "meta" }))
+                .route("/studies/{study}/series", get(|| async { "qido" })),
+        );
+    }
+
     #[test]
     fn part10_wraps_the_data_set() {
         let item = RetrieveItem::for_test("1.2.3.4", uids::CT_IMAGE_STORAGE, JPEG);
-        let file = part10(&item, uids::EXPLICIT_VR_LITTLE_ENDIAN, vec![8, 0, 0x18, 0])
-            .expect("part 10");
+        let file =
+            part10(&item, uids::EXPLICIT_VR_LITTLE_ENDIAN, vec![8, 0, 0x18, 0]).expect("part 10");
         assert_eq!(&file[128..132], b"DICM");
         let meta = dicom_object::FileMetaTable::from_reader(&file[128..]).expect("meta");
         assert_eq!(meta.transfer_syntax(), uids::EXPLICIT_VR_LITTLE_ENDIAN);
