@@ -173,13 +173,12 @@ impl PartWriter {
             .map_err(|_| PartError("the client went away".into()))
     }
 
-    /// Start a part with this `Content-Type` (and `Content-Location`, if any).
-    pub async fn begin(&self, content_type: &str, location: Option<&str>) -> Result<(), PartError> {
-        let mut head = format!("--{}\r\nContent-Type: {content_type}\r\n", self.boundary);
-        if let Some(location) = location {
-            head.push_str(&format!("Content-Location: {location}\r\n"));
-        }
-        head.push_str("\r\n");
+    /// Start a part with this `Content-Type`.
+    pub async fn begin(&self, content_type: &str) -> Result<(), PartError> {
+        let head = format!(
+            "--{}\r\nContent-Type: {content_type}\r\n\r\n",
+            self.boundary
+        );
         self.send(Bytes::from(head)).await
     }
 
@@ -198,7 +197,7 @@ impl PartWriter {
 
     /// A whole part.
     pub async fn part(&self, content_type: &str, bytes: Bytes) -> Result<(), PartError> {
-        self.begin(content_type, None).await?;
+        self.begin(content_type).await?;
         self.data(bytes).await?;
         self.end().await
     }

@@ -365,7 +365,7 @@ async fn send_instances(
         let mut object = object.map_err(|e| failed(e.to_string()))?;
         match plan {
             Plan::AsStored => {
-                w.begin(&part_type(&item.transfer_syntax), None).await?;
+                w.begin(&part_type(&item.transfer_syntax)).await?;
                 // One chunk is held back until the next one (or the end, with the object's
                 // SHA-256 verified) has arrived: a corrupt copy cuts the response before the
                 // part is complete.
