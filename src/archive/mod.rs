@@ -9,6 +9,7 @@ mod dicomweb_queries;
 #[cfg(test)]
 mod durability_tests;
 mod error;
+pub mod frames;
 mod ingest;
 mod object_access;
 mod portal_queries;

@@ -145,6 +145,11 @@ impl Job {
                 return;
             }
             self.dispatch();
+            // Dispatch fails an object whose every copy is known bad without starting a fetch:
+            // hand it out now, or nothing may be left to wake the select below.
+            if !self.hand_out(&tx) || self.next_yield == self.items.len() {
+                return;
+            }
             let wake_at = self.endgame();
             let need_slot = self.next_new < self.items.len();
             let need_large = self.is_large(self.next_yield) && self.large_permit.is_none();

@@ -10,6 +10,7 @@ pub mod frames;
 pub mod json;
 pub mod metadata;
 pub mod multipart;
+pub mod multipart_out;
 pub mod qido;
 pub mod rendered;
 pub mod stow;
