@@ -471,6 +471,7 @@ def test_one_gib_request_keeps_memory_bounded(tmp_path):
         stored = object_path(s.data_dir, ds.SOPInstanceUID)
         assert stored.stat().st_size > pixel_bytes
         peak = max(samples)
+        print(f"1 GiB STOW-RS: RSS {baseline} kB before, peak {peak} kB, {len(samples)} samples")
         assert len(samples) > 10, "the upload ended before memory could be sampled"
         assert peak - baseline < 200 * 1024, (
             f"RSS grew from {baseline} kB to {peak} kB for a {total >> 20} MiB request")
