@@ -184,7 +184,7 @@ async fn store(
                 let archive = archive.clone();
                 let expect = expect_study.clone();
                 slots.push(Slot::Committing(tokio::spawn(async move {
-                    let outcome = commit(&archive, spool, number, expect.as_deref()).await;
+                    let outcome = commit(&archive, *spool, number, expect.as_deref()).await;
                     drop(permit);
                     outcome
                 })));
@@ -269,8 +269,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<String, HttpError> {
 enum Received {
     /// Refused before or while spooling; its remaining data is skipped.
     Failed(PartOutcome),
-    /// Complete and spooled, waiting to be committed.
-    Spooled(Spool),
+    /// Complete and spooled, waiting to be committed (boxed: a spool is large).
+    Spooled(Box<Spool>),
 }
 
 /// Read one part: its file meta group (buffered, small), then the data set streamed into a
@@ -361,7 +361,7 @@ where
     while let Some(chunk) = reader.next_chunk().await? {
         spool.write(&chunk).await;
     }
-    Ok(Received::Spooled(spool))
+    Ok(Received::Spooled(Box::new(spool)))
 }
 
 enum Meta {
