@@ -337,6 +337,8 @@ def test_roles_and_credentials(server):
     before = studies(server)
     status, _, text = post(server, "/studies", multipart([data]), headers=auth_header(VIEWER))
     assert status == 403 and b"uploader" in text, text
+    status, _, text = post(server, "/studies/not-a-uid", multipart([data]), headers=auth_header(VIEWER))
+    assert status == 403, text
     status, headers, text = post(server, "/studies", multipart([data]), auth=False)
     assert status == 401, text
     assert headers["WWW-Authenticate"].startswith("Basic realm="), headers

@@ -109,6 +109,8 @@ async fn store_in_study(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
+    // The role first: a viewer learns nothing about the path from a 400.
+    user.require(Role::Uploader)?;
     crate::uid::validate(&study).map_err(|e| {
         HttpError::BadRequest(format!("invalid Study Instance UID in the path: {e}"))
     })?;
