@@ -43,7 +43,7 @@ Checks:
      (`.route("/path", get(..).post(..))`; path parameters compare by position, not by name), and
      each row's section is a 4.5.x heading of the statement; the STOW-RS Failure Reason table of
      section 4.5.6 holds exactly the `pub const NAME: u16 = 0x....;` constants of
-     src/web/dicomweb/stow.rs.
+     src/web/dicomweb/stow_response.rs.
  11. The C-MOVE/C-GET status table holds exactly the `Status(0x....)` constants of
      src/dimse/retrieve.rs plus the `Status::NAME` constants of src/dimse/status.rs that the retrieve
      code uses: src/dimse/retrieve.rs outside its tests (Success, and its shared request checks) and
@@ -80,7 +80,7 @@ EXAMPLE_TOML = ROOT / "mifas.example.toml"
 DOCKER_TOML = ROOT / "docker" / "mifas.toml"
 CARGO_TOML = ROOT / "Cargo.toml"
 DICOMWEB_DIR = ROOT / "src" / "web" / "dicomweb"
-STOW_RS = DICOMWEB_DIR / "stow.rs"
+STOW_RS = DICOMWEB_DIR / "stow_response.rs"
 
 STATUS_TABLE = ("<!-- BEGIN STATUS TABLE (checked against src/dimse/status.rs) -->", "<!-- END STATUS TABLE -->")
 CONFIG_TABLE = ("<!-- BEGIN CONFIG TABLE (checked against mifas.example.toml) -->", "<!-- END CONFIG TABLE -->")
@@ -90,7 +90,7 @@ RETRIEVE_STATUS_TABLE = ("<!-- BEGIN C-MOVE/C-GET STATUS TABLE (checked against 
 N_ACTION_STATUS_TABLE = ("<!-- BEGIN N-ACTION STATUS TABLE (checked against src/dimse/stgcmt/n_action.rs) -->", "<!-- END N-ACTION STATUS TABLE -->")
 FAILURE_REASON_TABLE = ("<!-- BEGIN FAILURE REASON TABLE (checked against src/archive/commitment.rs) -->", "<!-- END FAILURE REASON TABLE -->")
 DICOMWEB_TABLE = ("<!-- BEGIN DICOMWEB RESOURCE TABLE (checked against src/web/dicomweb/*.rs) -->", "<!-- END DICOMWEB RESOURCE TABLE -->")
-STOW_REASON_TABLE = ("<!-- BEGIN STOW FAILURE REASON TABLE (checked against src/web/dicomweb/stow.rs) -->", "<!-- END STOW FAILURE REASON TABLE -->")
+STOW_REASON_TABLE = ("<!-- BEGIN STOW FAILURE REASON TABLE (checked against src/web/dicomweb/stow_response.rs) -->", "<!-- END STOW FAILURE REASON TABLE -->")
 SOP_CLASS_TABLE = ("<!-- BEGIN SOP CLASS TABLE (Query/Retrieve rows checked against src/dimse/c_find.rs and src/dimse/retrieve.rs) -->", "<!-- END SOP CLASS TABLE -->")
 # The functions of src/dimse/association.rs that answer C-MOVE and C-GET requests.
 RETRIEVE_HANDLERS = ((C_MOVE_RS, "pub(crate) async fn handle("),
@@ -896,10 +896,10 @@ def check_dicomweb_resources(doc: str, report: Report) -> None:
             problems.append(f"STOW failure reason row without a 0xNNNN code: {' | '.join(cells)}")
     problems += [f"STOW-RS failure reason 0x{c:04X} ({reasons[c]}) is not in the table of 4.5.6"
                  for c in sorted(reasons.keys() - set(listed))]
-    problems += [f"STOW-RS failure reason 0x{c:04X} is in the table of 4.5.6 but not a constant of stow.rs"
+    problems += [f"STOW-RS failure reason 0x{c:04X} is in the table of 4.5.6 but not a constant of stow_response.rs"
                  for c in sorted(set(listed) - reasons.keys())]
     if not reasons:
-        problems.append("no Failure Reason constants found in src/web/dicomweb/stow.rs")
+        problems.append("no Failure Reason constants found in src/web/dicomweb/stow_response.rs")
     if problems:
         report.fail("DICOMweb resource table / STOW-RS failure reasons differ from src/web/dicomweb", problems)
     else:

@@ -1,6 +1,10 @@
 //! Pure parts of STOW-RS: the meta group reader, the response module and its status.
 
+use super::response::{response_body, warning_text};
 use super::*;
+use crate::archive::IngestError;
+use axum::http::StatusCode;
+use serde_json::json;
 
 fn stored(n: u32, study: &str) -> PartOutcome {
     PartOutcome::Stored {
