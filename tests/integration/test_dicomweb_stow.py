@@ -49,15 +49,15 @@ def auth_header(user=UPLOADER, password=PASSWORD) -> dict:
 
 
 def multipart(parts: list[bytes], part_type: str | None = "application/dicom", close=True) -> bytes:
-    out = b""
+    out = []
     for p in parts:
-        out += f"--{BOUNDARY}\r\n".encode()
+        out.append(f"--{BOUNDARY}\r\n".encode())
         if part_type:
-            out += f"Content-Type: {part_type}\r\n".encode()
-        out += b"\r\n" + p + b"\r\n"
+            out.append(f"Content-Type: {part_type}\r\n".encode())
+        out += [b"\r\n", p, b"\r\n"]
     if close:
-        out += f"--{BOUNDARY}--\r\n".encode()
-    return out
+        out.append(f"--{BOUNDARY}--\r\n".encode())
+    return b"".join(out)
 
 
 def post(server, path, body, content_type=DICOM_RELATED, headers=None, auth=True):
