@@ -38,6 +38,12 @@ Checks:
      src/dimse/stgcmt/n_action.rs plus the `Status::NAME` constants it uses outside its tests, and
      the Failure Reason table holds exactly the `failure_reason` constants of
      src/archive/commitment.rs.
+ 13. DICOMweb: the resource table of section 4.5.1 (`| Method | Resource | Section |`, resources
+     relative to /dicom-web) lists exactly the routes registered in src/web/dicomweb/*.rs
+     (`.route("/path", get(..).post(..))`; path parameters compare by position, not by name), and
+     each row's section is a 4.5.x heading of the statement; the STOW-RS Failure Reason table of
+     section 4.5.6 holds exactly the `pub const NAME: u16 = 0x....;` constants of
+     src/web/dicomweb/stow_response.rs.
  11. The C-MOVE/C-GET status table holds exactly the `Status(0x....)` constants of
      src/dimse/retrieve.rs plus the `Status::NAME` constants of src/dimse/status.rs that the retrieve
      code uses: src/dimse/retrieve.rs outside its tests (Success, and its shared request checks) and
@@ -73,6 +79,8 @@ COMMITMENT_RS = ROOT / "src" / "archive" / "commitment.rs"
 EXAMPLE_TOML = ROOT / "mifas.example.toml"
 DOCKER_TOML = ROOT / "docker" / "mifas.toml"
 CARGO_TOML = ROOT / "Cargo.toml"
+DICOMWEB_DIR = ROOT / "src" / "web" / "dicomweb"
+STOW_RS = DICOMWEB_DIR / "stow_response.rs"
 
 STATUS_TABLE = ("<!-- BEGIN STATUS TABLE (checked against src/dimse/status.rs) -->", "<!-- END STATUS TABLE -->")
 CONFIG_TABLE = ("<!-- BEGIN CONFIG TABLE (checked against mifas.example.toml) -->", "<!-- END CONFIG TABLE -->")
@@ -81,6 +89,8 @@ FIND_STATUS_TABLE = ("<!-- BEGIN C-FIND STATUS TABLE (checked against src/dimse/
 RETRIEVE_STATUS_TABLE = ("<!-- BEGIN C-MOVE/C-GET STATUS TABLE (checked against src/dimse/retrieve.rs) -->", "<!-- END C-MOVE/C-GET STATUS TABLE -->")
 N_ACTION_STATUS_TABLE = ("<!-- BEGIN N-ACTION STATUS TABLE (checked against src/dimse/stgcmt/n_action.rs) -->", "<!-- END N-ACTION STATUS TABLE -->")
 FAILURE_REASON_TABLE = ("<!-- BEGIN FAILURE REASON TABLE (checked against src/archive/commitment.rs) -->", "<!-- END FAILURE REASON TABLE -->")
+DICOMWEB_TABLE = ("<!-- BEGIN DICOMWEB RESOURCE TABLE (checked against src/web/dicomweb/*.rs) -->", "<!-- END DICOMWEB RESOURCE TABLE -->")
+STOW_REASON_TABLE = ("<!-- BEGIN STOW FAILURE REASON TABLE (checked against src/web/dicomweb/stow_response.rs) -->", "<!-- END STOW FAILURE REASON TABLE -->")
 SOP_CLASS_TABLE = ("<!-- BEGIN SOP CLASS TABLE (Query/Retrieve rows checked against src/dimse/c_find.rs and src/dimse/retrieve.rs) -->", "<!-- END SOP CLASS TABLE -->")
 # The functions of src/dimse/association.rs that answer C-MOVE and C-GET requests.
 RETRIEVE_HANDLERS = ((C_MOVE_RS, "pub(crate) async fn handle("),
@@ -818,6 +828,85 @@ def check_commitment_statuses(doc: str, report: Report) -> None:
                   f"failure reasons = {', '.join(f'0x{c:04X}' for c in sorted(reasons))}")
 
 
+# 13 ---------------------------------------------------------------------------------------------
+
+HTTP_METHODS = ("get", "post", "put", "delete", "patch", "head", "options")
+
+
+def route_calls(source: str) -> list[tuple[str, set[str]]]:
+    """(path, methods) of every `.route("path", method_router)` call in Rust source."""
+    routes = []
+    for m in re.finditer(r"\.route\(", source):
+        depth, i = 1, m.end()
+        while i < len(source) and depth:
+            depth += {"(": 1, ")": -1}.get(source[i], 0)
+            i += 1
+        call = source[m.end():i - 1]
+        path = re.match(r'\s*"([^"]*)"\s*,', call)
+        if not path:
+            continue
+        methods = {meth.upper() for meth in re.findall(
+            r"(?<![\w])(?:routing::)?(" + "|".join(HTTP_METHODS) + r")\(", call[path.end():])}
+        routes.append((path.group(1), methods))
+    return routes
+
+
+def route_shape(path: str) -> str:
+    """Path parameters compare by position: `/studies/{study}` and `/studies/{uid}` are one route."""
+    return re.sub(r"\{[^}]*\}", "{}", path.rstrip("/") or "/")
+
+
+def check_dicomweb_resources(doc: str, report: Report) -> None:
+    problems = []
+    code: dict[tuple[str, str], str] = {}
+    for rs in sorted(DICOMWEB_DIR.glob("*.rs")):
+        if rs.name.endswith("_tests.rs"):
+            continue
+        for path, methods in route_calls(without_rust_tests(rs.read_text(encoding="utf-8"))):
+            if not methods:
+                problems.append(f"{rs.name}: route {path} has no method router the check understands")
+            for method in methods:
+                code[(method, route_shape(path))] = f"{path} ({rs.name})"
+    sections = set(re.findall(r"^#### (4\.5\.\d+) ", doc, flags=re.M))
+    documented: dict[tuple[str, str], str] = {}
+    for cells in table_rows(gen.block(doc, DICOMWEB_TABLE)):
+        if len(cells) != 3 or not cells[1].startswith("`/"):
+            problems.append(f"resource table row is not | METHOD | `/resource` | 4.5.x |: {' | '.join(cells)}")
+            continue
+        method, resource, section = cells[0].upper(), cells[1].strip("`"), cells[2]
+        if section not in sections:
+            problems.append(f"{method} {resource}: section {section} is not a 4.5.x heading of the statement")
+        key = (method, route_shape(resource))
+        if key in documented:
+            problems.append(f"{method} {resource} is listed twice")
+        documented[key] = resource
+    problems += [f"{m} {documented[(m, p)]} is in the resource table but no route in src/web/dicomweb/*.rs"
+                 for m, p in sorted(documented.keys() - code.keys())]
+    problems += [f"{m} {code[(m, p)]} is a route in src/web/dicomweb/ but not in the resource table"
+                 for m, p in sorted(code.keys() - documented.keys())]
+    text = without_rust_tests(STOW_RS.read_text(encoding="utf-8"))
+    reasons = {int(code_, 16): name for name, code_ in
+               re.findall(r"pub const (\w+): u16 = (0x[0-9A-Fa-f]{4});", text)}
+    listed = []
+    for cells in table_rows(gen.block(doc, STOW_REASON_TABLE)):
+        m = re.fullmatch(r"0x([0-9A-Fa-f]{4})", cells[0])
+        if m:
+            listed.append(int(m.group(1), 16))
+        else:
+            problems.append(f"STOW failure reason row without a 0xNNNN code: {' | '.join(cells)}")
+    problems += [f"STOW-RS failure reason 0x{c:04X} ({reasons[c]}) is not in the table of 4.5.6"
+                 for c in sorted(reasons.keys() - set(listed))]
+    problems += [f"STOW-RS failure reason 0x{c:04X} is in the table of 4.5.6 but not a constant of stow_response.rs"
+                 for c in sorted(set(listed) - reasons.keys())]
+    if not reasons:
+        problems.append("no Failure Reason constants found in src/web/dicomweb/stow_response.rs")
+    if problems:
+        report.fail("DICOMweb resource table / STOW-RS failure reasons differ from src/web/dicomweb", problems)
+    else:
+        report.ok(f"DICOMweb resource table = the {len(code)} routes of src/web/dicomweb/*.rs; "
+                  f"STOW-RS failure reasons = {', '.join(f'0x{c:04X}' for c in sorted(reasons))}")
+
+
 def main() -> int:
     report = Report()
     doc = gen.STATEMENT.read_text(encoding="utf-8")
@@ -841,6 +930,7 @@ def main() -> int:
         lambda: check_qr_sop_classes(doc, report),
         lambda: check_retrieve_statuses(doc, report),
         lambda: check_commitment_statuses(doc, report),
+        lambda: check_dicomweb_resources(doc, report),
         lambda: check_defaults(doc, report),
         lambda: check_mifas_identifiers(doc, report),
         lambda: check_docker_config(report),

@@ -12,6 +12,9 @@ pub struct DicomWebConfig {
     pub cors_allow_origins: Vec<String>,
     /// Largest STOW-RS request body, in MiB; larger ones get HTTP 413.
     pub stow_max_mb: u64,
+    /// Most parts (instances) one STOW-RS request may carry; more: HTTP 400. Bounds the
+    /// response, which lists every part.
+    pub stow_max_parts: usize,
     /// Most results one QIDO-RS request returns (a `limit` above it is lowered to it).
     pub qido_max_results: usize,
 }
@@ -21,6 +24,7 @@ impl Default for DicomWebConfig {
         DicomWebConfig {
             cors_allow_origins: Vec::new(),
             stow_max_mb: 4096,
+            stow_max_parts: 10_000,
             qido_max_results: 1000,
         }
     }
@@ -37,6 +41,12 @@ impl DicomWebConfig {
         if self.stow_max_mb == 0 {
             return Err(ConfigError::Invalid {
                 key: "dicomweb.stow_max_mb".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.stow_max_parts == 0 {
+            return Err(ConfigError::Invalid {
+                key: "dicomweb.stow_max_parts".into(),
                 message: "must be at least 1".into(),
             });
         }

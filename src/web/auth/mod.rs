@@ -61,11 +61,15 @@ impl std::str::FromStr for Role {
 pub struct Auth {
     pub(crate) sessions: sessions::Sessions,
     pub(crate) limiter: rate_limit::RateLimiter,
+    /// Recent successful DICOMweb Basic verifications.
+    pub(crate) basic: crate::web::dicomweb::user::BasicCache,
 }
 
 impl Auth {
-    /// End every session of `user` (after a password change or removal); answers how many.
+    /// End every session of `user` (after a password change or removal), and forget their cached
+    /// DICOMweb Basic verifications; answers how many sessions ended.
     pub fn end_sessions_of(&self, user: &str) -> usize {
+        self.basic.forget_user(user);
         self.sessions.end_user(user)
     }
 }
