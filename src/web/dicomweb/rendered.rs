@@ -29,40 +29,172 @@ pub const THUMBNAIL_SIZE: u32 = 128;
 pub const MAX_VIEWPORT: u32 = 4096;
 const DEFAULT_QUALITY: u8 = 90;
 
+/// The rendered and thumbnail resources at study, series, instance and frame level, written out
+/// one by one so the conformance checker can read every path.
 pub fn routes() -> Router<WebState> {
-    let mut router = Router::new();
-    for (suffix, kind) in [("rendered", Kind::Rendered), ("thumbnail", Kind::Thumbnail)] {
-        router = router
-            .route(
-                &format!("/studies/{{study}}/{suffix}"),
-                get(move |user: DicomWebUser, state: State<WebState>, Path(study): Path<String>, query: QueryResult, headers: HeaderMap| {
-                    let target = Owned::new(study, None, None, None);
-                    answer(user, state, target, kind, query, headers)
-                }),
-            )
-            .route(
-                &format!("/studies/{{study}}/series/{{series}}/{suffix}"),
-                get(move |user: DicomWebUser, state: State<WebState>, Path((study, series)): Path<(String, String)>, query: QueryResult, headers: HeaderMap| {
-                    let target = Owned::new(study, Some(series), None, None);
-                    answer(user, state, target, kind, query, headers)
-                }),
-            )
-            .route(
-                &format!("/studies/{{study}}/series/{{series}}/instances/{{instance}}/{suffix}"),
-                get(move |user: DicomWebUser, state: State<WebState>, Path((study, series, instance)): Path<(String, String, String)>, query: QueryResult, headers: HeaderMap| {
-                    let target = Owned::new(study, Some(series), Some(instance), None);
-                    answer(user, state, target, kind, query, headers)
-                }),
-            )
-            .route(
-                &format!("/studies/{{study}}/series/{{series}}/instances/{{instance}}/frames/{{frames}}/{suffix}"),
-                get(move |user: DicomWebUser, state: State<WebState>, Path((study, series, instance, frames)): Path<(String, String, String, String)>, query: QueryResult, headers: HeaderMap| {
-                    let target = Owned::new(study, Some(series), Some(instance), Some(frames));
-                    answer(user, state, target, kind, query, headers)
-                }),
-            );
-    }
-    router
+    Router::new()
+        .route(
+            "/studies/{study}/rendered",
+            get(
+                |user: DicomWebUser,
+                 state: State<WebState>,
+                 Path(study): Path<String>,
+                 query: QueryResult,
+                 headers: HeaderMap| {
+                    answer(
+                        user,
+                        state,
+                        Owned::new(study, None, None, None),
+                        Kind::Rendered,
+                        query,
+                        headers,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/studies/{study}/series/{series}/rendered",
+            get(
+                |user: DicomWebUser,
+                 state: State<WebState>,
+                 Path((study, series)): Path<(String, String)>,
+                 query: QueryResult,
+                 headers: HeaderMap| {
+                    answer(
+                        user,
+                        state,
+                        Owned::new(study, Some(series), None, None),
+                        Kind::Rendered,
+                        query,
+                        headers,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(
+                |user: DicomWebUser,
+                 state: State<WebState>,
+                 Path((study, series, instance)): Path<(String, String, String)>,
+                 query: QueryResult,
+                 headers: HeaderMap| {
+                    answer(
+                        user,
+                        state,
+                        Owned::new(study, Some(series), Some(instance), None),
+                        Kind::Rendered,
+                        query,
+                        headers,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+            get(
+                |user: DicomWebUser,
+                 state: State<WebState>,
+                 Path((study, series, instance, frames)): Path<(
+                    String,
+                    String,
+                    String,
+                    String,
+                )>,
+                 query: QueryResult,
+                 headers: HeaderMap| {
+                    answer(
+                        user,
+                        state,
+                        Owned::new(study, Some(series), Some(instance), Some(frames)),
+                        Kind::Rendered,
+                        query,
+                        headers,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/studies/{study}/thumbnail",
+            get(
+                |user: DicomWebUser,
+                 state: State<WebState>,
+                 Path(study): Path<String>,
+                 query: QueryResult,
+                 headers: HeaderMap| {
+                    answer(
+                        user,
+                        state,
+                        Owned::new(study, None, None, None),
+                        Kind::Thumbnail,
+                        query,
+                        headers,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/studies/{study}/series/{series}/thumbnail",
+            get(
+                |user: DicomWebUser,
+                 state: State<WebState>,
+                 Path((study, series)): Path<(String, String)>,
+                 query: QueryResult,
+                 headers: HeaderMap| {
+                    answer(
+                        user,
+                        state,
+                        Owned::new(study, Some(series), None, None),
+                        Kind::Thumbnail,
+                        query,
+                        headers,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            get(
+                |user: DicomWebUser,
+                 state: State<WebState>,
+                 Path((study, series, instance)): Path<(String, String, String)>,
+                 query: QueryResult,
+                 headers: HeaderMap| {
+                    answer(
+                        user,
+                        state,
+                        Owned::new(study, Some(series), Some(instance), None),
+                        Kind::Thumbnail,
+                        query,
+                        headers,
+                    )
+                },
+            ),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
+            get(
+                |user: DicomWebUser,
+                 state: State<WebState>,
+                 Path((study, series, instance, frames)): Path<(
+                    String,
+                    String,
+                    String,
+                    String,
+                )>,
+                 query: QueryResult,
+                 headers: HeaderMap| {
+                    answer(
+                        user,
+                        state,
+                        Owned::new(study, Some(series), Some(instance), Some(frames)),
+                        Kind::Thumbnail,
+                        query,
+                        headers,
+                    )
+                },
+            ),
+        )
 }
 
 /// The query string as name–value pairs, or why it could not be read.
