@@ -168,7 +168,14 @@ impl Archive {
         let coalloc = CoAllocator::new(health.clone(), &config.storage.coalloc);
         // The names of index/, objects/ and spool/ (perhaps just created) must survive a power
         // cut like everything below them.
-        let parents = created.iter().rev().filter_map(|d| d.parent());
+        // a relative `data` has the parent "" (the working directory), which is "."
+        let parents = created.iter().rev().filter_map(|d| d.parent()).map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        });
         for dir in parents.chain([data_dir.as_path()]) {
             fsync_dir(dir).map_err(|source| OpenError::CreateDir {
                 path: dir.to_owned(),
