@@ -87,16 +87,7 @@ pub struct CurrentUser {
 impl CurrentUser {
     /// Refuse unless the user's role includes `role`.
     pub fn require(&self, role: Role) -> Result<(), HttpError> {
-        if self.role >= role {
-            Ok(())
-        } else {
-            Err(HttpError::Forbidden(format!(
-                "this needs the {} role; {} has {}",
-                role.as_str(),
-                self.name,
-                self.role.as_str()
-            )))
-        }
+        require_role(&self.name, self.role, role)
     }
 
     /// Refuse a POST whose form token is not this session's.
@@ -106,6 +97,20 @@ impl CurrentUser {
         } else {
             Err(HttpError::Forbidden("missing or wrong CSRF token".into()))
         }
+    }
+}
+
+/// 403 naming the role needed and the one `name` has, unless `has` includes `needed`. The one
+/// rule for portal sessions and DICOMweb requests alike.
+pub fn require_role(name: &str, has: Role, needed: Role) -> Result<(), HttpError> {
+    if has >= needed {
+        Ok(())
+    } else {
+        Err(HttpError::Forbidden(format!(
+            "this needs the {} role; {name} has {}",
+            needed.as_str(),
+            has.as_str()
+        )))
     }
 }
 

@@ -38,16 +38,7 @@ pub struct DicomWebUser {
 impl DicomWebUser {
     /// Refuse unless the user's role includes `role` (403 naming both).
     pub fn require(&self, role: Role) -> Result<(), HttpError> {
-        if self.role >= role {
-            Ok(())
-        } else {
-            Err(HttpError::Forbidden(format!(
-                "this needs the {} role; {} has {}",
-                role.as_str(),
-                self.name,
-                self.role.as_str()
-            )))
-        }
+        crate::web::auth::require_role(&self.name, self.role, role)
     }
 }
 
