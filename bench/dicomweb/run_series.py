@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""DICOMweb series benchmarks (issue 12, "Benchmark"), MIFAS against Orthanc 1.10 with its
+DICOMweb plugin (Debian orthanc-dicomweb) holding the same data, in the same run:
+
+  - WADO-RS series `/metadata` of a 500-instance CT series (512×512 16-bit): p50 over N requests
+    (Orthanc's plugin reads every file for it with its default "Full" metadata mode; MIFAS
+    answers from its index), and the first request of each;
+  - WADO-RS retrieve of that series (`multipart/related; type="application/dicom"`, as stored):
+    instances/s, p50 over N.
+
+Requests are interleaved (MIFAS, Orthanc, MIFAS, ...) from one Python client (urllib, whole
+body read), with HTTP Basic for MIFAS (a portal user) and none for Orthanc.
+
+  bench/dicomweb/run_series.py [--instances 500] [--repeats 10] [--no-results]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+import dicom_fixtures as F  # noqa: E402
+from mifas_helpers import MifasServer, storescu  # noqa: E402
+from retrieve_peers import Orthanc  # noqa: E402
+from test_portal_auth import add_user  # noqa: E402
+
+PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+PASSWORD = "portal-pass-1"  # test_portal_auth.add_user's default
+
+
+def fetch(url: str, auth: str | None, accept: str) -> tuple[float, int]:
+    req = urllib.request.Request(url, headers={"Accept": accept})
+    if auth:
+        req.add_header("Authorization", auth)
+    t = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=600) as r:
+        n = len(r.read())
+    return time.perf_counter() - t, n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--instances", type=int, default=500)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--no-results", action="store_true")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mifas-dw-bench-"))
+    items = F.generate_corpus(work / "series", patients=1, studies=1, series=1, instances=args.instances,
+                              tag="dwbench")
+    study, series = items[0].study, items[0].series
+    mifas = MifasServer(work / "mifas", name="mifas").start()
+    orthanc = Orthanc(work / "orthanc", config={
+        "Plugins": [PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}).start()
+    try:
+        add_user(mifas.data_dir, "bench", "viewer")
+        r = storescu(mifas.host, mifas.port, [c.path for c in items], timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        stored = orthanc.upload([c.path for c in items])
+        assert stored == len(items), stored
+        auth = "Basic " + base64.b64encode(f"bench:{PASSWORD}".encode()).decode()
+        path_meta = f"/dicom-web/studies/{study}/series/{series}/metadata"
+        path_series = f"/dicom-web/studies/{study}/series/{series}"
+        ours = f"http://127.0.0.1:{mifas.http_port}"
+        theirs = f"http://127.0.0.1:{orthanc.http_port}"
+        meta = {"mifas": [], "orthanc": []}
+        sizes = {}
+        for i in range(args.repeats):
+            for who, base, a in (("mifas", ours, auth), ("orthanc", theirs, None)):
+                dt, n = fetch(base + path_meta, a, "application/dicom+json")
+                meta[who].append(dt)
+                sizes[who] = n
+        wado = {"mifas": [], "orthanc": []}
+        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+        for i in range(max(3, args.repeats // 2)):
+            for who, base, a in (("mifas", ours, auth), ("orthanc", theirs, None)):
+                dt, n = fetch(base + path_series, a, accept)
+                wado[who].append(dt)
+                sizes[f"{who}-series"] = n
+    finally:
+        mifas.stop()
+        orthanc.stop()
+    m50, o50 = statistics.median(meta["mifas"]), statistics.median(meta["orthanc"])
+    w50, ow50 = statistics.median(wado["mifas"]), statistics.median(wado["orthanc"])
+    n = len(items)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=REPO).stdout.strip()
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    text = (
+        f"## {now[:10]} — DICOMweb: series metadata and retrieve of a {n}-instance CT series vs Orthanc "
+        f"(bench/dicomweb/run_series.py, commit {commit}, {now} UTC)\n\n"
+        f"One {n}-instance series of 512×512 16-bit CT in MIFAS (embedded, local disk) and in Orthanc "
+        f"1.10 + DICOMweb plugin 1.7 (default \"Full\" metadata), one urllib client, requests interleaved, "
+        f"{args.repeats} metadata and {len(wado['mifas'])} retrieve repeats.\n\n"
+        "| | MIFAS | Orthanc | ratio |\n|---|---:|---:|---:|\n"
+        f"| series `/metadata` p50 | {m50 * 1000:.1f} ms ({sizes['mifas'] / 1e6:.2f} MB) | "
+        f"{o50 * 1000:.1f} ms ({sizes['orthanc'] / 1e6:.2f} MB) | **{o50 / m50:.1f}×** |\n"
+        f"| series `/metadata`, first request | {meta['mifas'][0] * 1000:.1f} ms | {meta['orthanc'][0] * 1000:.1f} ms | "
+        f"{meta['orthanc'][0] / meta['mifas'][0]:.1f}× |\n"
+        f"| WADO-RS series retrieve p50, instances/s | {n / w50:.0f} ({w50:.2f} s, {sizes['mifas-series'] / 1e6:.0f} MB) | "
+        f"{n / ow50:.0f} ({ow50:.2f} s) | **{ow50 / w50:.2f}×** |\n"
+    )
+    print(text)
+    if not args.no_results:
+        results = REPO / "bench" / "RESULTS.md"
+        body = results.read_text()
+        marker = "<!-- bench scripts insert new runs below this line -->\n"
+        i = body.find(marker)
+        j = i + len(marker) if i >= 0 else len(body)
+        results.write_text(body[:j] + "\n" + text + body[j:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
