@@ -30,8 +30,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "bench"))
 
 import dicom_fixtures as F  # noqa: E402
+import harness  # noqa: E402
 from mifas_helpers import MifasServer, storescu  # noqa: E402
 from retrieve_peers import Orthanc  # noqa: E402
 from test_portal_auth import add_user  # noqa: E402
@@ -136,12 +138,9 @@ def main() -> int:
     )
     print(text)
     if not args.no_results:
-        results = REPO / "bench" / "RESULTS.md"
-        body = results.read_text()
-        marker = "<!-- bench scripts insert new runs below this line -->\n"
-        i = body.find(marker)
-        j = i + len(marker) if i >= 0 else len(body)
-        results.write_text(body[:j] + "\n" + text + body[j:])
+        section = work / "section.md"
+        section.write_text(text)
+        harness.insert_run(REPO / "bench" / "RESULTS.md", section)
     return 0
 
 

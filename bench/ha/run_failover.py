@@ -42,8 +42,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "bench"))
 
 import dicom_fixtures as F  # noqa: E402
+import harness  # noqa: E402
 import minidfs as M  # noqa: E402
 from ha_rig import LauncherControl, archive_config, settled, wait_status  # noqa: E402
 from mifas_helpers import MifasServer  # noqa: E402
@@ -207,16 +209,9 @@ def main() -> int:
     )
     print(text)
     if not args.no_results:
-        results = REPO / "bench" / "RESULTS.md"
-        body = results.read_text()
-        marker = "<!-- bench scripts insert new runs below this line -->\n"
-        i = body.find(marker)
-        if i < 0:
-            body = body.rstrip() + "\n\n" + text
-        else:
-            j = i + len(marker)
-            body = body[:j] + "\n" + text + body[j:]
-        results.write_text(body)
+        section = work / "section.md"
+        section.write_text(text)
+        harness.insert_run(REPO / "bench" / "RESULTS.md", section)
     return 0 if failed == 0 else 1
 
 
