@@ -4,7 +4,7 @@
 
 use dicom_object::InMemDicomObject;
 
-use super::{Index, IndexError, InstanceRecord, Result, TreeId, compound_key};
+use super::{Index, InstanceRecord, Result, TreeId};
 
 /// Which part of a `/studies/{study}[/series/{series}[/instances/{instance}]]` path is unknown.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,15 +17,7 @@ pub enum Missing {
 impl Index {
     /// Series Instance UIDs of a study, in UID order.
     pub fn series_uids_of_study(&self, study_uid: &str) -> Result<Vec<String>> {
-        let prefix = compound_key(study_uid, "");
-        self.tree(TreeId::SeriesByStudy)
-            .scan_prefix(&prefix)
-            .keys()
-            .map(|k| {
-                let k = k.map_err(IndexError::Read)?;
-                Ok(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-            })
-            .collect()
+        self.children(TreeId::SeriesByStudy, study_uid)
     }
 
     /// The SOP Instance UIDs the path names (series in UID order, then instances in UID order),

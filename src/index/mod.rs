@@ -285,8 +285,14 @@ impl Index {
 
     /// SOP Instance UIDs of one series, from the secondary tree.
     pub fn instance_uids_of_series(&self, series_uid: &str) -> Result<Vec<String>> {
-        let prefix = compound_key(series_uid, "");
-        self.tree(TreeId::InstancesBySeries)
+        self.children(TreeId::InstancesBySeries, series_uid)
+    }
+
+    /// The child UIDs a secondary tree keys under `parent` (`compound_key(parent, child)`), in
+    /// UID order.
+    pub(crate) fn children(&self, tree: TreeId, parent: &str) -> Result<Vec<String>> {
+        let prefix = compound_key(parent, "");
+        self.tree(tree)
             .scan_prefix(&prefix)
             .keys()
             .map(|k| {
