@@ -29,7 +29,11 @@ READY_RE = re.compile(r"^MIFAS READY dicom=(?P<ip>\S+):(?P<port>\d+) aet=(?P<aet
 # Environment for every child: DCMTK keeps Nagle on without this (≈40 ms per C-STORE).
 CHILD_ENV = dict(os.environ, TCP_NODELAY="1")
 CHILD_ENV.setdefault("RUST_LOG", "info")
-CHILD_ENV.setdefault("RUST_BACKTRACE", "1")
+CHILD_ENV.setdefault("RUST_BACKTRACE", "1")  # panics print their backtrace
+# ... but errors do not capture one: dicom-parser signals the end of every data set it reads with an
+# error, and with RUST_BACKTRACE=1 alone each would walk the stack (a 500-instance /metadata took
+# 19.8 ms instead of 13.8)
+CHILD_ENV.setdefault("RUST_LIB_BACKTRACE", "0")
 
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 40.0
