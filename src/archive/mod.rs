@@ -161,7 +161,8 @@ impl Archive {
             })?;
         }
         let index_dir = data_dir.join("index");
-        let index = Index::open(&index_dir).map_err(|e| OpenError::Index(index_dir.clone(), e))?;
+        let index = Index::open_with_cache(&index_dir, config.storage.index_cache_mb << 20)
+            .map_err(|e| OpenError::Index(index_dir.clone(), e))?;
         let index = Arc::new(index);
         let health = Arc::new(SiteHealth::new(config.storage.health.clone()));
         let (sites, local) = open_sites(config, data_dir, &health).await?;

@@ -190,6 +190,9 @@ pub struct StorageConfig {
     pub max_object_bytes: u64,
     pub duplicate_policy: DuplicatePolicy,
     pub group_commit_max: usize,
+    /// Memory the index keeps of its pages (sled's cache), MiB: the larger part of MIFAS's
+    /// resident memory once the archive is bigger than this.
+    pub index_cache_mb: u64,
     /// How many sites must hold an object durably before it is acknowledged.
     pub ack: AckPolicy,
     /// Replicated storage sites; empty = the embedded local store under `data_dir/objects`.
@@ -401,6 +404,7 @@ impl Default for StorageConfig {
             max_object_bytes: 0,
             duplicate_policy: DuplicatePolicy::Ignore,
             group_commit_max: 128,
+            index_cache_mb: 1024,
             ack: AckPolicy::Quorum,
             sites: Vec::new(),
             repair_interval_secs: 3600,
@@ -581,6 +585,9 @@ impl Config {
                 "storage.max_object_bytes",
                 "must be 0 (no limit) or at least 1024",
             );
+        }
+        if !(16..=1 << 20).contains(&self.storage.index_cache_mb) {
+            return invalid("storage.index_cache_mb", "must be between 16 and 1048576");
         }
         if self.storage.group_commit_max == 0 {
             return invalid("storage.group_commit_max", "must be at least 1");

@@ -169,8 +169,14 @@ pub enum Applied {
 
 impl Index {
     pub fn open(path: &Path) -> Result<Index> {
+        Index::open_with_cache(path, 1 << 30)
+    }
+
+    /// `cache_bytes`: what sled keeps of the index's pages in memory.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Index> {
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(cache_bytes)
             // Durability comes from our explicit flushes (group commit), not the timer.
             .flush_every_ms(Some(1000))
             .open()
