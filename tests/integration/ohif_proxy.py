@@ -21,7 +21,9 @@ import http.server
 import json
 import mimetypes
 import shutil
+import sys
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -221,7 +223,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.rfile.readline(16)  # CRLF after the chunk
 
     def _forward(self):
+        started, status, sent = time.perf_counter(), 502, 0
+        try:
+            sent, status = self._forward_one()
+        finally:
+            self.server.record(self.command, self.path, status, time.perf_counter() - started, sent)
+
+    def _forward_one(self) -> tuple[int, int]:
+        """(body bytes sent, status); 502 when the upstream failed before answering."""
         up = self.server.upstream
+        sent = 0
         headers = {k: v for k, v in self.headers.items()
                    if k.lower() not in HOP_BY_HOP and k.lower() != "authorization"}
         # the browser's Host (this proxy) goes on unchanged: URLs in answers point back here
@@ -246,10 +257,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         conn.send(b"0\r\n\r\n")
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as e:
-                self.server.record(self.command, self.path, 502)
                 self.close_connection = True
-                return self._plain(502, f"upstream {up.netloc}: {e}")
-            self.server.record(self.command, self.path, resp.status)
+                self._plain(502, f"upstream {up.netloc}: {e}")
+                return 0, 502
             self.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
                 if k.lower() not in HOP_BY_HOP:
@@ -259,23 +269,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if no_body:
                 self.send_header("Content-Length", length or "0")
                 self.end_headers()
-                return
+                return 0, resp.status
             if length is not None:
                 self.send_header("Content-Length", length)
                 self.end_headers()
                 while data := resp.read1(CHUNK):
                     self.wfile.write(data)
+                    sent += len(data)
             else:
                 # no length from upstream (it streams): stream it on, chunked
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 while data := resp.read1(CHUNK):
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    sent += len(data)
                 self.wfile.write(b"0\r\n\r\n")
+            return sent, resp.status
         except (OSError, http.client.HTTPException):
             # the upstream or the browser went away mid-response: nothing sensible to send on
             # this connection any more
             self.close_connection = True
+            return sent, 502
         finally:
             conn.close()
 
@@ -291,16 +305,24 @@ class _Server(http.server.ThreadingHTTPServer):
         self.authorization = authorization
         self.config_js = config_js
         self.lock = threading.Lock()
-        self.requests: list[tuple[str, str, int]] = []
+        self.requests: list[tuple[str, str, int, float, int]] = []
 
-    def record(self, method: str, path: str, status: int):
+    def handle_error(self, request, client_address):
+        # a browser that quits or navigates away resets its connections mid-file: not an error
+        # of the proxy, and socketserver's traceback on stderr would only bury real ones
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+    def record(self, method: str, path: str, status: int, seconds: float, size: int):
         with self.lock:
-            self.requests.append((method, path, status))
+            self.requests.append((method, path, status, seconds, size))
 
 
 class OhifProxy:
     """OhifProxy(upstream="http://127.0.0.1:8042", basic=("user", "pass")).start();
-    .url is the origin; .requests the DICOMweb requests forwarded (method, path, status)."""
+    .url is the origin; .requests the DICOMweb requests forwarded, in the order they ended:
+    (method, path, status, seconds from request to last byte, body bytes)."""
 
     def __init__(self, upstream: str, basic: tuple[str, str] | None = None, name: str = "MIFAS",
                  dist: Path = OHIF_DIST, host: str = "127.0.0.1"):
@@ -319,7 +341,7 @@ class OhifProxy:
         return f"http://{host}:{port}"
 
     @property
-    def requests(self) -> list[tuple[str, str, int]]:
+    def requests(self) -> list[tuple[str, str, int, float, int]]:
         with self._server.lock:
             return list(self._server.requests)
 
