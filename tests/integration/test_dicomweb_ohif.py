@@ -7,6 +7,8 @@ tests/output."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
 
 import numpy as np
 import pytest
@@ -298,3 +300,21 @@ def test_multiframe_scrolls(ohif, chrome):
     frames = sorted(p for _, p, *_ in proxy.requests if f"/instances/{mf.SOPInstanceUID}/frames/" in p)
     assert {p.rsplit("/", 1)[1] for p in frames} >= {"1", "2", "3"}, frames
     no_failed_requests(proxy)
+
+
+def test_bulkdata_uris_point_back_at_the_viewer_origin(ohif):
+    """The proxy passes the browser's Host on, so the BulkDataURIs MIFAS builds from it lead
+    the viewer back to its own origin (and through the proxy's credentials) — the URLs OHIF
+    follows when it fetches bulk data."""
+    proxy, objs = ohif
+    ct = objs["ct"]
+    url = f"{proxy.url}/dicom-web/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/metadata"
+    req = urllib.request.Request(url, headers={"Accept": "application/dicom+json"})
+    with urllib.request.urlopen(req, timeout=30) as r:  # no credentials: the proxy adds them
+        meta = json.loads(r.read())
+    bulk = meta[0]["7FE00010"]["BulkDataURI"]
+    assert bulk.startswith(f"{proxy.url}/dicom-web/studies/{ct.StudyInstanceUID}/"), bulk
+    req = urllib.request.Request(bulk, headers={"Accept": "multipart/related; type=\"application/octet-stream\""})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body = r.read()
+    assert ct.PixelData in body, "the bulk data is not the stored pixel data"
