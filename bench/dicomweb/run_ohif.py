@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,6 +94,7 @@ def main() -> int:
     ap.add_argument("--verbose", action="store_true", help="print every DICOMweb request of every trial")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mifas-ohif-bench-"))
+    busy_before = harness.heavy_procs()  # other work on the shared CPUs, reported with the run
     archives = SeriesArchives(work, instances=args.instances).start()
     proxies = {}
     results = {"mifas": [], "orthanc": []}
@@ -110,16 +112,20 @@ def main() -> int:
             order = ("mifas", "orthanc") if i % 2 == 0 else ("orthanc", "mifas")
             for who in order:
                 r = trial(proxies[who], archives.study)
+                failed = [q for q in r["requests"] if q[2] >= 400]
+                assert not failed, f"{who}: failed DICOMweb requests {failed[:5]}"
                 results[who].append(r)
                 if args.verbose:
                     for method, path, status, secs, size in r["requests"]:
                         print(f"    {status} {secs * 1000:7.1f} ms {size:>9} B {method} {path[:150]}")
                 print(f"trial {i + 1} {who}: {r['first_image_ms']:.0f} ms (series metadata "
                       f"{metadata_ms(r['requests']) or 0:.0f} ms)", flush=True)
+        busy_after = harness.heavy_procs()
     finally:
         for p in proxies.values():
             p.stop()
         archives.stop()
+        shutil.rmtree(work, ignore_errors=True)  # ~800 MB: the series, and both archives' copies
 
     def p50(who, f):
         return statistics.median(f(r) for r in results[who])
@@ -149,7 +155,8 @@ def main() -> int:
         f"blank, measured in the page. {args.trials} trials each, interleaved (order flipped every "
         f"trial), after one warm-up each. The viewer's own start-up (a 17 MB bundle parsed, WebGL on "
         f"a software rasteriser, on the 2 shared CPUs) is inside both figures; OHIF's own timers "
-        f"(console.time, from the viewer asking for the study) leave it out.\n\n"
+        f"(console.time, from the viewer asking for the study) leave it out. Processes above 20 % CPU "
+        f"when the run began: {busy_before or 'none'}; at its end: {busy_after or 'none'}.\n\n"
         "| | MIFAS | Orthanc | ratio |\n|---|---:|---:|---:|\n"
         f"| navigation → first image, p50 | {first['mifas']:.0f} ms | {first['orthanc']:.0f} ms | "
         f"**{ratio:.2f}×** |\n"
@@ -177,9 +184,10 @@ def main() -> int:
     print(claim)
     if not args.no_results:
         results_md = REPO / "bench" / "RESULTS.md"
-        section = work / "section.md"
-        section.write_text(text)
-        harness.insert_run(results_md, section)
+        with tempfile.NamedTemporaryFile("w", suffix=".md", encoding="utf-8") as section:
+            section.write(text)
+            section.flush()
+            harness.insert_run(results_md, section.name)
         set_claim(results_md, f"| OHIF {OHIF_VERSION}: navigation → first image", claim)
     return 0
 
