@@ -76,7 +76,8 @@ def trial(proxy: OhifProxy, study: str, screenshot: Path | None = None) -> dict:
             driver.save_screenshot(str(screenshot))
             print(f"screenshot: {screenshot}")
         return {"first_image_ms": first[0], "requests": proxy.requests, "ohif": ohif,
-                "renderer": ohif_browser.webgl_renderer(driver)}
+                "renderer": ohif_browser.webgl_renderer(driver),
+                "browser": driver.capabilities.get("browserVersion", "?")}
     finally:
         driver.quit()
 
@@ -150,7 +151,7 @@ def main() -> int:
         f"viewer user) and in Orthanc 1.10 + DICOMweb plugin 1.7 (default \"Full\" metadata). OHIF's "
         f"prebuilt dist and /dicom-web on one origin through the same Python proxy "
         f"(tests/integration/ohif_proxy.py: imageRendering wadors, study lazy load), headless Chromium "
-        f"(WebGL: {renderer}), a new browser profile per trial (cold cache). Figure: navigation start "
+        f"{warm['mifas']['browser']} (WebGL: {renderer}), a new browser profile per trial (cold cache). Figure: navigation start "
         f"of `/viewer?StudyInstanceUIDs=…` to the first animation frame whose viewport canvas is not "
         f"blank, measured in the page. {args.trials} trials each, interleaved (order flipped every "
         f"trial), after one warm-up each. The viewer's own start-up (a 17 MB bundle parsed, WebGL on "
