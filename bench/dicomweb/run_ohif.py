@@ -167,7 +167,7 @@ def main() -> int:
         f"{warm['orthanc']['first_image_ms']:.0f} ms | — |\n"
         f"| OHIF `studyToFirstImage` (study requested → first image), p50 | {to_image['mifas']:.0f} ms | "
         f"{to_image['orthanc']:.0f} ms | {to_image['orthanc'] / to_image['mifas']:.2f}× |\n"
-        f"| OHIF `studyToDisplaySetsLoaded` (study requested → series metadata in), p50 | "
+        f"| OHIF `studyToDisplaySetsLoaded` (study requested → QIDO series list in; with lazy load the series `/metadata` comes after it), p50 | "
         f"{to_sets['mifas']:.0f} ms | {to_sets['orthanc']:.0f} ms | {to_sets['orthanc'] / to_sets['mifas']:.2f}× |\n"
         f"| series `/metadata` as the proxy saw it (request → last byte), p50 | {meta['mifas']:.0f} ms | "
         f"{meta['orthanc']:.0f} ms | {meta['orthanc'] / meta['mifas']:.1f}× |\n"
