@@ -91,6 +91,27 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
 fi
 "$PY" -c 'import pydicom, pynetdicom, pytest, numpy, pylibjpeg, libjpeg, openjpeg, selenium, dicomweb_client; print("pydicom", pydicom.__version__, "pynetdicom", pynetdicom.__version__, "pytest", pytest.__version__)'
 
+step "OHIF viewer for the DICOMweb viewer test and benchmark (npm @ohif/app, pinned, cached)"
+# tests/integration/test_dicomweb_ohif.py and bench/dicomweb/run_ohif.py serve OHIF's prebuilt dist
+# (ohif_proxy.py, the same version there). Fetched once with `npm pack` (the registry checks the
+# tarball's integrity) into tests/.cache (git-ignored); later runs find the stamp and skip this.
+OHIF_VERSION=3.13.2
+OHIF_DIR="$ROOT/tests/.cache/ohif-$OHIF_VERSION"
+fetch_ohif() {   # called in a `||` list, where set -e is off: every step checks its own status
+    command -v npm >/dev/null || apt_install nodejs npm || return 1
+    rm -rf "$OHIF_DIR" && mkdir -p "$OHIF_DIR" || return 1
+    local tmp
+    tmp=$(mktemp -d) || return 1
+    (cd "$tmp" && npm pack --silent "@ohif/app@$OHIF_VERSION" >/dev/null) \
+        && tar -xzf "$tmp/ohif-app-$OHIF_VERSION.tgz" -C "$OHIF_DIR" --strip-components=1 package/dist
+    local rc=$?
+    rm -rf "$tmp"
+    [ $rc -eq 0 ] && [ -f "$OHIF_DIR/dist/index.html" ] && touch "$OHIF_DIR/.complete"
+}
+# a failed fetch (registry unreachable) does not stop the run: the OHIF test fails with the reason
+[ -e "$OHIF_DIR/.complete" ] || fetch_ohif || echo "OHIF FETCH FAILED"
+echo "ohif: $(ls -d "$OHIF_DIR/dist" 2>/dev/null || echo "MISSING (the OHIF test will fail)")"
+
 step "cargo build --release (the binary, and the examples: tests/powercut's FUSE file system)"
 cargo build --release --bins --examples
 

@@ -17,7 +17,6 @@ with HTTP Basic for MIFAS (a portal user) and none for Orthanc.
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime
 import statistics
 import subprocess
@@ -32,14 +31,8 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 sys.path.insert(0, str(REPO / "bench"))
 
-import dicom_fixtures as F  # noqa: E402
 import harness  # noqa: E402
-from mifas_helpers import MifasServer, storescu  # noqa: E402
-from retrieve_peers import Orthanc  # noqa: E402
-from test_portal_auth import add_user  # noqa: E402
-
-PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
-PASSWORD = "portal-pass-1"  # test_portal_auth.add_user's default
+from series_fixture import SeriesArchives  # noqa: E402
 
 
 def fetch(url: str, auth: str | None, accept: str) -> tuple[float, int]:
@@ -71,23 +64,13 @@ def main() -> int:
     ap.add_argument("--no-results", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mifas-dw-bench-"))
-    items = F.generate_corpus(work / "series", patients=1, studies=1, series=1, instances=args.instances,
-                              tag="dwbench")
-    study, series = items[0].study, items[0].series
-    mifas = MifasServer(work / "mifas", name="mifas").start()
-    orthanc = Orthanc(work / "orthanc", config={
-        "Plugins": [PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}).start()
+    archives = SeriesArchives(work, instances=args.instances).start()
+    items, study, series, mifas = archives.items, archives.study, archives.series, archives.mifas
     try:
-        add_user(mifas.data_dir, "bench", "viewer")
-        r = storescu(mifas.host, mifas.port, [c.path for c in items], timeout=600)
-        assert r.returncode == 0, r.stderr[-2000:]
-        stored = orthanc.upload([c.path for c in items])
-        assert stored == len(items), stored
-        auth = "Basic " + base64.b64encode(f"bench:{PASSWORD}".encode()).decode()
+        auth = archives.mifas_auth
         path_meta = f"/dicom-web/studies/{study}/series/{series}/metadata"
         path_series = f"/dicom-web/studies/{study}/series/{series}"
-        ours = f"http://127.0.0.1:{mifas.http_port}"
-        theirs = f"http://127.0.0.1:{orthanc.http_port}"
+        ours, theirs = archives.mifas_url, archives.orthanc_url
         meta = {"mifas": [], "orthanc": []}
         sizes = {}
         for i in range(args.repeats):
@@ -111,8 +94,7 @@ def main() -> int:
             subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
             raw.append(time.perf_counter() - t)
     finally:
-        mifas.stop()
-        orthanc.stop()
+        archives.stop()
     m50, o50 = statistics.median(meta["mifas"]), statistics.median(meta["orthanc"])
     w50, ow50 = statistics.median(wado["mifas"]), statistics.median(wado["orthanc"])
     n = len(items)
