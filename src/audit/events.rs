@@ -45,7 +45,11 @@ impl Actor {
             is_requestor,
             network_access_point: self.host.as_ref().map(|h| {
                 // Type 2 = IP address, 1 = machine name (A.5.2.1).
-                let kind = if h.parse::<std::net::IpAddr>().is_ok() { 2 } else { 1 };
+                let kind = if h.parse::<std::net::IpAddr>().is_ok() {
+                    2
+                } else {
+                    1
+                };
                 (h.clone(), kind)
             }),
             roles,
@@ -86,8 +90,12 @@ fn destination_role() -> Code {
 fn study_objects(msg: &mut AuditMessage, studies: &[Study]) {
     let mut patients: BTreeMap<&str, &str> = BTreeMap::new();
     for s in studies {
-        let mut o =
-            ParticipantObject::new(&s.study_uid, 2, 3, Code::dcm("110180", "Study Instance UID"));
+        let mut o = ParticipantObject::new(
+            &s.study_uid,
+            2,
+            3,
+            Code::dcm("110180", "Study Instance UID"),
+        );
         o.sop_classes = s.sop_classes.clone();
         msg.objects.push(o);
         patients.entry(&s.patient_id).or_insert(&s.patient_name);
@@ -147,10 +155,13 @@ pub fn association_refused(archive: &Actor, caller: &Actor, reason: &str) -> Aud
         .push(Code::dcm("110126", "Node Authentication"));
     msg.outcome_description = Some(reason.to_string());
     msg.participants.push(caller.participant(true, Vec::new()));
-    msg.participants.push(archive.participant(false, Vec::new()));
+    msg.participants
+        .push(archive.participant(false, Vec::new()));
     let node = caller.host.as_deref().unwrap_or(&caller.id);
     let mut subject = ParticipantObject::new(node, 2, 13, Code::dcm("110182", "Node ID"));
-    subject.details.push(("Alert Description", reason.as_bytes().to_vec()));
+    subject
+        .details
+        .push(("Alert Description", reason.as_bytes().to_vec()));
     subject
         .details
         .push(("CallingAETitle", caller.id.as_bytes().to_vec()));
@@ -176,10 +187,8 @@ pub fn instances_transferred(
         outcome,
     );
     let requested_by_other = requestor.is_some();
-    msg.participants.push(source.participant(
-        !requested_by_other && source_requested,
-        vec![source_role()],
-    ));
+    msg.participants
+        .push(source.participant(!requested_by_other && source_requested, vec![source_role()]));
     msg.participants.push(destination.participant(
         !requested_by_other && !source_requested,
         vec![destination_role()],
@@ -228,7 +237,8 @@ pub fn user_authentication(user: &Actor, archive: &Actor, success: bool) -> Audi
     );
     msg.event_types.push(Code::dcm("110122", "Login"));
     msg.participants.push(user.participant(true, Vec::new()));
-    msg.participants.push(archive.participant(false, Vec::new()));
+    msg.participants
+        .push(archive.participant(false, Vec::new()));
     msg
 }
 
@@ -241,7 +251,182 @@ pub fn instances_accessed(user: &Actor, archive: &Actor, studies: &[Study]) -> A
         Outcome::Success,
     );
     msg.participants.push(user.participant(true, Vec::new()));
-    msg.participants.push(archive.participant(false, Vec::new()));
+    msg.participants
+        .push(archive.participant(false, Vec::new()));
     study_objects(&mut msg, studies);
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::message::AuditSource;
+
+    fn source() -> AuditSource {
+        AuditSource {
+            source_id: "SRC".into(),
+            enterprise_site_id: String::new(),
+        }
+    }
+
+    fn study() -> Study {
+        let mut s = Study {
+            study_uid: "1.2.3".into(),
+            patient_id: "PID<1>".into(),
+            patient_name: "Doe^J".into(),
+            ..Default::default()
+        };
+        s.add("1.2.840.10008.5.1.4.1.1.2", 3);
+        s
+    }
+
+    /// The A.5.1 sequence: EventIdentification, ActiveParticipant+, AuditSourceIdentification,
+    /// ParticipantObjectIdentification*; and the required attributes are there.
+    fn assert_schema_order(xml: &str) {
+        let at = |needle: &str| xml.find(needle).unwrap_or(usize::MAX);
+        let ev = at("<EventIdentification ");
+        let ap = at("<ActiveParticipant ");
+        let src = at("<AuditSourceIdentification ");
+        assert!(ev < ap && ap < src && src != usize::MAX, "{xml}");
+        assert!(
+            !xml[..ap].contains("<ParticipantObjectIdentification"),
+            "{xml}"
+        );
+        if let Some(po) = xml.find("<ParticipantObjectIdentification") {
+            assert!(
+                po > src && !xml[po..].contains("<ActiveParticipant"),
+                "{xml}"
+            );
+        }
+        for required in [
+            "EventDateTime=\"",
+            "EventOutcomeIndicator=\"",
+            "EventActionCode=\"",
+            "UserIsRequestor=\"",
+            "AuditSourceID=\"SRC\"",
+        ] {
+            assert!(xml.contains(required), "{required} missing: {xml}");
+        }
+        assert!(
+            xml.ends_with("</AuditMessage>") && !xml.contains('\n'),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn stored_instances_name_source_destination_study_and_patient() {
+        let ct = Actor::node("CT1", "10.0.0.7");
+        let archive = Actor::node("MIFAS", "pacs");
+        let msg = instances_transferred(
+            Action::Create,
+            &ct,
+            &archive,
+            None,
+            true,
+            &[study()],
+            Outcome::Success,
+        );
+        let xml = msg.to_xml(&source());
+        assert_schema_order(&xml);
+        assert!(xml.contains(r#"EventActionCode="C""#));
+        assert!(xml.contains(r#"<EventID csd-code="110104" codeSystemName="DCM" originalText="DICOM Instances Transferred"/>"#));
+        assert!(xml.contains(r#"UserID="CT1" AlternativeUserID="AETITLES=CT1" UserIsRequestor="true" NetworkAccessPointID="10.0.0.7" NetworkAccessPointTypeCode="2"><RoleIDCode csd-code="110153""#), "{xml}");
+        assert!(xml.contains(r#"UserID="MIFAS" AlternativeUserID="AETITLES=MIFAS" UserIsRequestor="false" NetworkAccessPointID="pacs" NetworkAccessPointTypeCode="1"><RoleIDCode csd-code="110152""#), "{xml}");
+        assert!(
+            xml.contains(r#"<SOPClass UID="1.2.840.10008.5.1.4.1.1.2" NumberOfInstances="3"/>"#)
+        );
+        assert!(xml.contains(r#"ParticipantObjectID="PID&lt;1&gt;" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"><ParticipantObjectIDTypeCode csd-code="2" codeSystemName="RFC-3881""#), "{xml}");
+        assert!(xml.contains("<ParticipantObjectName>Doe^J</ParticipantObjectName>"));
+    }
+
+    #[test]
+    fn a_move_names_its_requestor_apart_from_the_destination() {
+        let archive = Actor::node("MIFAS", "pacs");
+        let dest = Actor::node("WS1", "10.0.0.9");
+        let asker = Actor::node("RIS", "10.0.0.2");
+        let msg = instances_transferred(
+            Action::Read,
+            &archive,
+            &dest,
+            Some(&asker),
+            false,
+            &[study()],
+            Outcome::MinorFailure,
+        );
+        let req: Vec<_> = msg.participants.iter().filter(|p| p.is_requestor).collect();
+        assert_eq!(req.len(), 1);
+        assert_eq!(req[0].user_id, "RIS");
+        let xml = msg.to_xml(&source());
+        assert_schema_order(&xml);
+        assert!(
+            xml.contains(r#"EventActionCode="R""#) && xml.contains(r#"EventOutcomeIndicator="4""#)
+        );
+    }
+
+    #[test]
+    fn every_event_has_its_codes() {
+        let archive = Actor::node("MIFAS", "pacs");
+        let user = Actor::user("ann", "192.0.2.1");
+        let cases = [
+            (
+                application_activity(&archive, "root", true),
+                "110100",
+                Some("110120"),
+            ),
+            (
+                application_activity(&archive, "root", false),
+                "110100",
+                Some("110121"),
+            ),
+            (
+                association_refused(&archive, &Actor::node("X", "192.0.2.5"), "no"),
+                "110113",
+                Some("110126"),
+            ),
+            (
+                query(
+                    &user,
+                    &archive,
+                    "1.2.840.10008.5.1.4.1.2.2.1",
+                    b"q",
+                    ("QueryEncoding", "UTF-8"),
+                    Outcome::Success,
+                ),
+                "110112",
+                None,
+            ),
+            (
+                user_authentication(&user, &archive, false),
+                "110114",
+                Some("110122"),
+            ),
+            (
+                instances_accessed(&user, &archive, &[study()]),
+                "110103",
+                None,
+            ),
+        ];
+        for (msg, id, kind) in cases {
+            assert_eq!(msg.event_id.code, id);
+            assert_eq!(msg.event_types.first().map(|c| c.code.as_str()), kind);
+            assert_schema_order(&msg.to_xml(&source()));
+        }
+        let failed = user_authentication(&user, &archive, false);
+        assert_eq!(failed.outcome, Outcome::MinorFailure);
+        let q = query(
+            &user,
+            &archive,
+            "1.2",
+            b"PatientID=<x>",
+            ("QueryEncoding", "UTF-8"),
+            Outcome::Success,
+        )
+        .to_xml(&source());
+        // base64 of the query, never the raw text
+        assert!(
+            q.contains("<ParticipantObjectQuery>UGF0aWVudElEPTx4Pg==</ParticipantObjectQuery>"),
+            "{q}"
+        );
+        assert!(q.contains(r#"ParticipantObjectTypeCodeRole="24""#));
+    }
 }

@@ -163,7 +163,10 @@ impl AuditMessage {
                 .attr("UserID", &p.user_id)
                 .attr_opt("AlternativeUserID", p.alternative_user_id.as_deref())
                 .attr_opt("UserName", p.user_name.as_deref())
-                .attr("UserIsRequestor", if p.is_requestor { "true" } else { "false" });
+                .attr(
+                    "UserIsRequestor",
+                    if p.is_requestor { "true" } else { "false" },
+                );
             if let Some((id, kind)) = &p.network_access_point {
                 w.attr("NetworkAccessPointID", id)
                     .attr("NetworkAccessPointTypeCode", &kind.to_string());

@@ -42,6 +42,9 @@ pub enum AuditError {
     },
 }
 
+/// Reads one count of a destination (a metric family's value).
+type Counter = fn(&SinkCounters) -> u64;
+
 /// The handle every network layer reports through. Cheap to clone; [`Audit::disabled`] does
 /// nothing at all.
 #[derive(Debug, Clone, Default)]
@@ -259,7 +262,9 @@ impl Audit {
         let Some(inner) = &self.inner else {
             return false;
         };
-        inner.recent.would_be_new(&user.id, study_uid, std::time::Instant::now())
+        inner
+            .recent
+            .would_be_new(&user.id, study_uid, std::time::Instant::now())
     }
 
     /// Stop accepting messages and wait, at most `grace`, for the queued ones to be written.
@@ -289,7 +294,7 @@ impl Audit {
             return String::new();
         };
         let mut out = String::new();
-        let families: [(&str, &str, fn(&SinkCounters) -> u64); 3] = [
+        let families: [(&str, &str, Counter); 3] = [
             (
                 "mifas_audit_messages_total",
                 "Audit messages written to the destination.",
@@ -313,5 +318,64 @@ impl Audit {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_file_gets_one_rfc5424_line_per_message_and_metrics_count_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let config = AuditConfig {
+            enabled: true,
+            file: path.clone(),
+            hostname: "pacs1".into(),
+            ..AuditConfig::default()
+        };
+        let audit = Audit::start(&config, "MIFAS").unwrap();
+        assert!(audit.is_enabled());
+        audit.application_activity(true);
+        audit.login(&Actor::user("line\nbreak", "192.0.2.1"), false);
+        audit.shutdown(Duration::from_secs(5)).await;
+        // After shutdown nothing more is queued.
+        audit.application_activity(false);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let pid = std::process::id();
+        for line in &lines {
+            assert!(line.starts_with("<85>1 "), "{line}");
+            assert!(
+                line.contains(&format!(" pacs1 MIFAS {pid} IHE+RFC-3881 - \u{FEFF}<?xml")),
+                "{line}"
+            );
+        }
+        assert!(
+            lines[1].contains("UserID=\"line&#10;break\""),
+            "{}",
+            lines[1]
+        );
+        let metrics = audit.render_prometheus();
+        assert!(
+            metrics.contains("mifas_audit_messages_total{sink=\"file\"} 2"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("mifas_audit_dropped_total{sink=\"file\"} 0"),
+            "{metrics}"
+        );
+    }
+
+    #[test]
+    fn disabled_builds_nothing() {
+        let audit = Audit::disabled();
+        assert!(!audit.is_enabled());
+        audit.login(&Actor::user("x", "192.0.2.1"), true);
+        assert_eq!(audit.render_prometheus(), "");
+        let off = Audit::start(&AuditConfig::default(), "MIFAS").unwrap();
+        assert!(!off.is_enabled());
     }
 }

@@ -240,10 +240,7 @@ impl Target {
         match &self.tls {
             None => Ok(Connection::Tcp(tcp)),
             Some(tls) => {
-                let stream = tls
-                    .connector
-                    .connect(tls.server_name.clone(), tcp)
-                    .await?;
+                let stream = tls.connector.connect(tls.server_name.clone(), tcp).await?;
                 Ok(Connection::Tls(Box::new(stream)))
             }
         }

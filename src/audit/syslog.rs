@@ -25,7 +25,13 @@ pub struct Header {
 impl Header {
     /// `<85>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - BOM XML` (no structured data).
     pub fn format(&self, time: SystemTime, xml: &str) -> String {
-        let field = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+        let field = |s: &str| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.to_string()
+            }
+        };
         format!(
             "<{PRI}>1 {} {} {} {} {MSGID} - {BOM}{xml}",
             rfc3339_utc(time),

@@ -133,9 +133,16 @@ mod tests {
     #[test]
     fn empty_elements_self_close_and_finish_closes_all() {
         let mut w = XmlWriter::new();
-        w.start("Outer").start("Inner").attr("k", "v").end().start("Open");
+        w.start("Outer")
+            .start("Inner")
+            .attr("k", "v")
+            .end()
+            .start("Open");
         let xml = w.finish();
-        assert!(xml.ends_with("<Outer><Inner k=\"v\"/><Open/></Outer>"), "{xml}");
+        assert!(
+            xml.ends_with("<Outer><Inner k=\"v\"/><Open/></Outer>"),
+            "{xml}"
+        );
     }
 
     #[test]

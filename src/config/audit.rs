@@ -129,9 +129,8 @@ impl AuditConfig {
             );
         }
         // RFC 5424 6.2: APP-NAME and HOSTNAME are printable US-ASCII without spaces.
-        let header_field = |s: &str, max: usize| {
-            s.len() <= max && s.bytes().all(|b| (33..=126).contains(&b))
-        };
+        let header_field =
+            |s: &str, max: usize| s.len() <= max && s.bytes().all(|b| (33..=126).contains(&b));
         if self.app_name.is_empty() || !header_field(&self.app_name, 48) {
             return invalid(
                 "audit.app_name".into(),
@@ -204,7 +203,10 @@ mod tests {
         )
         .unwrap();
         let err = config.audit.validate().unwrap_err();
-        assert!(err.to_string().contains("audit.collector[0].ca_file"), "{err}");
+        assert!(
+            err.to_string().contains("audit.collector[0].ca_file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -719,6 +719,7 @@ mod tests {
             default.dicom.max_associations
         );
         assert_eq!(config.storage.quota_bytes, default.storage.quota_bytes);
+        assert_eq!(config.audit, default.audit);
     }
 
     /// The commented `[ha]` example of mifas.example.toml is a valid configuration.

@@ -5,8 +5,8 @@
 use axum::http::Uri;
 
 use super::WebState;
-use crate::audit::{Actor, Outcome, Study};
 use crate::archive::RetrieveItem;
+use crate::audit::{Actor, Outcome, Study};
 
 /// The Study Root C-FIND SOP class: the information model QIDO-RS searches (PS3.18 10.6).
 const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
@@ -19,7 +19,9 @@ pub async fn stored(state: &WebState, user: &Actor, sop_instance_uids: Vec<Strin
     }
     let Ok(archive) = state.archive() else { return };
     let studies = archive.audit_studies_of_instances(sop_instance_uids).await;
-    state.audit.instances_stored(user, &studies, Outcome::Success);
+    state
+        .audit
+        .instances_stored(user, &studies, Outcome::Success);
 }
 
 /// Instances sent to a user (WADO-RS retrieve, portal downloads): DICOM Instances
@@ -30,7 +32,9 @@ pub async fn sent(state: &WebState, user: &Actor, uids: Vec<String>) {
     }
     let Ok(archive) = state.archive() else { return };
     let studies = archive.audit_studies_of_instances(uids).await;
-    state.audit.instances_sent(user, None, &studies, Outcome::Success);
+    state
+        .audit
+        .instances_sent(user, None, &studies, Outcome::Success);
 }
 
 /// The SOP Instance UIDs of retrieve items.

@@ -162,7 +162,14 @@ async fn metadata(
     }
     let base = base_url(headers, uri)?;
     let archive = state.archive()?;
-    crate::web::audit_hooks::viewed(&state, &user.actor(), &study, series.as_deref(), instance.as_deref()).await;
+    crate::web::audit_hooks::viewed(
+        &state,
+        &user.actor(),
+        &study,
+        series.as_deref(),
+        instance.as_deref(),
+    )
+    .await;
     let rx = archive
         .instance_headers(&study, series.as_deref(), instance.as_deref())
         .await

@@ -187,7 +187,10 @@ async fn basic(
         .verify_password(&name, &password)
         .await
         .map_err(|e| HttpError::Unavailable(e.to_string()))?;
-    state.audit.login(&crate::audit::Actor::user(&account, client.addr), verified.is_some());
+    state.audit.login(
+        &crate::audit::Actor::user(&account, client.addr),
+        verified.is_some(),
+    );
     match verified {
         Some(role) => {
             cache.insert(key, &name, role, Instant::now(), epoch);

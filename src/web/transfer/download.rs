@@ -7,12 +7,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::check_uid;
 use super::zip_stream;
-use crate::query::{Condition, Level, Model, Query, QueryKey};
 use crate::audit::Actor;
+use crate::query::{Condition, Level, Model, Query, QueryKey};
 use crate::web::auth::login::ClientInfo;
-use crate::web::{WebState, audit_hooks};
 use crate::web::auth::{CurrentUser, Role};
 use crate::web::error::HttpError;
+use crate::web::{WebState, audit_hooks};
 
 fn attachment(response: &mut Response, content_type: &'static str, filename: &str) {
     let h = response.headers_mut();
@@ -47,7 +47,12 @@ pub async fn instance_file(
         .await?
         .ok_or_else(|| HttpError::NotFound(format!("instance {uid}")))?;
     let size = object.size();
-    audit_hooks::sent(&state, &Actor::user(&user.name, client.addr), vec![uid.clone()]).await;
+    audit_hooks::sent(
+        &state,
+        &Actor::user(&user.name, client.addr),
+        vec![uid.clone()],
+    )
+    .await;
     let mut response = Body::from_stream(object).into_response();
     attachment(&mut response, "application/dicom", &format!("{uid}.dcm"));
     response

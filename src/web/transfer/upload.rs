@@ -135,9 +135,7 @@ pub async fn submit(
     let mut zip_budget = limit.saturating_mul(ZIP_EXPANSION);
     let mut rows = Vec::new();
     // What the user stored, for the audit trail.
-    let mut sender = Sender {
-        stored: Vec::new(),
-    };
+    let mut sender = Sender { stored: Vec::new() };
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         if !csrf_checked {
             if field.name() != Some("csrf") {
