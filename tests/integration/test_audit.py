@@ -410,6 +410,31 @@ def test_every_event_reaches_rsyslog_over_tcp_udp_and_tls(mifas, collector, pki,
         for m in accessed:
             assert m.action == "R" and m.requestor().get("UserID") == USER
 
+        # STOW-RS by the user: Instances Transferred (C), the user as source (requestor).
+        stow_uid = "1.2.826.0.1.3680043.8.498.424242"
+        part = F.write_part10(F.with_uids(pydicom.dcmread(study_a[0]), SOPInstanceUID=stow_uid),
+                              tmp_path / "stow.dcm").read_bytes()
+        body = (b"--AUDITB\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n--AUDITB--\r\n")
+        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+        conn.request("POST", "/dicom-web/studies", body=body, headers={
+            "Host": f"127.0.0.1:{server.http_port}", "Accept": "application/dicom+json",
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=AUDITB',
+            "Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()})
+        r = conn.getresponse()
+        assert r.status == 200, r.read()[:300]
+        conn.close()
+        (stow,) = wait_for(collector, "tcp", pid, lambda m: m.event == "110104" and m.action == "C" and
+                           any(p.get("UserID") == USER for p in m.participants()), "STOW-RS transfer")
+        assert stow.requestor().get("UserID") == USER and stow.roles(USER) == ["110153"]
+        assert stow.study() == (info_a.study, {CT: 1})
+        # Portal study zip download: Instances Transferred (R) of the whole study (now 4) to the user.
+        status, _, zipped = portal.get(f"/studies/{info_a.study}/download.zip")
+        assert status == 200 and zipped[:2] == b"PK"
+        (dl,) = wait_for(collector, "tcp", pid, lambda m: m.event == "110104" and m.action == "R" and
+                         any(p.get("UserID") == USER for p in m.participants()) and m.study()[0] == info_a.study,
+                         "portal download transfer")
+        assert dl.study() == (info_a.study, {CT: 4}) and dl.roles(USER) == ["110152"]
+
         # /metrics: sent counts per sink; the collector behind the wrong CA got nothing.
         status, body = http_get(server, "/metrics")
         text = body.decode()
@@ -482,8 +507,10 @@ def test_a_collector_that_is_down_never_slows_a_store(mifas, pki, tmp_path):
     c = Rsyslog(tmp_path / "late-rsyslog", pki, tcp_port=down_port).start()
     try:
         wait_until(lambda: counts()[0] >= 2, 20, what="delivery after the collector came up")
+        # The two kept (the one the worker held, the one queued) reach rsyslog's file.
+        wait_until(lambda: len(messages(c, "tcp", pid)) >= 2, 20, what="rsyslog to write them")
         got = messages(c, "tcp", pid)
-        assert got and all(m.event in ("110100", "110104") for m in got)
+        assert all(m.event in ("110100", "110104") for m in got)
         for m in got:
             check_schema(m.root)
         server.stop_ok()
