@@ -4,6 +4,7 @@
 //! sub-operation progress into its terms.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use dicom_ul::association::server::AccessControl;
 use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
@@ -63,11 +64,14 @@ impl<P: AccessControl> AccessControl for AuditedAccess<P> {
 }
 
 /// One association's side of the audit trail: the peer, and the instances it stored
-/// (reported per study when the association ends).
+/// (reported per study when the association and the last look-up are done).
+///
+/// The index look-ups an audit message needs run in tasks of their own: they never delay a
+/// response or the next request.
 #[derive(Debug)]
 pub(crate) struct AssociationAudit {
     audit: Audit,
-    received: Received,
+    received: Arc<Received>,
 }
 
 fn outcome_of(response: &Response) -> Outcome {
@@ -83,7 +87,7 @@ impl AssociationAudit {
         let requestor = Actor::node(calling_aet, peer.ip().to_canonical());
         AssociationAudit {
             audit: ctx.audit.clone(),
-            received: Received::new(&ctx.audit, requestor),
+            received: Arc::new(Received::new(&ctx.audit, requestor)),
         }
     }
 
@@ -91,15 +95,19 @@ impl AssociationAudit {
         self.received.source()
     }
 
-    /// After a C-STORE response: a stored instance is counted in with its study.
-    pub(crate) async fn stored(&self, archive: &Archive, command: &Command, response: &Response) {
+    /// After a C-STORE: a stored instance is counted in with its study.
+    pub(crate) fn stored(&self, archive: &Archive, command: &Command, response: &Response) {
         if !self.audit.is_enabled() || outcome_of(response) == Outcome::SeriousFailure {
             return;
         }
         let uid = command.affected_sop_instance_uid.clone();
-        for study in archive.audit_studies_of_instances(vec![uid]).await {
-            self.received.record(study);
-        }
+        let archive = archive.clone();
+        let received = self.received.clone();
+        tokio::spawn(async move {
+            for study in archive.audit_studies_of_instances(vec![uid]).await {
+                received.record(study);
+            }
+        });
     }
 
     /// After a C-FIND's final response: the query, its identifier as received.
@@ -121,7 +129,7 @@ impl AssociationAudit {
 
     /// After a C-MOVE's sub-operations: the instances sent to the Move Destination, at the
     /// request of the calling AE.
-    pub(crate) async fn moved(&self, ctx: &DimseContext, command: &Command, progress: &Progress) {
+    pub(crate) fn moved(&self, ctx: &DimseContext, command: &Command, progress: &Progress) {
         if !self.audit.is_enabled() {
             return;
         }
@@ -134,28 +142,36 @@ impl AssociationAudit {
             host: (!host.is_empty()).then_some(host),
             ..Actor::node(aet, "")
         };
-        let studies = ctx
-            .archive
-            .audit_studies_of_instances(progress.sent_uids.clone())
-            .await;
-        self.audit.instances_sent(
-            &destination,
-            Some(self.requestor()),
-            &studies,
-            retrieve_outcome(progress),
+        self.sent(
+            &ctx.archive,
+            destination,
+            Some(self.requestor().clone()),
+            progress,
         );
     }
 
     /// After a C-GET's sub-operations: the instances sent back to the requestor.
-    pub(crate) async fn got(&self, archive: &Archive, progress: &Progress) {
+    pub(crate) fn got(&self, archive: &Archive, progress: &Progress) {
         if !self.audit.is_enabled() {
             return;
         }
-        let studies = archive
-            .audit_studies_of_instances(progress.sent_uids.clone())
-            .await;
-        self.audit
-            .instances_sent(self.requestor(), None, &studies, retrieve_outcome(progress));
+        self.sent(archive, self.requestor().clone(), None, progress);
+    }
+
+    fn sent(
+        &self,
+        archive: &Archive,
+        destination: Actor,
+        requestor: Option<Actor>,
+        progress: &Progress,
+    ) {
+        let (audit, archive) = (self.audit.clone(), archive.clone());
+        let uids = progress.sent_uids.clone();
+        let outcome = retrieve_outcome(progress);
+        tokio::spawn(async move {
+            let studies = archive.audit_studies_of_instances(uids).await;
+            audit.instances_sent(&destination, requestor.as_ref(), &studies, outcome);
+        });
     }
 }
 

@@ -167,7 +167,7 @@ pub(crate) async fn handle(
                 }
             }
         }
-        peer.audit.moved(&peer.ctx, command, &progress).await;
+        peer.audit.moved(&peer.ctx, command, &progress);
         retrieve::respond_final(
             session,
             (context_id, context),

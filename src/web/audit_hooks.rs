@@ -1,6 +1,7 @@
 //! The web side of the audit trail: what portal and DICOMweb handlers report, each with one
-//! call. Index look-ups for a message happen only when the audit trail is on (and, for views,
-//! only when the view would be reported).
+//! call. The index look-ups a message needs run in a task of their own, only when the audit
+//! trail is on (for views, only when the view would be reported): a response never waits for
+//! them.
 
 use axum::http::Uri;
 
@@ -11,30 +12,32 @@ use crate::audit::{Actor, Outcome, Study};
 /// The Study Root C-FIND SOP class: the information model QIDO-RS searches (PS3.18 10.6).
 const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 
-/// Instances a user stored (STOW-RS, portal upload): one DICOM Instances Transferred
-/// (`Create`) per request, its studies each with their counts.
-pub async fn stored(state: &WebState, user: &Actor, sop_instance_uids: Vec<String>) {
+/// Instances a user stored (STOW-RS, portal upload): DICOM Instances Transferred (`Create`),
+/// one message per study of the request.
+pub fn stored(state: &WebState, user: &Actor, sop_instance_uids: Vec<String>) {
     if !state.audit.is_enabled() || sop_instance_uids.is_empty() {
         return;
     }
     let Ok(archive) = state.archive() else { return };
-    let studies = archive.audit_studies_of_instances(sop_instance_uids).await;
-    state
-        .audit
-        .instances_stored(user, &studies, Outcome::Success);
+    let (archive, audit, user) = (archive.clone(), state.audit.clone(), user.clone());
+    tokio::spawn(async move {
+        let studies = archive.audit_studies_of_instances(sop_instance_uids).await;
+        audit.instances_stored(&user, &studies, Outcome::Success);
+    });
 }
 
 /// Instances sent to a user (WADO-RS retrieve, portal downloads): DICOM Instances
 /// Transferred (`Read`), the user being destination and requestor.
-pub async fn sent(state: &WebState, user: &Actor, uids: Vec<String>) {
+pub fn sent(state: &WebState, user: &Actor, sop_instance_uids: Vec<String>) {
     if !state.audit.is_enabled() {
         return;
     }
     let Ok(archive) = state.archive() else { return };
-    let studies = archive.audit_studies_of_instances(uids).await;
-    state
-        .audit
-        .instances_sent(user, None, &studies, Outcome::Success);
+    let (archive, audit, user) = (archive.clone(), state.audit.clone(), user.clone());
+    tokio::spawn(async move {
+        let studies = archive.audit_studies_of_instances(sop_instance_uids).await;
+        audit.instances_sent(&user, None, &studies, Outcome::Success);
+    });
 }
 
 /// The SOP Instance UIDs of retrieve items.
@@ -44,7 +47,7 @@ pub fn uids(items: &[RetrieveItem]) -> Vec<String> {
 
 /// A study (or one of its series or instances) a user viewed: previews, rendered images,
 /// metadata, frames. DICOM Instances Accessed, once per user, study and minute.
-pub async fn viewed(
+pub fn viewed(
     state: &WebState,
     user: &Actor,
     study: &str,
@@ -55,32 +58,34 @@ pub async fn viewed(
         return;
     }
     let Ok(archive) = state.archive() else { return };
-    let studies: Vec<Study> = match (series, instance) {
-        (_, Some(uid)) => {
-            archive
-                .audit_studies_of_instances(vec![uid.to_string()])
-                .await
-        }
-        (Some(series), None) => archive.audit_series(series).await,
-        (None, None) => archive.audit_study(study).await.into_iter().collect(),
-    };
-    state.audit.instances_accessed(user, &studies);
+    let (archive, audit, user) = (archive.clone(), state.audit.clone(), user.clone());
+    let (study, series, instance) = (
+        study.to_string(),
+        series.map(str::to_string),
+        instance.map(str::to_string),
+    );
+    tokio::spawn(async move {
+        let studies: Vec<Study> = match (series, instance) {
+            (_, Some(uid)) => archive.audit_studies_of_instances(vec![uid]).await,
+            (Some(series), None) => archive.audit_series(&series).await,
+            (None, None) => archive.audit_study(&study).await.into_iter().collect(),
+        };
+        audit.instances_accessed(&user, &studies);
+    });
 }
 
 /// An instance viewed by its UID alone (portal previews): its study is looked up.
-pub async fn viewed_instance(state: &WebState, user: &Actor, sop_instance_uid: &str) {
+pub fn viewed_instance(state: &WebState, user: &Actor, sop_instance_uid: &str) {
     if !state.audit.is_enabled() {
         return;
     }
     let Ok(archive) = state.archive() else { return };
-    let studies = archive
-        .audit_studies_of_instances(vec![sop_instance_uid.to_string()])
-        .await;
-    if let Some(study) = studies.first()
-        && state.audit.access_is_due(user, &study.study_uid)
-    {
-        state.audit.instances_accessed(user, &studies);
-    }
+    let (archive, audit, user) = (archive.clone(), state.audit.clone(), user.clone());
+    let uid = sop_instance_uid.to_string();
+    tokio::spawn(async move {
+        let studies = archive.audit_studies_of_instances(vec![uid]).await;
+        audit.instances_accessed(&user, &studies);
+    });
 }
 
 /// A QIDO-RS search: Query, the request path and query string as the query.

@@ -245,8 +245,7 @@ async fn frames(
         &study,
         Some(&series),
         Some(&instance),
-    )
-    .await;
+    );
     if let Some(&past) = numbers.iter().find(|&&n| n > info.frames) {
         return Err(HttpError::NotFound(format!(
             "frame {past}: instance {instance} has {} frame(s), numbered from 1",
@@ -297,8 +296,7 @@ async fn bulkdata(
         &study,
         Some(&series),
         Some(&instance),
-    )
-    .await;
+    );
     let ranges = multipart_out::accept(&headers);
     if tag == tags::PIXEL_DATA && is_encapsulated(&info.transfer_syntax) {
         // Encapsulated pixel data has no single value: its frames, as for /frames.

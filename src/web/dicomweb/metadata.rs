@@ -168,8 +168,7 @@ async fn metadata(
         &study,
         series.as_deref(),
         instance.as_deref(),
-    )
-    .await;
+    );
     let rx = archive
         .instance_headers(&study, series.as_deref(), instance.as_deref())
         .await

@@ -154,7 +154,7 @@ async fn store(
         })
         .collect();
     let stored = stored_uids.len();
-    crate::web::audit_hooks::stored(&state, &user.actor(), stored_uids).await;
+    crate::web::audit_hooks::stored(&state, &user.actor(), stored_uids);
     tracing::info!(user = %user.name, parts = outcomes.len(), stored, "STOW-RS request");
     if let Some(e) = framing {
         let note = if stored > 0 {

@@ -210,6 +210,6 @@ pub async fn handler(
     let params = ViewParams::parse(&params)?;
     let html = page(&state, &user, uid, params).await?;
     let actor = crate::audit::Actor::user(&user.name, client.addr);
-    crate::web::audit_hooks::viewed_instance(&state, &actor, uid).await;
+    crate::web::audit_hooks::viewed_instance(&state, &actor, uid);
     Ok(html)
 }

@@ -51,8 +51,7 @@ pub async fn instance_file(
         &state,
         &Actor::user(&user.name, client.addr),
         vec![uid.clone()],
-    )
-    .await;
+    );
     let mut response = Body::from_stream(object).into_response();
     attachment(&mut response, "application/dicom", &format!("{uid}.dcm"));
     response
@@ -96,7 +95,7 @@ pub async fn study_zip(
         return Err(HttpError::NotFound(format!("study {uid}")));
     }
     let uids: Vec<String> = items.into_iter().map(|i| i.sop_instance_uid).collect();
-    audit_hooks::sent(&state, &Actor::user(&user.name, client.addr), uids.clone()).await;
+    audit_hooks::sent(&state, &Actor::user(&user.name, client.addr), uids.clone());
     let mut response = Body::from_stream(zip_stream::study(archive, uids)).into_response();
     attachment(&mut response, "application/zip", &format!("{uid}.zip"));
     Ok(response)

@@ -196,7 +196,7 @@ pub async fn submit(
     }
     tracing::info!(user = %user.name, files = rows.len(), "portal upload");
     let actor = crate::audit::Actor::user(&user.name, client.addr);
-    crate::web::audit_hooks::stored(&state, &actor, sender.stored).await;
+    crate::web::audit_hooks::stored(&state, &actor, sender.stored);
     page(&state, &user, &rows)
 }
 
