@@ -435,6 +435,19 @@ def test_every_event_reaches_rsyslog_over_tcp_udp_and_tls(mifas, collector, pki,
                          "portal download transfer")
         assert dl.study() == (info_a.study, {CT: 4}) and dl.roles(USER) == ["110152"]
 
+        # Portal upload: Instances Transferred (C) with the user (not "IMPORT") as the source.
+        up_uid = "1.2.826.0.1.3680043.8.498.424243"
+        up = F.write_part10(F.with_uids(pydicom.dcmread(hostile[0]), SOPInstanceUID=up_uid),
+                            tmp_path / "upload.dcm").read_bytes()
+        status, _, html = portal.post_multipart("/upload", fields=[("csrf", portal.load_csrf())],
+                                                files=[("files", "upload.dcm", up)])
+        assert status == 200 and b"stored" in html, html[:500]
+        (upl,) = wait_for(collector, "tcp", pid, lambda m: m.event == "110104" and m.action == "C" and
+                          any(p.get("UserID") == USER for p in m.participants()) and
+                          m.study()[0] == info_h.study, "portal upload transfer")
+        assert upl.requestor().get("UserID") == USER and upl.roles(USER) == ["110153"]
+        assert upl.study() == (info_h.study, {CT: 1}) and upl.patient()[0] == "AUDIT-HOSTILE"
+
         # /metrics: sent counts per sink; the collector behind the wrong CA got nothing.
         status, body = http_get(server, "/metrics")
         text = body.decode()
