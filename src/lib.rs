@@ -2,6 +2,8 @@
 //!
 //! Layout (data flows one way: network → services → archive → index + storage):
 //! - [`config`]: one TOML file → typed configuration.
+//! - [`audit`]: the IHE ATNA audit trail (PS3.15 A.5 messages as syslog); used by `dimse` and
+//!   `web`, depends on neither.
 //! - [`dimse`]: DICOM upper layer and DIMSE services (C-ECHO, C-STORE).
 //! - [`archive`]: ingest pipeline, durability contract and reconciliation; the only caller of
 //!   [`index`] and [`storage`].
@@ -15,6 +17,7 @@
 //! - [`web`]: the HTTP listener: the portal, `/metrics`, `/healthz`.
 
 pub mod archive;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod dictionary;

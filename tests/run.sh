@@ -56,6 +56,11 @@ command -v mvn >/dev/null || missing+=(maven)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 # a CJK font, so the study page's screenshot shows 郭^政達 and the Korean and Japanese names
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
+# the audit-trail test (test_audit.py): a real syslog collector, rsyslogd with imtcp/imudp and the
+# GnuTLS stream driver (RFC 5425), and the openssl CLI for its test certificates
+[ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+[ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so 2>/dev/null | head -1)" ] || missing+=(rsyslog-gnutls)
+[ -x /usr/bin/openssl ] || missing+=(openssl)
 # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv
 [ -x "$VENV/bin/python" ] || "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi

@@ -2,6 +2,7 @@
 //! start. The only caller of [`crate::index`] and [`crate::storage`]; it knows nothing of DIMSE
 //! (its input is an object plus the AE that sent it).
 
+mod audit_subjects;
 mod commitment;
 mod committer;
 mod compaction;

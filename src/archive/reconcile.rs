@@ -295,6 +295,19 @@ impl Archive {
         path: &Path,
         accept_unknown_storage: bool,
     ) -> Result<IngestOutcome, IngestError> {
+        self.import_file_with_uid(path, accept_unknown_storage)
+            .await
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`Archive::import_file`], also answering the SOP Instance UID (a portal upload reports
+    /// it to the audit trail with the user who sent it). The stored file meta group keeps the
+    /// file's own Source AE Title, else "IMPORT": a user name is no AE title.
+    pub async fn import_file_with_uid(
+        &self,
+        path: &Path,
+        accept_unknown_storage: bool,
+    ) -> Result<(IngestOutcome, String), IngestError> {
         let p = path.to_owned();
         let (request, dataset_offset) = tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::open(&p).map_err(IngestError::spool)?;
@@ -311,6 +324,7 @@ impl Archive {
                 request.sop_class_uid
             )));
         }
+        let uid = request.sop_instance_uid.clone();
         let mut spool = self.begin(request).await?;
         let mut file = tokio::fs::File::open(path)
             .await
@@ -326,6 +340,6 @@ impl Archive {
             }
             spool.write(&buf[..n]).await;
         }
-        self.commit(spool).await
+        self.commit(spool).await.map(|outcome| (outcome, uid))
     }
 }

@@ -13,6 +13,9 @@ use crate::dimse::{self, DimseContext};
 
 pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     init_logging(&config);
+    // The audit trail first: a bad CA or audit file path stops the start with one clear line.
+    let audit = crate::audit::Audit::start(&config.audit, &config.dicom.aet)
+        .map_err(|e| CliError::Other(e.to_string()))?;
     let (archive, _report) = Archive::open(&config).await?;
     let addr = std::net::SocketAddr::new(config.dicom.bind, config.dicom.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -57,7 +60,8 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         .with_upload_policy(config.dicom.accept_unknown_storage)
         .with_dicomweb(&config.dicomweb)
         .with_metrics(Arc::clone(archive.health()))
-        .with_metrics(move || metrics_archive.metrics_text());
+        .with_metrics(move || metrics_archive.metrics_text())
+        .with_audit(audit.clone());
     if let Some((handle, _)) = &ha {
         web_state = web_state.with_ha(handle.clone());
     }
@@ -110,7 +114,9 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
             background.clone(),
         ));
     }
-    let ctx = DimseContext::new(archive.clone(), Arc::new(config));
+    let audit_flush = std::time::Duration::from_secs(config.audit.shutdown_flush_secs);
+    let ctx = DimseContext::new(archive.clone(), Arc::new(config)).with_audit(audit.clone());
+    audit.application_activity(true);
     // Storage Commitment reports (a restart resumes the open transactions).
     tokio::spawn(dimse::run_commitment_reporter(
         ctx.clone(),
@@ -132,6 +138,8 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         .close()
         .await
         .map_err(|e| CliError::Other(format!("final index flush failed: {e}")))?;
+    audit.application_activity(false);
+    audit.shutdown(audit_flush).await;
     tracing::info!("MIFAS stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod audit;
 mod dicomweb;
 pub mod ha;
 
+pub use audit::AuditConfig;
 pub use dicomweb::DicomWebConfig;
 pub use ha::HaConfig;
 
@@ -42,6 +44,8 @@ pub struct Config {
     pub dicomweb: DicomWebConfig,
     /// The HA monitor of the HDFS namenode VMs; off unless the table is present.
     pub ha: Option<HaConfig>,
+    /// The IHE ATNA audit trail (`[audit]`, off by default).
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -502,6 +506,7 @@ impl Config {
             );
         }
         self.dicomweb.validate()?;
+        self.audit.validate()?;
         if let Some(ha) = &self.ha {
             ha.validate()?;
         }
@@ -721,6 +726,7 @@ mod tests {
             default.dicom.max_associations
         );
         assert_eq!(config.storage.quota_bytes, default.storage.quota_bytes);
+        assert_eq!(config.audit, default.audit);
     }
 
     /// The commented `[ha]` example of mifas.example.toml is a valid configuration.

@@ -48,6 +48,8 @@ pub(crate) struct QueryRequest {
 
 /// What the services need to know of the association beyond its session.
 pub(crate) struct Peer {
+    /// The audit trail's view of this association (reports the stored studies when dropped).
+    pub(crate) audit: super::audit_hooks::AssociationAudit,
     pub(crate) ctx: DimseContext,
     pub(crate) contexts: HashMap<u8, Context>,
     pub(crate) calling_aet: String,
@@ -95,6 +97,7 @@ pub(crate) async fn run(
             .any(|c| c.abstract_syntax == stgcmt::SOP_CLASS)
             .then(|| ctx.reports.register());
         let mut peer = Peer {
+            audit: super::audit_hooks::AssociationAudit::new(&ctx, &calling_aet, peer_addr),
             ctx,
             contexts,
             calling_aet,

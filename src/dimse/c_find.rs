@@ -281,6 +281,8 @@ pub(crate) async fn handle(
         sent += 1;
     };
     drop(matches);
+    peer.audit
+        .queried(&context, &command, &identifier_bytes, &final_response);
     tracing::info!(parent: &span, matches = sent, elapsed_ms = started.elapsed().as_millis() as u64, status = %final_response.status, "C-FIND done");
     session.respond(context_id, &final_response).await
 }

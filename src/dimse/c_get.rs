@@ -85,6 +85,7 @@ async fn serve(
         }
     }
     let cancelled = cancel.is_cancelled();
+    peer.audit.got(&archive, &progress);
     if cancelled {
         tracing::info!(done = progress.done(), "C-GET cancelled by the peer");
     }

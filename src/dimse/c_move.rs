@@ -167,6 +167,7 @@ pub(crate) async fn handle(
                 }
             }
         }
+        peer.audit.moved(&peer.ctx, command, &progress);
         retrieve::respond_final(
             session,
             (context_id, context),

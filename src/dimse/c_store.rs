@@ -43,6 +43,7 @@ pub(crate) async fn handle(
         }
     }
     let response = finish(archive, &command, sink).await;
+    peer.audit.stored(archive, &command, &response);
     session.respond(context_id, &response).await
 }
 

@@ -105,7 +105,9 @@ async fn handle(socket: TcpStream, peer: SocketAddr, ctx: DimseContext) {
         peer_ip: peer.ip().to_canonical(),
     };
     let mut options = ServerAssociationOptions::new()
-        .ae_access_control(policy)
+        .ae_access_control(super::audit_hooks::AuditedAccess::new(
+            policy, &ctx.audit, peer,
+        ))
         .ae_title(config.dicom.aet.as_str())
         .max_pdu_length(config.dicom.max_pdu)
         .strict(true)

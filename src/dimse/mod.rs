@@ -4,6 +4,7 @@
 mod access;
 mod assembler;
 mod association;
+mod audit_hooks;
 mod c_echo;
 mod c_find;
 mod c_get;
@@ -37,6 +38,8 @@ pub struct DimseContext {
     outgoing: Arc<tokio::sync::Semaphore>,
     /// Open associations that may carry Storage Commitment reports.
     pub(crate) reports: Arc<stgcmt::ReportRoutes>,
+    /// The audit trail (IHE ATNA); disabled unless `[audit]` is on.
+    pub audit: crate::audit::Audit,
 }
 
 impl DimseContext {
@@ -51,6 +54,13 @@ impl DimseContext {
             allowed_calling,
             outgoing,
             reports: Arc::default(),
+            audit: crate::audit::Audit::disabled(),
         }
+    }
+
+    /// Report to this audit trail.
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> DimseContext {
+        self.audit = audit;
+        self
     }
 }

@@ -204,6 +204,8 @@ pub struct Progress {
     pub failed: usize,
     pub warning: usize,
     pub failed_uids: Vec<String>,
+    /// Instances the destination took (completed or with a warning), for the audit trail.
+    pub sent_uids: Vec<String>,
     /// Why the first failed sub-operation failed (the ErrorComment of 0xA702).
     pub first_failure: Option<String>,
 }
@@ -230,8 +232,14 @@ impl Progress {
 
     pub fn record(&mut self, sop_instance_uid: &str, outcome: &StoreOutcome) {
         match outcome {
-            StoreOutcome::Completed => self.completed += 1,
-            StoreOutcome::Warning(_) => self.warning += 1,
+            StoreOutcome::Completed => {
+                self.completed += 1;
+                self.sent_uids.push(sop_instance_uid.to_string());
+            }
+            StoreOutcome::Warning(_) => {
+                self.warning += 1;
+                self.sent_uids.push(sop_instance_uid.to_string());
+            }
             StoreOutcome::Failed(reason) => {
                 self.failed += 1;
                 self.failed_uids.push(sop_instance_uid.to_string());

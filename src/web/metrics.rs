@@ -34,6 +34,12 @@ impl MetricsSource for SiteHealth {
     }
 }
 
+impl MetricsSource for crate::audit::Audit {
+    fn render(&self) -> String {
+        self.render_prometheus()
+    }
+}
+
 impl<T: MetricsSource + ?Sized> MetricsSource for Arc<T> {
     fn render(&self) -> String {
         (**self).render()

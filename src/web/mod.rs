@@ -3,6 +3,7 @@
 //! [`WebState`] (the archive's API, the renderer); it never opens the index or a site itself.
 
 pub mod admin_socket;
+pub mod audit_hooks;
 pub mod auth;
 pub mod dicomweb;
 pub mod error;
@@ -41,6 +42,8 @@ pub struct WebState {
     pub(crate) dicomweb: Arc<DicomWebConfig>,
     /// The HA monitor, when this process runs one (its admin page).
     pub(crate) ha: Option<crate::ha::HaHandle>,
+    /// The audit trail (logins, queries, views, transfers); disabled unless `[audit]` is on.
+    pub(crate) audit: crate::audit::Audit,
 }
 
 impl Default for WebState {
@@ -58,6 +61,7 @@ impl Default for WebState {
             accept_unknown_storage: false,
             dicomweb: Arc::default(),
             ha: None,
+            audit: crate::audit::Audit::disabled(),
         }
     }
 }
@@ -106,6 +110,16 @@ impl WebState {
     /// Serve DICOMweb as configured by `[dicomweb]`.
     pub fn with_dicomweb(mut self, config: &DicomWebConfig) -> WebState {
         self.dicomweb = Arc::new(config.clone());
+        self
+    }
+
+    /// Report logins, queries, views and transfers to this audit trail (and show its counters
+    /// on `/metrics`).
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> WebState {
+        if audit.is_enabled() {
+            Arc::make_mut(&mut self.metrics).push(Arc::new(audit.clone()));
+        }
+        self.audit = audit;
         self
     }
 

@@ -147,6 +147,10 @@ pub async fn submit(
         .verify_password(&form.username, &form.password)
         .await
         .map_err(|e| HttpError::Internal(e.to_string()))?;
+    state.audit.login(
+        &crate::audit::Actor::user(&account, client.addr),
+        role.is_some(),
+    );
     let Some(role) = role else {
         limiter.record_failure(&account, client.addr, Instant::now(), limits);
         // Debug formatting: a name with line breaks cannot forge log lines.

@@ -239,6 +239,13 @@ async fn frames(
     let numbers = parse_frame_list(&list)?;
     let archive = state.archive()?;
     let info = instance_info(archive, target).await?;
+    crate::web::audit_hooks::viewed(
+        &state,
+        &user.actor(),
+        &study,
+        Some(&series),
+        Some(&instance),
+    );
     if let Some(&past) = numbers.iter().find(|&&n| n > info.frames) {
         return Err(HttpError::NotFound(format!(
             "frame {past}: instance {instance} has {} frame(s), numbered from 1",
@@ -283,6 +290,13 @@ async fn bulkdata(
     let tag = parse_tag(&tag)?;
     let archive = state.archive()?;
     let info = instance_info(archive, target).await?;
+    crate::web::audit_hooks::viewed(
+        &state,
+        &user.actor(),
+        &study,
+        Some(&series),
+        Some(&instance),
+    );
     let ranges = multipart_out::accept(&headers);
     if tag == tags::PIXEL_DATA && is_encapsulated(&info.transfer_syntax) {
         // Encapsulated pixel data has no single value: its frames, as for /frames.

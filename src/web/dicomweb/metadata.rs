@@ -162,6 +162,13 @@ async fn metadata(
     }
     let base = base_url(headers, uri)?;
     let archive = state.archive()?;
+    crate::web::audit_hooks::viewed(
+        &state,
+        &user.actor(),
+        &study,
+        series.as_deref(),
+        instance.as_deref(),
+    );
     let rx = archive
         .instance_headers(&study, series.as_deref(), instance.as_deref())
         .await

@@ -292,6 +292,7 @@ async fn search(
         .find_window(query(level, keys, search.fuzzy), search.offset, limit)
         .await
         .map_err(query_err)?;
+    crate::web::audit_hooks::searched(&state, &user.actor(), uri);
 
     // Attributes of the levels above, from their own entities.
     let mut upper = Vec::new();

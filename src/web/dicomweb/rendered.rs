@@ -385,6 +385,7 @@ async fn answer(
     };
     let archive = state.archive()?;
     let info: InstanceInfo = instance_info(archive, target).await?;
+    crate::web::audit_hooks::viewed(&state, &user.actor(), &path.study, None, Some(&info.uid));
     if let Some(n) = frame
         && n > info.frames
     {

@@ -146,10 +146,15 @@ async fn store(
             }),
         });
     }
-    let stored = outcomes
+    let stored_uids: Vec<String> = outcomes
         .iter()
-        .filter(|o| matches!(o, PartOutcome::Stored { .. }))
-        .count();
+        .filter_map(|o| match o {
+            PartOutcome::Stored { sop_instance, .. } => Some(sop_instance.clone()),
+            _ => None,
+        })
+        .collect();
+    let stored = stored_uids.len();
+    crate::web::audit_hooks::stored(&state, &user.actor(), stored_uids);
     tracing::info!(user = %user.name, parts = outcomes.len(), stored, "STOW-RS request");
     if let Some(e) = framing {
         let note = if stored > 0 {

@@ -33,12 +33,19 @@ const CACHE_MAX: usize = 10_000;
 pub struct DicomWebUser {
     pub name: String,
     pub role: Role,
+    /// The client's address (audit messages name it).
+    pub addr: std::net::IpAddr,
 }
 
 impl DicomWebUser {
     /// Refuse unless the user's role includes `role` (403 naming both).
     pub fn require(&self, role: Role) -> Result<(), HttpError> {
         crate::web::auth::require_role(&self.name, self.role, role)
+    }
+
+    /// This user at this address, as the audit trail names participants.
+    pub fn actor(&self) -> crate::audit::Actor {
+        crate::audit::Actor::user(&self.name, self.addr)
     }
 }
 
@@ -127,15 +134,16 @@ impl FromRequestParts<WebState> for DicomWebUser {
         parts: &mut Parts,
         state: &WebState,
     ) -> Result<DicomWebUser, HttpError> {
+        let Ok(client) = ClientInfo::from_request_parts(parts, state).await;
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let value = value.as_bytes().to_vec();
-            let Ok(client) = ClientInfo::from_request_parts(parts, state).await;
             return basic(state, &value, client).await;
         }
         match CurrentUser::from_request_parts(parts, state).await {
             Ok(user) => Ok(DicomWebUser {
                 name: user.name,
                 role: user.role,
+                addr: client.addr,
             }),
             Err(_) => Err(HttpError::Challenge),
         }
@@ -167,7 +175,11 @@ async fn basic(
     let cache = &state.auth.basic;
     let key = BasicCache::key(&name, &password);
     if let Some(role) = cache.get(&key, Instant::now()) {
-        return Ok(DicomWebUser { name, role });
+        return Ok(DicomWebUser {
+            name,
+            role,
+            addr: client.addr,
+        });
     }
     let epoch = cache.epoch();
     let archive = state.archive()?;
@@ -175,10 +187,18 @@ async fn basic(
         .verify_password(&name, &password)
         .await
         .map_err(|e| HttpError::Unavailable(e.to_string()))?;
+    state.audit.login(
+        &crate::audit::Actor::user(&account, client.addr),
+        verified.is_some(),
+    );
     match verified {
         Some(role) => {
             cache.insert(key, &name, role, Instant::now(), epoch);
-            Ok(DicomWebUser { name, role })
+            Ok(DicomWebUser {
+                name,
+                role,
+                addr: client.addr,
+            })
         }
         None => {
             limiter.record_failure(&account, client.addr, Instant::now(), limits);

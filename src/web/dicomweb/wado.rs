@@ -323,6 +323,7 @@ async fn retrieve(
     target.check()?;
     let archive = state.archive()?.clone();
     let items = target.items(&archive).await?;
+    crate::web::audit_hooks::sent(state, &user.actor(), crate::web::audit_hooks::uids(&items));
     let ranges = multipart_out::accept(headers);
     let mut plans = Vec::with_capacity(items.len());
     for item in &items {

@@ -200,6 +200,7 @@ pub async fn page(
 
 pub async fn handler(
     user: CurrentUser,
+    client: crate::web::auth::login::ClientInfo,
     State(state): State<WebState>,
     Path(uid): Path<String>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -207,5 +208,8 @@ pub async fn handler(
     let uid = uid_segment(&uid)?;
     let Query(params) = params.map_err(|e| HttpError::BadRequest(e.body_text()))?;
     let params = ViewParams::parse(&params)?;
-    page(&state, &user, uid, params).await
+    let html = page(&state, &user, uid, params).await?;
+    let actor = crate::audit::Actor::user(&user.name, client.addr);
+    crate::web::audit_hooks::viewed_instance(&state, &actor, uid);
+    Ok(html)
 }

@@ -7,10 +7,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::check_uid;
 use super::zip_stream;
+use crate::audit::Actor;
 use crate::query::{Condition, Level, Model, Query, QueryKey};
-use crate::web::WebState;
+use crate::web::auth::login::ClientInfo;
 use crate::web::auth::{CurrentUser, Role};
 use crate::web::error::HttpError;
+use crate::web::{WebState, audit_hooks};
 
 fn attachment(response: &mut Response, content_type: &'static str, filename: &str) {
     let h = response.headers_mut();
@@ -34,6 +36,7 @@ fn attachment(response: &mut Response, content_type: &'static str, filename: &st
 pub async fn instance_file(
     State(state): State<WebState>,
     user: CurrentUser,
+    client: ClientInfo,
     Path(uid): Path<String>,
 ) -> Result<Response, HttpError> {
     user.require(Role::Viewer)?;
@@ -44,6 +47,11 @@ pub async fn instance_file(
         .await?
         .ok_or_else(|| HttpError::NotFound(format!("instance {uid}")))?;
     let size = object.size();
+    audit_hooks::sent(
+        &state,
+        &Actor::user(&user.name, client.addr),
+        vec![uid.clone()],
+    );
     let mut response = Body::from_stream(object).into_response();
     attachment(&mut response, "application/dicom", &format!("{uid}.dcm"));
     response
@@ -76,6 +84,7 @@ pub(super) fn study_query(study_uid: &str) -> Query {
 pub async fn study_zip(
     State(state): State<WebState>,
     user: CurrentUser,
+    client: ClientInfo,
     Path(uid): Path<String>,
 ) -> Result<Response, HttpError> {
     user.require(Role::Viewer)?;
@@ -85,7 +94,8 @@ pub async fn study_zip(
     if items.is_empty() {
         return Err(HttpError::NotFound(format!("study {uid}")));
     }
-    let uids = items.into_iter().map(|i| i.sop_instance_uid).collect();
+    let uids: Vec<String> = items.into_iter().map(|i| i.sop_instance_uid).collect();
+    audit_hooks::sent(&state, &Actor::user(&user.name, client.addr), uids.clone());
     let mut response = Body::from_stream(zip_stream::study(archive, uids)).into_response();
     attachment(&mut response, "application/zip", &format!("{uid}.zip"));
     Ok(response)

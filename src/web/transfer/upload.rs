@@ -106,6 +106,7 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> HttpError {
 pub async fn submit(
     State(state): State<WebState>,
     user: CurrentUser,
+    client: crate::web::auth::login::ClientInfo,
     headers: HeaderMap,
     mut multipart: Multipart,
 ) -> Result<Response, HttpError> {
@@ -133,6 +134,8 @@ pub async fn submit(
     let mut received = 0u64;
     let mut zip_budget = limit.saturating_mul(ZIP_EXPANSION);
     let mut rows = Vec::new();
+    // What the user stored, for the audit trail.
+    let mut sender = Sender { stored: Vec::new() };
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         if !csrf_checked {
             if field.name() != Some("csrf") {
@@ -180,16 +183,20 @@ pub async fn submit(
                 accept_unknown,
                 &mut zip_budget,
                 &mut rows,
+                &mut sender,
             )
             .await;
         } else {
-            rows.push(import_one(&archive, &temp.path, file_name, accept_unknown).await);
+            let row = import_one(&archive, &temp.path, file_name, accept_unknown, &mut sender);
+            rows.push(row.await);
         }
     }
     if !csrf_checked {
         return Err(HttpError::Forbidden("missing or wrong CSRF token".into()));
     }
     tracing::info!(user = %user.name, files = rows.len(), "portal upload");
+    let actor = crate::audit::Actor::user(&user.name, client.addr);
+    crate::web::audit_hooks::stored(&state, &actor, sender.stored);
     page(&state, &user, &rows)
 }
 
@@ -204,11 +211,29 @@ fn display_name(name: &str) -> String {
         .collect()
 }
 
-async fn import_one(archive: &Archive, path: &Path, file: String, accept_unknown: bool) -> Row {
-    let (outcome, detail) = match archive.import_file(path, accept_unknown).await {
-        Ok(IngestOutcome::Stored) => ("stored", String::new()),
-        Ok(IngestOutcome::Replaced) => ("stored", "replaced the stored copy".to_string()),
-        Ok(IngestOutcome::DuplicateIgnored) => ("duplicate", "already stored".to_string()),
+/// The instances an upload stored so far (the audit trail reports them with the user).
+struct Sender {
+    stored: Vec<String>,
+}
+
+async fn import_one(
+    archive: &Archive,
+    path: &Path,
+    file: String,
+    accept_unknown: bool,
+    sender: &mut Sender,
+) -> Row {
+    let imported = archive.import_file_with_uid(path, accept_unknown).await;
+    let (outcome, detail) = match imported {
+        Ok((IngestOutcome::Stored, uid)) => {
+            sender.stored.push(uid);
+            ("stored", String::new())
+        }
+        Ok((IngestOutcome::Replaced, uid)) => {
+            sender.stored.push(uid);
+            ("stored", "replaced the stored copy".to_string())
+        }
+        Ok((IngestOutcome::DuplicateIgnored, _)) => ("duplicate", "already stored".to_string()),
         Err(IngestError::Duplicate(uid)) => ("duplicate", format!("{uid} is already stored")),
         Err(e) => ("refused", e.to_string()),
     };
@@ -245,6 +270,7 @@ async fn import_zip(
     accept_unknown: bool,
     budget: &mut u64,
     rows: &mut Vec<Row>,
+    sender: &mut Sender,
 ) {
     let opened = match tokio::fs::File::open(path).await {
         Ok(file) => ZipReader::with_tokio(tokio::io::BufReader::new(file))
@@ -280,7 +306,10 @@ async fn import_zip(
     for (index, name) in entries {
         let label = format!("{zip_name}/{name}");
         match extract(&mut reader, index, archive.spool_dir(), budget).await {
-            Ok(temp) => rows.push(import_one(archive, &temp.path, label, accept_unknown).await),
+            Ok(temp) => {
+                let row = import_one(archive, &temp.path, label, accept_unknown, sender).await;
+                rows.push(row);
+            }
             Err(reason) => rows.push(refused(label, reason)),
         }
     }
