@@ -24,5 +24,6 @@ pub mod index;
 pub mod query;
 pub mod render;
 pub mod storage;
+pub mod tls;
 pub mod uid;
 pub mod web;
