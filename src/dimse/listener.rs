@@ -183,6 +183,14 @@ fn options(ctx: &DimseContext, policy: AePolicy) -> ServerAssociationOptions<'st
 /// run the association.
 async fn handle(socket: TcpStream, peer: SocketAddr, transport: Transport, ctx: DimseContext) {
     let artim = ctx.config.artim_timeout();
+    // A second handle on the socket, to wait for the peer to close after a rejection.
+    let (socket, after_reject) = match duplicate(socket) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot use the connection");
+            return;
+        }
+    };
     let mut policy = AePolicy {
         policy: ctx.access.clone(),
         peer,
@@ -226,11 +234,40 @@ async fn handle(socket: TcpStream, peer: SocketAddr, transport: Transport, ctx: 
                 _ => "association not established",
             };
             tracing::warn!(%peer, ?transport, error = %e, "{what}");
+            linger(after_reject, artim.min(LINGER_MAX)).await;
             return;
         }
         Ok(Ok(established)) => established,
     };
+    // The association's own handle closes the connection when it ends.
+    drop(after_reject);
     association::run(link, negotiated, ctx, peer).await;
+}
+
+/// Longest we wait for a rejected peer to close its end.
+const LINGER_MAX: Duration = Duration::from_secs(5);
+
+/// The socket twice (one file descriptor each): dicom-ul consumes one and closes it as soon as
+/// it has written an A-ASSOCIATE-RJ, the other keeps the connection open until the peer closes.
+fn duplicate(socket: TcpStream) -> std::io::Result<(TcpStream, TcpStream)> {
+    let std = socket.into_std()?;
+    let copy = std.try_clone()?;
+    Ok((TcpStream::from_std(std)?, TcpStream::from_std(copy)?))
+}
+
+/// After an A-ASSOCIATE-RJ (or a failed handshake) the requestor closes the connection (PS3.8
+/// 9.2, state Sta13): wait for that, bounded, instead of closing first. Closing at once races
+/// the rejection: some peers (pynetdicom) then see a dropped connection instead of the RJ.
+async fn linger(mut socket: TcpStream, limit: Duration) {
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(limit, async {
+        while let Ok(n) = socket.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Above the association limit: read the request and answer A-ASSOCIATE-RJ, rejected-transient,
