@@ -12,7 +12,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::crypto::ring::cipher_suite as suites;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
@@ -42,7 +44,8 @@ const BCP195_SUITES: [rustls::SupportedCipherSuite; 9] = [
 ];
 
 /// TLS 1.2 and 1.3 only (BCP195 forbids SSL and TLS 1.0/1.1; rustls has neither anyway).
-const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 // `default_provider` is deprecated only for lacking post-quantum key exchange, which ring
 // does not have and BCP195 does not ask for (aws-lc-rs is not an option here).
@@ -87,7 +90,14 @@ fn certified_key(
     prefix: &str,
     cert: &Path,
     key: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, Arc<CertifiedKey>), ConfigError> {
+) -> Result<
+    (
+        Vec<CertificateDer<'static>>,
+        PrivateKeyDer<'static>,
+        Arc<CertifiedKey>,
+    ),
+    ConfigError,
+> {
     let cert_key = format!("{prefix}.cert");
     let key_key = format!("{prefix}.key");
     let chain = read_certs(&cert_key, cert)?;
@@ -101,7 +111,10 @@ fn certified_key(
         return Err(bad_file(
             &key_key,
             key,
-            format!("does not belong to the certificate in {} ({e})", cert.display()),
+            format!(
+                "does not belong to the certificate in {} ({e})",
+                cert.display()
+            ),
         ));
     }
     Ok((chain, private, Arc::new(certified)))
@@ -195,7 +208,10 @@ impl DicomTls {
     /// in `slot`, so the association's access check (which runs after the handshake, on the
     /// A-ASSOCIATE-RQ) can compare it with the calling AE's entry. Session resumption is off:
     /// a resumed session would skip the certificate and leave the slot empty.
-    pub fn server_config(&self, slot: PeerCertSlot) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    pub fn server_config(
+        &self,
+        slot: PeerCertSlot,
+    ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
         let cert = self
             .server_cert
             .clone()
@@ -219,7 +235,9 @@ impl DicomTls {
 }
 
 /// The HTTPS listener's server configuration (`[http.tls]`), `None` when HTTPS is off.
-pub fn http_server_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+pub fn http_server_config(
+    config: &Config,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
     let tls = &config.http.tls;
     let (true, Some(cert), Some(key)) = (tls.enabled, &tls.cert, &tls.key) else {
         return Ok(None);
@@ -263,7 +281,9 @@ impl ClientCertVerifier for RecordingVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         let _ = self.slot.set(end_entity.clone().into_owned());
         Ok(verified)
     }
@@ -339,7 +359,9 @@ fn der_element(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -383,7 +405,10 @@ mod tests {
     fn missing_file_names_key_and_path() {
         let err = read_certs("dicom.tls.cert", Path::new("/nonexistent/c.pem")).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("dicom.tls.cert") && text.contains("/nonexistent/c.pem"), "{text}");
+        assert!(
+            text.contains("dicom.tls.cert") && text.contains("/nonexistent/c.pem"),
+            "{text}"
+        );
         assert_eq!(text.lines().count(), 1);
     }
 
@@ -392,7 +417,10 @@ mod tests {
         for suite in BCP195_SUITES {
             let name = format!("{:?}", suite.suite());
             assert!(name.contains("GCM") || name.contains("CHACHA20"), "{name}");
-            assert!(name.starts_with("TLS13_") || name.starts_with("TLS_ECDHE_"), "{name}");
+            assert!(
+                name.starts_with("TLS13_") || name.starts_with("TLS_ECDHE_"),
+                "{name}"
+            );
         }
     }
 }

@@ -523,9 +523,7 @@ impl Config {
             );
         }
         self.dicomweb.validate()?;
-        self.dicom
-            .tls
-            .validate(&self.remote_ae, self.dicom.port)?;
+        self.dicom.tls.validate(&self.remote_ae, self.dicom.port)?;
         self.http.tls.validate()?;
         if let Some(ha) = &self.ha {
             ha.validate()?;

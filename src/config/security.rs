@@ -139,13 +139,23 @@ fn invalid(key: String, message: &str) -> Result<(), ConfigError> {
 }
 
 impl DicomTlsConfig {
-    pub(super) fn validate(&self, remote_ae: &[RemoteAe], plain_port: u16) -> Result<(), ConfigError> {
+    pub(super) fn validate(
+        &self,
+        remote_ae: &[RemoteAe],
+        plain_port: u16,
+    ) -> Result<(), ConfigError> {
         if self.enabled {
             if self.cert.is_none() {
-                return invalid("dicom.tls.cert".into(), "required when dicom.tls.enabled = true");
+                return invalid(
+                    "dicom.tls.cert".into(),
+                    "required when dicom.tls.enabled = true",
+                );
             }
             if self.key.is_none() {
-                return invalid("dicom.tls.key".into(), "required when dicom.tls.enabled = true");
+                return invalid(
+                    "dicom.tls.key".into(),
+                    "required when dicom.tls.enabled = true",
+                );
             }
             if self.port == 0 && plain_port == 0 {
                 // Both ephemeral is fine (tests); equal non-zero ports cannot both be bound.
@@ -163,7 +173,10 @@ impl DicomTlsConfig {
             );
         }
         if self.cert.is_some() != self.key.is_some() {
-            return invalid("dicom.tls.key".into(), "dicom.tls.cert and dicom.tls.key go together");
+            return invalid(
+                "dicom.tls.key".into(),
+                "dicom.tls.cert and dicom.tls.key go together",
+            );
         }
         for (i, remote) in remote_ae.iter().enumerate() {
             if remote.tls && self.ca.is_none() {
@@ -172,7 +185,11 @@ impl DicomTlsConfig {
                     "needs dicom.tls.ca to verify the remote AE's certificate",
                 );
             }
-            if remote.tls_subject.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            if remote
+                .tls_subject
+                .as_deref()
+                .is_some_and(|s| s.trim().is_empty())
+            {
                 return invalid(format!("remote_ae[{i}].tls_subject"), "must not be empty");
             }
             if remote.tls_subject.is_some() && !(self.enabled && self.ca.is_some()) {
@@ -189,10 +206,16 @@ impl DicomTlsConfig {
 impl HttpTlsConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.enabled && self.cert.is_none() {
-            return invalid("http.tls.cert".into(), "required when http.tls.enabled = true");
+            return invalid(
+                "http.tls.cert".into(),
+                "required when http.tls.enabled = true",
+            );
         }
         if self.enabled && self.key.is_none() {
-            return invalid("http.tls.key".into(), "required when http.tls.enabled = true");
+            return invalid(
+                "http.tls.key".into(),
+                "required when http.tls.enabled = true",
+            );
         }
         Ok(())
     }
@@ -227,10 +250,9 @@ mod tests {
         assert!(err.contains("dicom.tls.key"), "{err}");
         let err = validate("[http.tls]\nenabled = true\nkey = \"k.pem\"\n").unwrap_err();
         assert!(err.contains("http.tls.cert"), "{err}");
-        let err = validate(
-            "[dicom.tls]\nenabled = true\ncert = \"c\"\nkey = \"k\"\nport = 11112\n",
-        )
-        .unwrap_err();
+        let err =
+            validate("[dicom.tls]\nenabled = true\ncert = \"c\"\nkey = \"k\"\nport = 11112\n")
+                .unwrap_err();
         assert!(err.contains("dicom.tls.port"), "{err}");
         validate("[dicom.tls]\nenabled = true\ncert = \"c\"\nkey = \"k\"\nport = 11112\nplain_listener = false\n")
             .unwrap();

@@ -48,7 +48,9 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::CalledAeNotRecognized => f.write_str("called AE title not recognized"),
             Refusal::NotInAllowList => f.write_str("calling AE not in dicom.allowed_calling"),
-            Refusal::UnknownAe => f.write_str("unknown calling AE (dicom.unknown_ae allows nothing)"),
+            Refusal::UnknownAe => {
+                f.write_str("unknown calling AE (dicom.unknown_ae allows nothing)")
+            }
             Refusal::HostNotAllowed => f.write_str("calling AE not allowed from this address"),
             Refusal::ClientCertificateMissing => {
                 f.write_str("calling AE requires a TLS client certificate and presented none")
@@ -68,7 +70,9 @@ impl Refusal {
     /// The A-ASSOCIATE-RJ reason (PS3.8 9.3.4) peers see.
     pub fn rj_reason(&self) -> AssociationRJServiceUserReason {
         match self {
-            Refusal::CalledAeNotRecognized => AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+            Refusal::CalledAeNotRecognized => {
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized
+            }
             _ => AssociationRJServiceUserReason::CallingAETitleNotRecognized,
         }
     }
@@ -169,10 +173,9 @@ impl AccessPolicy {
         }
         let calling = calling_aet.trim();
         if !self.allowed_calling.is_empty()
-            && !self
-                .allowed_calling
-                .iter()
-                .any(|a| a.aet.trim() == calling && (a.hosts.is_empty() || a.hosts.contains(&peer_ip)))
+            && !self.allowed_calling.iter().any(|a| {
+                a.aet.trim() == calling && (a.hosts.is_empty() || a.hosts.contains(&peer_ip))
+            })
         {
             return Err(Refusal::NotInAllowList);
         }
@@ -263,7 +266,12 @@ mod tests {
         AccessPolicy::new(&Config::parse(toml).unwrap())
     }
 
-    fn decide(p: &AccessPolicy, calling: &str, ip: IpAddr, names: Option<&[String]>) -> Result<(), Refusal> {
+    fn decide(
+        p: &AccessPolicy,
+        calling: &str,
+        ip: IpAddr,
+        names: Option<&[String]>,
+    ) -> Result<(), Refusal> {
         p.decide_association("MIFAS", calling, "MIFAS", ip, names)
     }
 
@@ -279,7 +287,10 @@ mod tests {
     #[test]
     fn called_ae_must_match() {
         let p = policy("");
-        assert!(p.decide_association("MIFAS", "ANY", "MIFAS   ", LOCAL, None).is_ok());
+        assert!(
+            p.decide_association("MIFAS", "ANY", "MIFAS   ", LOCAL, None)
+                .is_ok()
+        );
         assert_eq!(
             p.decide_association("MIFAS", "ANY", "OTHER", LOCAL, None),
             Err(Refusal::CalledAeNotRecognized)
@@ -289,7 +300,10 @@ mod tests {
             AssociationRJServiceUserReason::CalledAETitleNotRecognized
         );
         let p = policy("[dicom]\ncheck_called_aet = false\n");
-        assert!(p.decide_association("MIFAS", "ANY", "OTHER", LOCAL, None).is_ok());
+        assert!(
+            p.decide_association("MIFAS", "ANY", "OTHER", LOCAL, None)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -300,7 +314,10 @@ mod tests {
         assert_eq!(decide(&p, "CT1", LOCAL, None), Ok(()));
         assert_eq!(decide(&p, "WS", OTHER, None), Ok(()));
         assert_eq!(decide(&p, "MR1", LOCAL, None), Err(Refusal::NotInAllowList));
-        assert_eq!(decide(&p, "NOBODY", LOCAL, None), Err(Refusal::NotInAllowList));
+        assert_eq!(
+            decide(&p, "NOBODY", LOCAL, None),
+            Err(Refusal::NotInAllowList)
+        );
     }
 
     const PERMS: &str = r#"
@@ -373,7 +390,10 @@ port = 104
         let mut config = Config::parse(PERMS).unwrap();
         config.remote_ae[1].tls_subject = Some("viewer.example".into());
         let p = AccessPolicy::new(&config);
-        assert_eq!(decide(&p, "VIEWER", LOCAL, None), Err(Refusal::ClientCertificateMissing));
+        assert_eq!(
+            decide(&p, "VIEWER", LOCAL, None),
+            Err(Refusal::ClientCertificateMissing)
+        );
         let good = ["VIEWER-CN".to_string(), "viewer.example".to_string()];
         assert_eq!(decide(&p, "VIEWER", LOCAL, Some(&good)), Ok(()));
         let bad = ["modality.example".to_string()];

@@ -123,7 +123,11 @@ pub(crate) async fn run(
                 tls_suite = %suite,
                 "association accepted over TLS"
             ),
-            None => tracing::info!(contexts = contexts.len(), peer_max_pdu, "association accepted"),
+            None => tracing::info!(
+                contexts = contexts.len(),
+                peer_max_pdu,
+                "association accepted"
+            ),
         }
         let report_route = contexts
             .values()

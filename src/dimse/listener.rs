@@ -19,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::access::AePolicy;
+use super::association::Negotiated;
 use super::c_find::FIND_SOP_CLASSES;
 use super::negotiation::QrNegotiation;
 use super::retrieve::{GET_SOP_CLASSES, MOVE_SOP_CLASSES};
-use super::association::Negotiated;
 use super::session::Link;
 use super::{DimseContext, association};
 use crate::dictionary::storage_sop_classes;
@@ -66,7 +66,12 @@ pub async fn serve(
     let loops: Vec<_> = listeners
         .into_iter()
         .map(|(listener, transport)| {
-            tokio::spawn(accept_loop(listener, transport, shared.clone(), shutdown.clone()))
+            tokio::spawn(accept_loop(
+                listener,
+                transport,
+                shared.clone(),
+                shutdown.clone(),
+            ))
         })
         .collect();
     for accept in loops {
@@ -155,7 +160,10 @@ async fn accept_loop(
 }
 
 /// The negotiation options of one connection (its access check knows the peer).
-fn options(ctx: &DimseContext, policy: AePolicy) -> ServerAssociationOptions<'static, AePolicy, QrNegotiation> {
+fn options(
+    ctx: &DimseContext,
+    policy: AePolicy,
+) -> ServerAssociationOptions<'static, AePolicy, QrNegotiation> {
     let config = &ctx.config;
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(policy)
@@ -230,7 +238,9 @@ async fn handle(socket: TcpStream, peer: SocketAddr, transport: Transport, ctx: 
         }
         Ok(Err(e)) => {
             let what = match (&e, transport) {
-                (dicom_ul::association::Error::TlsHandshake { .. }, _) => "TLS handshake failed; connection closed",
+                (dicom_ul::association::Error::TlsHandshake { .. }, _) => {
+                    "TLS handshake failed; connection closed"
+                }
                 _ => "association not established",
             };
             tracing::warn!(%peer, ?transport, error = %e, "{what}");

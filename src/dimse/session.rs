@@ -17,9 +17,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use dicom_ul::Pdu;
+use dicom_ul::association::AsyncAssociation;
 use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::association::server::AsyncServerAssociation;
-use dicom_ul::association::AsyncAssociation;
 use dicom_ul::pdu::PDataValueType;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -128,9 +128,8 @@ impl Session {
                 return Ok(event);
             }
             // dicom-ul reads into a buffer kept across calls, so this is cancel-safe (`until`).
-            let receive = async {
-                on_link!(&mut self.assoc, a => AsyncAssociation::receive(a).await)
-            };
+            let receive =
+                async { on_link!(&mut self.assoc, a => AsyncAssociation::receive(a).await) };
             let received = match timeout {
                 Some(t) => tokio::time::timeout(t, receive).await.map_err(|_| {
                     Exit::Abort(format!("the peer sent nothing for {} s", t.as_secs()))
@@ -338,8 +337,7 @@ impl Session {
         let send = async {
             on_link!(&mut self.assoc, a => AsyncAssociation::send(a, &Pdu::ReleaseRP).await)
         };
-        match tokio::time::timeout(self.write_timeout, send).await
-        {
+        match tokio::time::timeout(self.write_timeout, send).await {
             Ok(Ok(())) => tracing::info!("association released"),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot send A-RELEASE-RP"),
             Err(_) => tracing::warn!("A-RELEASE-RP not sent within the write deadline"),
@@ -351,10 +349,7 @@ impl Session {
         let release = async {
             let _ = on_link!(self.assoc, a => AsyncAssociation::release(a).await);
         };
-        if tokio::time::timeout(timeout, release)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(timeout, release).await.is_err() {
             tracing::warn!("the peer did not answer our A-RELEASE-RQ");
         }
     }

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use dicom_dictionary_std::uids;
-use dicom_ul::pdu::{PDataValueType, PresentationContextNegotiated, PresentationContextResultReason};
+use dicom_ul::pdu::{
+    PDataValueType, PresentationContextNegotiated, PresentationContextResultReason,
+};
 
 use super::assembler::Assembler;
 use super::message::{StoreRequest, command_field};
@@ -118,9 +120,12 @@ pub(crate) async fn establish(
 ) -> Result<(Link, Vec<PresentationContextNegotiated>), String> {
     let address = format!("{}:{}", remote.host.trim(), remote.port);
     let outcome = if remote.tls {
-        let client = tls
-            .and_then(DicomTls::client_config)
-            .ok_or_else(|| format!("{} is marked tls = true but dicom.tls.ca is not configured", remote.aet))?;
+        let client = tls.and_then(DicomTls::client_config).ok_or_else(|| {
+            format!(
+                "{} is marked tls = true but dicom.tls.ca is not configured",
+                remote.aet
+            )
+        })?;
         let options = options.tls_config(client).server_name(remote.host.trim());
         tokio::time::timeout(timeout, options.establish_tls_async(address.clone()))
             .await
@@ -147,7 +152,10 @@ pub(crate) async fn establish(
             })
     };
     match outcome {
-        Err(_) => Err(format!("no association with {address} within {} s", timeout.as_secs())),
+        Err(_) => Err(format!(
+            "no association with {address} within {} s",
+            timeout.as_secs()
+        )),
         Ok(Err(e)) => Err(format!("association with {address} failed: {e}")),
         Ok(Ok((mut link, contexts))) => {
             if let Some((version, suite)) = link.tls_session() {
@@ -376,10 +384,7 @@ async fn send(
 }
 
 /// Wait for the C-STORE-RSP to `info.message_id`.
-async fn await_response(
-    session: &mut Session,
-    info: StoreRequestInfo<'_>,
-) -> Result<Status, Exit> {
+async fn await_response(session: &mut Session, info: StoreRequestInfo<'_>) -> Result<Status, Exit> {
     let event = session
         .next_event(Some(info.response_timeout))
         .await

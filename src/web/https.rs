@@ -26,7 +26,10 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<TlsListener> {
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx));

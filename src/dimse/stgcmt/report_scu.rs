@@ -11,8 +11,8 @@ use super::super::DimseContext;
 use super::super::assembler::Assembler;
 use super::super::message::{EventReportRequest, command_field};
 use super::super::session::{Event, Session};
-use super::super::store_scu;
 use super::super::status::{Category, Status};
+use super::super::store_scu;
 use super::{SOP_CLASS, SOP_INSTANCE, report};
 use crate::index::CommitmentRecord;
 
@@ -42,7 +42,8 @@ pub(crate) async fn deliver(ctx: &DimseContext, record: &CommitmentRecord) -> Re
             ],
         )
         .with_role_selection(SOP_CLASS, false, true);
-    let (link, negotiated) = store_scu::establish(options, remote, ctx.tls.as_ref(), timeout).await?;
+    let (link, negotiated) =
+        store_scu::establish(options, remote, ctx.tls.as_ref(), timeout).await?;
     let mut session = Session::new(
         link,
         Assembler::new(std::iter::empty(), config.dicom.max_sequence_depth),
@@ -62,7 +63,10 @@ pub(crate) async fn deliver(ctx: &DimseContext, record: &CommitmentRecord) -> Re
             remote.aet
         ));
     };
-    session.set_assembler(Assembler::new([context_id], config.dicom.max_sequence_depth));
+    session.set_assembler(Assembler::new(
+        [context_id],
+        config.dicom.max_sequence_depth,
+    ));
     let result = send_and_confirm(
         &mut session,
         context_id,
