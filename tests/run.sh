@@ -56,6 +56,9 @@ command -v mvn >/dev/null || missing+=(maven)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 # a CJK font, so the study page's screenshot shows 郭^政達 and the Korean and Japanese names
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
+# TLS tests (issue 13): the CA and certificates are made with the openssl CLI; DCMTK's +tls
+# options need Debian's dcmtk built with OpenSSL (it is)
+command -v openssl >/dev/null || missing+=(openssl)
 # `python3 -m venv` needs ensurepip, which Debian ships in python3-venv
 [ -x "$VENV/bin/python" ] || "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi

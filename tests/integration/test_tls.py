@@ -196,6 +196,35 @@ def test_pynetdicom_store_and_find_over_mutual_tls(server, pki, corpus):
     assert_stored_identically(server, pki, items)
 
 
+def test_bcp195_versions_and_suites(server, pki):
+    """TLS 1.2 gets an ECDHE AES-GCM suite; TLS 1.1 and a non-AEAD (CBC) TLS 1.2 suite are refused."""
+    ctx = pki.client_context("client1")
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    assoc = pyn_associate(server, ctx=ctx, pki=pki)
+    assert assoc.is_established, server.log_tail()
+    version, suite = tls_of(assoc)
+    assert assoc.send_c_echo().Status == SUCCESS
+    assoc.release()
+    assert version == "TLSv1.2" and re.fullmatch(r"ECDHE-(RSA|ECDSA)-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)",
+                                                suite), (version, suite)
+    print(f"pynetdicom limited to TLS 1.2 negotiated: {version} {suite}")
+    ctx = pki.client_context("client1")
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384:AES128-SHA")
+    with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):  # the server's alert: no common suite
+        with socket.create_connection(("127.0.0.1", server.tls_port), timeout=10) as sock:
+            ctx.wrap_socket(sock, server_hostname="localhost").close()
+    ctx = pki.client_context("client1")
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer TLS 1.1 at all
+    # the server's alert (rustls answers a TLS 1.1-only ClientHello with handshake_failure)
+    with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE|PROTOCOL_VERSION"):
+        with socket.create_connection(("127.0.0.1", server.tls_port), timeout=10) as sock:
+            ctx.wrap_socket(sock, server_hostname="localhost").close()
+    server.assert_alive()
+
+
 def _count_instances(server, pki, study) -> int:
     assoc = pyn_associate(server, pki=pki)
     assert assoc.is_established
@@ -382,3 +411,20 @@ def test_bad_certificate_file_is_one_error_line_and_exit_2(tmp_path, pki, key, f
                        capture_output=True, text=True, timeout=60, env=CHILD_ENV)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error")]
     assert r.returncode == 2 and len(errors) == 1 and key in errors[0] and str(garbage) in errors[0], r.stderr
+
+
+def test_tls_only_listener(tmp_path, pki):
+    """plain_listener = false: one listener, TLS; the READY line's dicom= names it."""
+    cfg = {"dicom": {"tls": {"enabled": True, "port": 0, "cert": str(pki.server_cert), "key": str(pki.server_key),
+                             "ca": str(pki.ca), "plain_listener": False}}}
+    s = MifasServer(tmp_path, cfg).start()
+    try:
+        assert tls_port(s.ready_line) == s.port, s.ready_line
+        plain = subprocess.run(["echoscu", "-aec", "MIFAS", "-to", "5", "-ta", "5", "127.0.0.1", str(s.port)],
+                               capture_output=True, text=True, timeout=30, env=CHILD_ENV)
+        assert plain.returncode != 0
+        tls = subprocess.run(["echoscu", "-aec", "MIFAS", *dcmtk_tls_args(pki, "client2"), "127.0.0.1", str(s.port)],
+                             capture_output=True, text=True, timeout=30, env=CHILD_ENV)
+        assert tls.returncode == 0, tls.stdout + tls.stderr
+    finally:
+        s.stop_ok()
