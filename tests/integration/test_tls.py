@@ -54,7 +54,14 @@ def dest_port():
     return _dest_port()
 
 
-def tls_config(pki, dest_port, **tls) -> dict:
+@pytest.fixture(scope="module")
+def commit_port(dest_port):
+    while (p := _dest_port()) == dest_port:
+        pass
+    return p
+
+
+def tls_config(pki, dest_port, commit_port=None, **tls) -> dict:
     return {
         "dicom": {"tls": {"enabled": True, "port": 0, "cert": str(pki.server_cert), "key": str(pki.server_key),
                           "ca": str(pki.ca), "require_client_cert": True, **tls}},
@@ -63,13 +70,17 @@ def tls_config(pki, dest_port, **tls) -> dict:
             {"aet": "MODALITY1", "host": "127.0.0.1", "port": 104, "tls_subject": "modality1.example"},
             # a TLS move destination (DCMTK storescp +tls)
             {"aet": "TLSDEST", "host": "127.0.0.1", "port": dest_port, "tls": True},
+            # a Storage Commitment requester that takes its reports over TLS (pynetdicom SCP)
+            *([{"aet": "CMTMOD", "host": "localhost", "port": commit_port, "tls": True,
+                "move_destination": False}] if commit_port else []),
         ],
+        "commitment": {"retry_initial_secs": 1, "retry_max_secs": 2, "timeout_secs": 10},
     }
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, pki, dest_port):
-    s = MifasServer(tmp_path_factory.mktemp("tls_server"), tls_config(pki, dest_port)).start()
+def server(tmp_path_factory, pki, dest_port, commit_port):
+    s = MifasServer(tmp_path_factory.mktemp("tls_server"), tls_config(pki, dest_port, commit_port)).start()
     s.tls_port = tls_port(s.ready_line)
     yield s
     s.stop_ok()
@@ -428,3 +439,58 @@ def test_tls_only_listener(tmp_path, pki):
         assert tls.returncode == 0, tls.stdout + tls.stderr
     finally:
         s.stop_ok()
+
+
+def test_storage_commitment_report_over_tls(server, pki, corpus, commit_port):
+    """The report on a new association goes over TLS to a tls = true requester, which sees our
+    certificate (mutual TLS on its side)."""
+    import queue
+
+    from pynetdicom import evt
+    from pynetdicom.sop_class import StorageCommitmentPushModel
+
+    items = _study(corpus, 0)
+    reports: queue.Queue = queue.Queue()
+
+    def on_report(event):
+        sock = event.assoc.dul.socket.socket
+        peer = sock.getpeercert()
+        cn = [v for rdn in peer["subject"] for k, v in rdn if k == "commonName"]
+        reports.put((event.event_type, event.event_information.TransactionUID, sock.version(), cn))
+        return 0x0000, None
+
+    ae = AE(ae_title="CMTMOD")
+    ae.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
+    scp = ae.start_server(("127.0.0.1", commit_port), block=False, ssl_context=pki.server_context(True),
+                          evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    try:
+        assoc = pyn_associate(server, pki=pki)
+        assert assoc.is_established
+        for i in items:  # stored already by another test or not: duplicates are ignored
+            assert assoc.send_c_store(pydicom.dcmread(i.path)).Status == SUCCESS
+        assoc.release()
+        req = _pyn_ae("CMTMOD")
+        req.add_requested_context(StorageCommitmentPushModel)
+        assoc = req.associate("127.0.0.1", server.tls_port, ae_title="MIFAS",
+                              tls_args=(pki.client_context("client2"), "localhost"))
+        assert assoc.is_established
+        ds = Dataset()
+        ds.TransactionUID = generate_uid()
+        refs = []
+        for i in items:
+            r = Dataset()
+            r.ReferencedSOPClassUID = CTImageStorage
+            r.ReferencedSOPInstanceUID = i.sop_instance
+            refs.append(r)
+        ds.ReferencedSOPSequence = refs
+        status, _ = assoc.send_n_action(ds, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+        assoc.release()
+        assert status.Status == SUCCESS
+        try:
+            event_type, tx, version, cn = reports.get(timeout=60)
+        except queue.Empty:
+            raise AssertionError("no report within 60 s\n" + server.log_tail()) from None
+        assert (event_type, tx) == (1, ds.TransactionUID)
+        assert version in ("TLSv1.2", "TLSv1.3") and cn == ["mifas-server"], (version, cn)
+    finally:
+        scp.shutdown()
