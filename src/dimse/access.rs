@@ -41,6 +41,9 @@ pub enum Refusal {
     CertificateSubjectMismatch { presented: Vec<String> },
     /// The AE may not use this service (answered with status 0x0124).
     ServiceNotAllowed(Service),
+    /// The TLS handshake on the TLS port failed (before any A-ASSOCIATE-RQ): no or an untrusted
+    /// client certificate, a plain DICOM client, or nothing in common with the BCP195 profile.
+    TlsHandshakeFailed(String),
 }
 
 impl std::fmt::Display for Refusal {
@@ -61,6 +64,9 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::ServiceNotAllowed(service) => {
                 write!(f, "service {service} not allowed for the calling AE")
+            }
+            Refusal::TlsHandshakeFailed(why) => {
+                write!(f, "TLS handshake failed, connection closed: {why}")
             }
         }
     }

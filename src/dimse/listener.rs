@@ -237,13 +237,20 @@ async fn handle(socket: TcpStream, peer: SocketAddr, transport: Transport, ctx: 
             return;
         }
         Ok(Err(e)) => {
-            let what = match (&e, transport) {
-                (dicom_ul::association::Error::TlsHandshake { .. }, _) => {
-                    "TLS handshake failed; connection closed"
+            match &e {
+                // A refusal like the access check's (no certificate, an untrusted one, no TLS at
+                // all, a protocol version or suite outside the profile): reported the same way.
+                dicom_ul::association::Error::TlsHandshake { source, .. } => {
+                    super::access::report(&super::access::RefusalEvent {
+                        refusal: &super::access::Refusal::TlsHandshakeFailed(source.to_string()),
+                        calling_aet: "",
+                        called_aet: "",
+                        peer,
+                        over_tls: true,
+                    })
                 }
-                _ => "association not established",
-            };
-            tracing::warn!(%peer, ?transport, error = %e, "{what}");
+                _ => tracing::warn!(%peer, ?transport, error = %e, "association not established"),
+            }
             linger(after_reject, artim.min(LINGER_MAX)).await;
             return;
         }
