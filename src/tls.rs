@@ -132,6 +132,8 @@ impl ResolvesServerCert for FixedCert {
 /// What the DICOM TLS listener and our outgoing TLS associations use, built once.
 #[derive(Debug, Clone)]
 pub struct DicomTls {
+    /// The BCP195 ring provider, built once (every TLS connection gets its own configuration).
+    provider: Arc<CryptoProvider>,
     /// Our certificate (the TLS listener's; presented to TLS move destinations).
     server_cert: Option<Arc<CertifiedKey>>,
     /// Verifies client certificates: mandatory, optional, or none (no CA configured).
@@ -198,6 +200,7 @@ impl DicomTls {
             None => None,
         };
         Ok(Some(DicomTls {
+            provider: provider(),
             server_cert: ours.map(|(_, _, certified)| certified),
             client_verifier,
             client,
@@ -216,7 +219,7 @@ impl DicomTls {
             .server_cert
             .clone()
             .ok_or_else(|| rustls::Error::General("no server certificate configured".into()))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(VERSIONS)?
             .with_client_cert_verifier(Arc::new(RecordingVerifier {
                 inner: self.client_verifier.clone(),
