@@ -240,17 +240,22 @@ def config_field_default(config_rs: str, key: str) -> object:
     Returns the literal value of `#[serde(default = "f")]` when f's body is a bool, integer or
     string literal, None when the field has no such default (required, or a type default).
     Raises ValueError when there is no such field."""
-    section, field = key.split(".", 1)
+    # `a.b.c`: field c of the struct that field b of the struct of field a has (tables nest:
+    # dicom.tls.cert is DicomConfig.tls: DicomTlsConfig, field cert).
+    *path, field = key.split(".")
     config = re.search(r"pub struct Config \{(.*?)\n\}", config_rs, re.S)
-    sec = config and re.search(rf"\bpub {re.escape(section)}:\s*(?:Vec<)?(\w+)>?,", config.group(1))
-    if not sec:
-        raise ValueError(f"section {section!r} is not a field of `struct Config` in src/config/mod.rs")
-    body = re.search(rf"pub struct {sec.group(1)} \{{(.*?)\n\}}", config_rs, re.S)
-    if not body:
-        raise ValueError(f"`struct {sec.group(1)}` not found in src/config/mod.rs")
+    body, struct = config, "Config"
+    for segment in path:
+        sec = body and re.search(rf"\bpub {re.escape(segment)}:\s*(?:Vec<|Option<)?(\w+)>?,", body.group(1))
+        if not sec:
+            raise ValueError(f"{segment!r} is not a field of `struct {struct}` in src/config/")
+        struct = sec.group(1)
+        body = re.search(rf"pub struct {struct} \{{(.*?)\n\}}", config_rs, re.S)
+        if not body:
+            raise ValueError(f"`struct {struct}` not found in src/config/")
     m = re.search(rf"((?:\s*(?:///[^\n]*|#\[[^\n]*\]))*)\s*pub {re.escape(field)}:", body.group(1))
     if not m:
-        raise ValueError(f"no field {field!r} in `struct {sec.group(1)}` of src/config/mod.rs")
+        raise ValueError(f"no field {field!r} in `struct {struct}` of src/config/")
     fn = re.search(r'#\[serde\([^\]]*default\s*=\s*"(\w+)"', m.group(1))
     if not fn:
         return None
@@ -265,7 +270,7 @@ def config_field_default(config_rs: str, key: str) -> object:
 
 def check_defaults(doc: str, report: Report) -> None:
     example = flatten(tomllib.loads(EXAMPLE_TOML.read_text(encoding="utf-8")))
-    config_rs = CONFIG_RS.read_text(encoding="utf-8")
+    config_rs = "\n".join(p.read_text(encoding="utf-8") for p in sorted(CONFIG_RS.parent.glob("*.rs")))
     problems, seen = [], set()
     for cells in table_rows(gen.block(doc, CONFIG_TABLE)):
         m = re.fullmatch(rf"`({KEY_RE})`", cells[0])

@@ -27,5 +27,6 @@ pub mod index;
 pub mod query;
 pub mod render;
 pub mod storage;
+pub mod tls;
 pub mod uid;
 pub mod web;

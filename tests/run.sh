@@ -57,7 +57,8 @@ command -v mvn >/dev/null || missing+=(maven)
 # a CJK font, so the study page's screenshot shows 郭^政達 and the Korean and Japanese names
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
 # the audit-trail test (test_audit.py): a real syslog collector, rsyslogd with imtcp/imudp and the
-# GnuTLS stream driver (RFC 5425), and the openssl CLI for its test certificates
+# GnuTLS stream driver (RFC 5425); the openssl CLI makes the test certificates of the audit and
+# DICOM TLS tests (DCMTK's +tls options need Debian's dcmtk built with OpenSSL: it is)
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || [ -n "$(find /usr/lib -name lmnsd_gtls.so 2>/dev/null | head -1)" ] || missing+=(rsyslog-gnutls)
 [ -x /usr/bin/openssl ] || missing+=(openssl)

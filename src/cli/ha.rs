@@ -53,6 +53,7 @@ pub async fn monitor(config: Config) -> Result<ExitCode, CliError> {
         let state = crate::web::WebState::new().with_ha(handle.clone());
         Some(tokio::spawn(crate::web::serve(
             listener,
+            None,
             state,
             shutdown.clone(),
         )))

@@ -13,21 +13,42 @@ use crate::dimse::{self, DimseContext};
 
 pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     init_logging(&config);
+    // Certificates and keys first: a bad file is a configuration error (exit 2) before
+    // anything is opened or bound.
+    let dicom_tls = crate::tls::DicomTls::load(&config)?;
+    let http_tls = crate::tls::http_server_config(&config)?;
+    if !config.dicom.allowed_calling.is_empty() {
+        tracing::warn!(
+            "dicom.allowed_calling is deprecated: list the AEs as [[remote_ae]] with hosts and services, and set [dicom.unknown_ae] services = []"
+        );
+    }
     // The audit trail first: a bad CA or audit file path stops the start with one clear line.
     let audit = crate::audit::Audit::start(&config.audit, &config.dicom.aet)
         .map_err(|e| CliError::Other(e.to_string()))?;
     let (archive, _report) = Archive::open(&config).await?;
-    let addr = std::net::SocketAddr::new(config.dicom.bind, config.dicom.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| CliError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| CliError::Other(format!("cannot read the listening address: {e}")))?;
-    tracing::info!(addr = %local, aet = %config.dicom.aet, data_dir = %config.storage.data_dir.display(), "MIFAS listening");
+    let mut listeners = Vec::new();
+    // READY line: `dicom=` is the plain listener (the TLS one when there is no plain one);
+    // TLS listeners are appended after `http=`, so the line keeps its shape without TLS.
+    let mut ready_dicom = String::new();
+    let mut ready_tls = String::new();
+    if !config.dicom.tls.enabled || config.dicom.tls.plain_listener {
+        let addr = std::net::SocketAddr::new(config.dicom.bind, config.dicom.port);
+        let (listener, local) = bind(addr).await?;
+        tracing::info!(addr = %local, aet = %config.dicom.aet, data_dir = %config.storage.data_dir.display(), "MIFAS listening");
+        ready_dicom = local.to_string();
+        listeners.push((listener, dimse::Transport::Plain));
+    }
+    if config.dicom.tls.enabled {
+        let bind_ip = config.dicom.tls.bind.unwrap_or(config.dicom.bind);
+        let addr = std::net::SocketAddr::new(bind_ip, config.dicom.tls.port);
+        let (listener, local) = bind(addr).await?;
+        tracing::info!(addr = %local, aet = %config.dicom.aet, mutual = config.dicom.tls.ca.is_some(), "MIFAS listening (DICOM TLS)");
+        if ready_dicom.is_empty() {
+            ready_dicom = local.to_string();
+        }
+        ready_tls.push_str(&format!(" dicom_tls={local}"));
+        listeners.push((listener, dimse::Transport::Tls));
+    }
     // Handlers installed before READY: a SIGTERM right after it must stop us cleanly, not kill us.
     let shutdown = CancellationToken::new();
     // The HTTP listener (/metrics, /healthz) and the information service's probes.
@@ -76,7 +97,15 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     )
     .inspect_err(|e| tracing::warn!(error = %e, "no admin socket"))
     .ok();
-    let web = tokio::spawn(crate::web::serve(http, web_state, shutdown.clone()));
+    let web = tokio::spawn(crate::web::serve(
+        http,
+        http_tls,
+        web_state,
+        shutdown.clone(),
+    ));
+    if config.http.tls.enabled {
+        ready_tls.push_str(" https");
+    }
     let signals = Signals::install()?;
     tokio::spawn(signals.watch(shutdown.clone()));
     // The READY line is the readiness signal scripts and tests wait for.
@@ -84,7 +113,7 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "MIFAS READY dicom={local} aet={} data={} http={http_local}",
+            "MIFAS READY dicom={ready_dicom} aet={} data={} http={http_local}{ready_tls}",
             config.dicom.aet,
             config.storage.data_dir.display()
         );
@@ -115,14 +144,14 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         ));
     }
     let audit_flush = std::time::Duration::from_secs(config.audit.shutdown_flush_secs);
-    let ctx = DimseContext::new(archive.clone(), Arc::new(config)).with_audit(audit.clone());
+    let ctx = DimseContext::new(archive.clone(), Arc::new(config), dicom_tls).with_audit(audit.clone());
     audit.application_activity(true);
     // Storage Commitment reports (a restart resumes the open transactions).
     tokio::spawn(dimse::run_commitment_reporter(
         ctx.clone(),
         background.clone(),
     ));
-    dimse::serve(listener, ctx, shutdown).await;
+    dimse::serve(listeners, ctx, shutdown).await;
     background.cancel();
     if let Ok(Err(e)) = web.await {
         tracing::error!(error = %e, "HTTP listener failed");
@@ -142,6 +171,21 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
     audit.shutdown(audit_flush).await;
     tracing::info!("MIFAS stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn bind(
+    addr: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), CliError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| CliError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::Other(format!("cannot read the listening address: {e}")))?;
+    Ok((listener, local))
 }
 
 /// SIGTERM and SIGINT, caught from the moment `install` returns.

@@ -10,10 +10,12 @@ use serde::Deserialize;
 pub mod audit;
 mod dicomweb;
 pub mod ha;
+mod security;
 
 pub use audit::AuditConfig;
 pub use dicomweb::DicomWebConfig;
 pub use ha::HaConfig;
+pub use security::{DicomTlsConfig, HttpTlsConfig, Service, UnknownAeConfig};
 
 /// A configuration problem, always naming the key (or the file) so the operator can fix it.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,10 @@ pub struct DicomConfig {
     pub max_sequence_depth: usize,
     /// Longest a single write to a peer may block (a peer that stops reading).
     pub write_timeout_secs: u64,
+    /// `[dicom.tls]`: the DICOM TLS listener and our certificate for outgoing TLS.
+    pub tls: DicomTlsConfig,
+    /// `[dicom.unknown_ae]`: what AEs no `[[remote_ae]]` entry names may do.
+    pub unknown_ae: UnknownAeConfig,
 }
 
 /// One entry of the calling-AE allow-list.
@@ -88,6 +94,20 @@ pub struct RemoteAe {
     /// Whether a C-MOVE may name it as Move Destination.
     #[serde(default = "default_true")]
     pub move_destination: bool,
+    /// Services this AE may use when it calls us (default: all).
+    #[serde(default = "security::all_services")]
+    pub services: Vec<Service>,
+    /// Addresses this AE may call us from; empty = any.
+    #[serde(default)]
+    pub hosts: Vec<IpAddr>,
+    /// Open our associations to it (C-MOVE sub-operations, commitment reports) over TLS,
+    /// verifying its certificate against `dicom.tls.ca` for the name in `host`.
+    #[serde(default)]
+    pub tls: bool,
+    /// When it calls us: it must come over TLS with a client certificate whose subject
+    /// common name, or one of whose DNS subject alternative names, is this value.
+    #[serde(default)]
+    pub tls_subject: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -372,6 +392,8 @@ pub struct HttpConfig {
     pub render_threads: usize,
     /// Bytes of rendered thumbnails and previews kept in memory, in MiB.
     pub render_cache_mb: u64,
+    /// `[http.tls]`: HTTPS on this port.
+    pub tls: HttpTlsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -396,6 +418,8 @@ impl Default for DicomConfig {
             allowed_calling: Vec::new(),
             max_sequence_depth: crate::archive::DEFAULT_MAX_SEQUENCE_DEPTH,
             write_timeout_secs: 30,
+            tls: DicomTlsConfig::default(),
+            unknown_ae: UnknownAeConfig::default(),
         }
     }
 }
@@ -429,6 +453,7 @@ impl Default for HttpConfig {
             upload_max_mb: 2048,
             render_threads: 2,
             render_cache_mb: 64,
+            tls: HttpTlsConfig::default(),
         }
     }
 }
@@ -507,6 +532,8 @@ impl Config {
         }
         self.dicomweb.validate()?;
         self.audit.validate()?;
+        self.dicom.tls.validate(&self.remote_ae, self.dicom.port)?;
+        self.http.tls.validate()?;
         if let Some(ha) = &self.ha {
             ha.validate()?;
         }

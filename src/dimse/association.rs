@@ -5,21 +5,43 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use dicom_ul::association::Association as _;
+use dicom_ul::association::Association;
 use dicom_ul::association::server::AsyncServerAssociation;
 use dicom_ul::pdu::PresentationContextResultReason;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::assembler::Assembler;
 use super::message::{Command, Response, command_field};
-use super::session::{Event, Exit, Session};
+use super::session::{Event, Exit, Link, Session};
 use super::status::Status;
 use super::{DimseContext, c_echo, c_find, c_get, c_move, c_store, negotiation, retrieve, stgcmt};
+use crate::config::Service;
 use crate::query::Model;
 
-pub(crate) type ServerSession = Session<AsyncServerAssociation<TcpStream>>;
+pub(crate) type ServerSession = Session;
+
+/// What negotiation settled, read off the association before it goes into a [`Link`].
+pub(crate) struct Negotiated {
+    calling_aet: String,
+    called_aet: String,
+    contexts: HashMap<u8, Context>,
+    peer_max_pdu: u32,
+}
+
+impl Negotiated {
+    pub(crate) fn of<S>(assoc: &AsyncServerAssociation<S>) -> Negotiated
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    {
+        Negotiated {
+            calling_aet: assoc.peer_ae_title().trim().to_string(),
+            called_aet: assoc.called_ae_title().trim().to_string(),
+            contexts: accepted_contexts(assoc),
+            peer_max_pdu: assoc.requestor_max_pdu_length(),
+        }
+    }
+}
 
 /// An accepted presentation context.
 #[derive(Debug, Clone)]
@@ -53,6 +75,8 @@ pub(crate) struct Peer {
     pub(crate) ctx: DimseContext,
     pub(crate) contexts: HashMap<u8, Context>,
     pub(crate) calling_aet: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) over_tls: bool,
     /// Message ID of our last C-STORE-RQ (C-GET sub-operations) or N-EVENT-REPORT-RQ.
     pub(crate) sub_message_id: u16,
     /// With a Storage Commitment context: this association's id in the report routes, and the
@@ -63,35 +87,50 @@ pub(crate) struct Peer {
 }
 
 pub(crate) async fn run(
-    assoc: AsyncServerAssociation<TcpStream>,
+    mut link: Link,
+    negotiated: Negotiated,
     ctx: DimseContext,
     peer_addr: SocketAddr,
 ) {
-    let calling_aet = assoc.peer_ae_title().trim().to_string();
+    let Negotiated {
+        calling_aet,
+        called_aet,
+        contexts,
+        peer_max_pdu,
+    } = negotiated;
+    let tls = link.tls_session();
     let span = tracing::info_span!(
         "association",
         calling_aet = %calling_aet,
-        called_aet = %assoc.called_ae_title().trim(),
+        called_aet = %called_aet,
         peer = %peer_addr
     );
     async move {
-        let contexts = accepted_contexts(&assoc);
         let write_timeout = ctx.config.write_timeout();
         let assembler = Assembler::new(
             contexts.keys().copied(),
             ctx.config.dicom.max_sequence_depth,
         );
-        let mut session = Session::new(assoc, assembler, write_timeout);
+        let mut session = Session::new(link, assembler, write_timeout);
         if contexts.is_empty() {
             tracing::warn!("no acceptable presentation context; aborting");
             session.abort().await;
             return;
         }
-        tracing::info!(
-            contexts = contexts.len(),
-            peer_max_pdu = session.association().requestor_max_pdu_length(),
-            "association accepted"
-        );
+        match &tls {
+            Some((version, suite)) => tracing::info!(
+                contexts = contexts.len(),
+                peer_max_pdu,
+                tls_version = %version,
+                tls_suite = %suite,
+                "association accepted over TLS"
+            ),
+            None => tracing::info!(
+                contexts = contexts.len(),
+                peer_max_pdu,
+                "association accepted"
+            ),
+        }
         let report_route = contexts
             .values()
             .any(|c| c.abstract_syntax == stgcmt::SOP_CLASS)
@@ -101,6 +140,8 @@ pub(crate) async fn run(
             ctx,
             contexts,
             calling_aet,
+            addr: peer_addr,
+            over_tls: tls.is_some(),
             sub_message_id: 0,
             report_route,
             pending_reports: HashMap::new(),
@@ -118,7 +159,7 @@ pub(crate) async fn run(
     .await
 }
 
-fn accepted_contexts(assoc: &AsyncServerAssociation<TcpStream>) -> HashMap<u8, Context> {
+fn accepted_contexts(assoc: &impl Association) -> HashMap<u8, Context> {
     assoc
         .presentation_contexts()
         .iter()
@@ -284,6 +325,26 @@ async fn on_command(
         )));
     };
     let idle = peer.ctx.config.idle_timeout();
+    if let Some(service) = service_of(command.command_field)
+        && let Err(refusal) = peer.ctx.access.decide_service(&peer.calling_aet, service)
+    {
+        super::access::report(
+            &super::access::RefusalEvent {
+                refusal: &refusal,
+                calling_aet: &peer.calling_aet,
+                called_aet: &peer.ctx.config.dicom.aet,
+                peer: peer.addr,
+                over_tls: peer.over_tls,
+            },
+            &peer.ctx.audit,
+        );
+        if command.has_dataset {
+            skip_dataset(session, idle).await?;
+        }
+        let response = Response::for_request(&command, Status::NOT_AUTHORIZED)
+            .with_comment(format!("{refusal}"));
+        return session.respond(context_id, &response).await;
+    }
     match command.command_field {
         command_field::C_ECHO_RQ if !command.has_dataset => {
             tracing::debug!(message_id = command.message_id, "C-ECHO");
@@ -336,6 +397,19 @@ async fn on_command(
             session.respond(context_id, &unsupported(&command)).await
         }
         _ => session.respond(context_id, &unsupported(&command)).await,
+    }
+}
+
+/// The service a request asks for, for the per-AE permissions (responses and C-CANCEL: none).
+fn service_of(command_field: u16) -> Option<Service> {
+    match command_field {
+        command_field::C_ECHO_RQ => Some(Service::Echo),
+        command_field::C_STORE_RQ => Some(Service::Store),
+        command_field::C_FIND_RQ => Some(Service::Find),
+        command_field::C_MOVE_RQ => Some(Service::Move),
+        command_field::C_GET_RQ => Some(Service::Get),
+        command_field::N_ACTION_RQ => Some(Service::Commitment),
+        _ => None,
     }
 }
 

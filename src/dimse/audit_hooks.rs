@@ -3,11 +3,9 @@
 //! [`crate::audit`]'s business; this file only translates associations, commands and
 //! sub-operation progress into its terms.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dicom_ul::association::server::AccessControl;
-use dicom_ul::pdu::{AssociationRJServiceUserReason, UserIdentity};
 
 use super::DimseContext;
 use super::association::Context;
@@ -16,52 +14,6 @@ use super::retrieve::Progress;
 use super::status::Category;
 use crate::archive::Archive;
 use crate::audit::{Actor, Audit, Outcome, Received};
-
-/// An access policy whose refusals are reported as Security Alerts (with the calling AE,
-/// its host and the reason) before the A-ASSOCIATE-RJ goes out.
-#[derive(Debug, Clone)]
-pub(crate) struct AuditedAccess<P> {
-    inner: P,
-    audit: Audit,
-    peer: IpAddr,
-}
-
-impl<P: AccessControl> AuditedAccess<P> {
-    pub(crate) fn new(inner: P, audit: &Audit, peer: SocketAddr) -> AuditedAccess<P> {
-        AuditedAccess {
-            inner,
-            audit: audit.clone(),
-            peer: peer.ip().to_canonical(),
-        }
-    }
-}
-
-impl<P: AccessControl> AccessControl for AuditedAccess<P> {
-    fn check_access(
-        &self,
-        this_ae_title: &str,
-        calling_ae_title: &str,
-        called_ae_title: &str,
-        user_identity: Option<&UserIdentity>,
-    ) -> Result<(), AssociationRJServiceUserReason> {
-        let result = self.inner.check_access(
-            this_ae_title,
-            calling_ae_title,
-            called_ae_title,
-            user_identity,
-        );
-        if let Err(reason) = &result {
-            let caller = Actor::node(calling_ae_title, self.peer);
-            let reason = format!(
-                "association refused: {reason} (calling AE '{}', called AE '{}')",
-                calling_ae_title.trim(),
-                called_ae_title.trim()
-            );
-            self.audit.association_refused(&caller, &reason);
-        }
-        result
-    }
-}
 
 /// One association's side of the audit trail: the peer, and the instances it stored
 /// (reported per study when the association and the last look-up are done).

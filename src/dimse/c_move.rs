@@ -32,6 +32,8 @@ pub struct MoveJob {
     pub archive: Archive,
     pub items: Arc<Vec<RetrieveItem>>,
     pub destination: RemoteAe,
+    /// Certificates for a `tls = true` destination.
+    pub tls: Option<crate::tls::DicomTls>,
     pub calling_aet: String,
     pub max_pdu: u32,
     pub connect_timeout: Duration,
@@ -108,6 +110,7 @@ pub(crate) async fn handle(
             archive: peer.ctx.archive.clone(),
             items: items.clone(),
             destination,
+            tls: peer.ctx.tls.clone(),
             calling_aet: config.dicom.aet.clone(),
             max_pdu: config.dicom.max_pdu,
             connect_timeout: Duration::from_secs(config.retrieve.connect_timeout_secs),
@@ -218,6 +221,7 @@ async fn run(job: MoveJob, tx: mpsc::Sender<MoveEvent>) {
     let connected = tokio::select! {
         r = store_scu::connect(
             &job.destination,
+            job.tls.as_ref(),
             &job.calling_aet,
             job.max_pdu,
             contexts,

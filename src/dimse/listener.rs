@@ -19,9 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::access::AePolicy;
+use super::association::Negotiated;
 use super::c_find::FIND_SOP_CLASSES;
 use super::negotiation::QrNegotiation;
 use super::retrieve::{GET_SOP_CLASSES, MOVE_SOP_CLASSES};
+use super::session::Link;
 use super::{DimseContext, association};
 use crate::dictionary::storage_sop_classes;
 
@@ -29,11 +31,81 @@ use crate::dictionary::storage_sop_classes;
 /// tasks without end; beyond this they are simply closed.
 const MAX_REJECTING: usize = 16;
 
-/// Accept associations until `shutdown`, then wait (bounded) for running ones to end.
-pub async fn serve(listener: TcpListener, ctx: DimseContext, shutdown: CancellationToken) {
-    let tracker = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(ctx.config.dicom.max_associations));
-    let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// DICOM upper layer straight on TCP (`dicom.port`).
+    Plain,
+    /// The TLS handshake first (`[dicom.tls]`, PS3.15 B.9), then the upper layer inside it.
+    Tls,
+}
+
+/// What the accept loops of all listeners share: one association limit over plain and TLS
+/// connections alike, and one task tracker for the shutdown.
+#[derive(Clone)]
+struct Shared {
+    ctx: DimseContext,
+    tracker: TaskTracker,
+    limit: Arc<Semaphore>,
+    rejecting: Arc<Semaphore>,
+}
+
+/// Accept associations on every listener until `shutdown`, then wait (bounded) for running
+/// ones to end.
+pub async fn serve(
+    listeners: Vec<(TcpListener, Transport)>,
+    ctx: DimseContext,
+    shutdown: CancellationToken,
+) {
+    let shared = Shared {
+        tracker: TaskTracker::new(),
+        limit: Arc::new(Semaphore::new(ctx.config.dicom.max_associations)),
+        rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
+        ctx,
+    };
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, transport)| {
+            tokio::spawn(accept_loop(
+                listener,
+                transport,
+                shared.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    for accept in loops {
+        let _ = accept.await;
+    }
+    let Shared { ctx, tracker, .. } = shared;
+    tracker.close();
+    let running = tracker.len();
+    if running > 0 {
+        tracing::info!(running, "waiting for running associations to finish");
+    }
+    if tokio::time::timeout(ctx.config.shutdown_grace(), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            still_running = tracker.len(),
+            "shutdown grace period over; abandoning associations (unacknowledged objects are discarded)"
+        );
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    transport: Transport,
+    shared: Shared,
+    shutdown: CancellationToken,
+) {
+    let Shared {
+        ctx,
+        tracker,
+        limit,
+        rejecting,
+    } = shared;
     let mut backoff = Duration::from_millis(100);
     loop {
         let accepted = tokio::select! {
@@ -61,9 +133,14 @@ pub async fn serve(listener: TcpListener, ctx: DimseContext, shutdown: Cancellat
             Ok(permit) => {
                 let ctx = ctx.clone();
                 tracker.spawn(async move {
-                    handle(socket, peer, ctx).await;
+                    handle(socket, peer, transport, ctx).await;
                     drop(permit);
                 });
+            }
+            // A TLS client would need the handshake before it could read the rejection; at the
+            // limit it is not worth that work: close.
+            Err(_) if transport == Transport::Tls => {
+                tracing::warn!(%peer, "association limit reached; TLS connection closed")
             }
             Err(_) => match rejecting.clone().try_acquire_owned() {
                 Ok(permit) => {
@@ -80,35 +157,17 @@ pub async fn serve(listener: TcpListener, ctx: DimseContext, shutdown: Cancellat
             },
         }
     }
-    tracker.close();
-    let running = tracker.len();
-    if running > 0 {
-        tracing::info!(running, "waiting for running associations to finish");
-    }
-    if tokio::time::timeout(ctx.config.shutdown_grace(), tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            still_running = tracker.len(),
-            "shutdown grace period over; abandoning associations (unacknowledged objects are discarded)"
-        );
-    }
 }
 
-async fn handle(socket: TcpStream, peer: SocketAddr, ctx: DimseContext) {
+/// The negotiation options of one connection (its access check knows the peer).
+fn options(
+    ctx: &DimseContext,
+    policy: AePolicy,
+) -> ServerAssociationOptions<'static, AePolicy, QrNegotiation> {
     let config = &ctx.config;
-    let policy = AePolicy {
-        check_called_aet: config.dicom.check_called_aet,
-        allowed_calling: ctx.allowed_calling.clone(),
-        // IPv4 peers on an IPv6 socket arrive as ::ffff:a.b.c.d; compare them as IPv4.
-        peer_ip: peer.ip().to_canonical(),
-    };
     let mut options = ServerAssociationOptions::new()
-        .ae_access_control(super::audit_hooks::AuditedAccess::new(
-            policy, &ctx.audit, peer,
-        ))
-        .ae_title(config.dicom.aet.as_str())
+        .ae_access_control(policy)
+        .ae_title(config.dicom.aet.clone())
         .max_pdu_length(config.dicom.max_pdu)
         .strict(true)
         .promiscuous(config.dicom.accept_unknown_storage)
@@ -125,20 +184,113 @@ async fn handle(socket: TcpStream, peer: SocketAddr, ctx: DimseContext) {
     for class in storage_sop_classes() {
         options = options.with_abstract_syntax(class.uid);
     }
-    let assoc = match tokio::time::timeout(config.artim_timeout(), options.establish_async(socket))
-        .await
-    {
+    options
+}
+
+/// Negotiate (after the TLS handshake on a TLS listener), all within the ARTIM timeout, then
+/// run the association.
+async fn handle(socket: TcpStream, peer: SocketAddr, transport: Transport, ctx: DimseContext) {
+    let artim = ctx.config.artim_timeout();
+    // A second handle on the socket, to wait for the peer to close after a rejection.
+    let (socket, after_reject) = match duplicate(socket) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot use the connection");
+            return;
+        }
+    };
+    let mut policy = AePolicy {
+        policy: ctx.access.clone(),
+        peer,
+        client_cert: None,
+        audit: ctx.audit.clone(),
+    };
+    let established = match transport {
+        Transport::Plain => {
+            let options = options(&ctx, policy);
+            tokio::time::timeout(artim, options.establish_async(socket))
+                .await
+                .map(|r| r.map(|a| (Negotiated::of(&a), Link::Server(a))))
+        }
+        Transport::Tls => {
+            let slot = crate::tls::PeerCertSlot::default();
+            let server_config = match ctx.tls.as_ref().map(|t| t.server_config(slot.clone())) {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    tracing::error!(%peer, error = %e, "TLS listener without a usable configuration");
+                    return;
+                }
+                None => {
+                    tracing::error!(%peer, "TLS listener without [dicom.tls] certificates");
+                    return;
+                }
+            };
+            policy.client_cert = Some(slot);
+            let options = options(&ctx, policy).tls_config(server_config);
+            tokio::time::timeout(artim, options.establish_tls_async(socket))
+                .await
+                .map(|r| r.map(|a| (Negotiated::of(&a), Link::ServerTls(a))))
+        }
+    };
+    let (negotiated, link) = match established {
         Err(_) => {
-            tracing::warn!(%peer, "no A-ASSOCIATE-RQ within the ARTIM timeout; connection closed");
+            tracing::warn!(%peer, ?transport, "no A-ASSOCIATE-RQ within the ARTIM timeout; connection closed");
             return;
         }
         Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "association not established");
+            match &e {
+                // A refusal like the access check's (no certificate, an untrusted one, no TLS at
+                // all, a protocol version or suite outside the profile): reported the same way.
+                dicom_ul::association::Error::TlsHandshake { source, .. } => {
+                    super::access::report(
+                        &super::access::RefusalEvent {
+                            refusal: &super::access::Refusal::TlsHandshakeFailed(
+                                source.to_string(),
+                            ),
+                            calling_aet: "",
+                            called_aet: "",
+                            peer,
+                            over_tls: true,
+                        },
+                        &ctx.audit,
+                    )
+                }
+                _ => tracing::warn!(%peer, ?transport, error = %e, "association not established"),
+            }
+            linger(after_reject, artim.min(LINGER_MAX)).await;
             return;
         }
-        Ok(Ok(assoc)) => assoc,
+        Ok(Ok(established)) => established,
     };
-    association::run(assoc, ctx, peer).await;
+    // The association's own handle closes the connection when it ends.
+    drop(after_reject);
+    association::run(link, negotiated, ctx, peer).await;
+}
+
+/// Longest we wait for a rejected peer to close its end.
+const LINGER_MAX: Duration = Duration::from_secs(5);
+
+/// The socket twice (one file descriptor each): dicom-ul consumes one and closes it as soon as
+/// it has written an A-ASSOCIATE-RJ, the other keeps the connection open until the peer closes.
+fn duplicate(socket: TcpStream) -> std::io::Result<(TcpStream, TcpStream)> {
+    let std = socket.into_std()?;
+    let copy = std.try_clone()?;
+    Ok((TcpStream::from_std(std)?, TcpStream::from_std(copy)?))
+}
+
+/// After an A-ASSOCIATE-RJ (or a failed handshake) the requestor closes the connection (PS3.8
+/// 9.2, state Sta13): wait for that, bounded, instead of closing first. Closing at once races
+/// the rejection: some peers (pynetdicom) then see a dropped connection instead of the RJ.
+async fn linger(mut socket: TcpStream, limit: Duration) {
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(limit, async {
+        while let Ok(n) = socket.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Above the association limit: read the request and answer A-ASSOCIATE-RJ, rejected-transient,

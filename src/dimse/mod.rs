@@ -1,7 +1,7 @@
 //! The DICOM network layer on dicom-ul: listener, association loop, DIMSE message codec and one
 //! file per service. It talks to the archive only (never to the index or storage).
 
-mod access;
+pub mod access;
 mod assembler;
 mod association;
 mod audit_hooks;
@@ -20,20 +20,25 @@ pub mod status;
 pub(crate) mod stgcmt;
 mod store_scu;
 
-pub use listener::serve;
+pub use listener::{Transport, serve};
 pub use stgcmt::reporter::run as run_commitment_reporter;
 
 use std::sync::Arc;
 
 use crate::archive::Archive;
-use crate::config::{AllowedCaller, Config};
+use crate::config::Config;
+use crate::tls::DicomTls;
 
 /// What every association shares. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DimseContext {
     pub archive: Archive,
     pub config: Arc<Config>,
-    allowed_calling: Arc<Vec<AllowedCaller>>,
+    /// Who may associate and use which service (`access.rs`).
+    access: Arc<access::AccessPolicy>,
+    /// Certificates and TLS configurations, when `[dicom.tls]` or a `tls = true` remote AE
+    /// needs them (read once at start-up).
+    tls: Option<DicomTls>,
     /// Outgoing associations for C-MOVE sub-operations (retrieve.max_outgoing_associations).
     outgoing: Arc<tokio::sync::Semaphore>,
     /// Open associations that may carry Storage Commitment reports.
@@ -43,15 +48,16 @@ pub struct DimseContext {
 }
 
 impl DimseContext {
-    pub fn new(archive: Archive, config: Arc<Config>) -> DimseContext {
-        let allowed_calling = Arc::new(config.dicom.allowed_calling.clone());
+    pub fn new(archive: Archive, config: Arc<Config>, tls: Option<DicomTls>) -> DimseContext {
+        let access = Arc::new(access::AccessPolicy::new(&config));
         let outgoing = Arc::new(tokio::sync::Semaphore::new(
             config.retrieve.max_outgoing_associations,
         ));
         DimseContext {
             archive,
             config,
-            allowed_calling,
+            access,
+            tls,
             outgoing,
             reports: Arc::default(),
             audit: crate::audit::Audit::disabled(),

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use dicom_ul::Pdu;
 use dicom_ul::association::AsyncAssociation;
+use dicom_ul::association::client::AsyncClientAssociation;
+use dicom_ul::association::server::AsyncServerAssociation;
 use dicom_ul::pdu::PDataValueType;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -53,8 +55,42 @@ pub(crate) enum Event {
     Release,
 }
 
-pub(crate) struct Session<A> {
-    assoc: A,
+/// The association under a session: ours or the peer's, over plain TCP or TLS. An enum rather
+/// than a type parameter, so the services are compiled once whatever the transport.
+pub(crate) enum Link {
+    Server(AsyncServerAssociation<TcpStream>),
+    ServerTls(AsyncServerAssociation<dicom_ul::association::server::AsyncTlsStream>),
+    Client(AsyncClientAssociation<TcpStream>),
+    ClientTls(AsyncClientAssociation<dicom_ul::association::client::AsyncTlsStream>),
+}
+
+/// Run `$body` with `$a` bound to the association, whatever its transport.
+macro_rules! on_link_impl {
+    ($link:expr, $a:ident => $body:expr) => {
+        match $link {
+            Link::Server($a) => $body,
+            Link::ServerTls($a) => $body,
+            Link::Client($a) => $body,
+            Link::ClientTls($a) => $body,
+        }
+    };
+}
+
+pub(crate) use on_link_impl as on_link;
+
+impl Link {
+    /// TLS version and cipher suite, when over TLS.
+    pub(crate) fn tls_session(&mut self) -> Option<(String, String)> {
+        match self {
+            Link::ServerTls(a) => Some(crate::tls::describe(a.inner_stream().get_ref().1)),
+            Link::ClientTls(a) => Some(crate::tls::describe(a.inner_stream().get_ref().1)),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) struct Session {
+    assoc: Link,
     assembler: Assembler,
     /// Assembled events of a PDU not yet handed out (one PDU may carry several PDVs).
     queued: VecDeque<Event>,
@@ -63,11 +99,8 @@ pub(crate) struct Session<A> {
     cancels: HashMap<u16, CancellationToken>,
 }
 
-impl<A> Session<A>
-where
-    A: AsyncAssociation<TcpStream> + Send,
-{
-    pub(crate) fn new(assoc: A, assembler: Assembler, write_timeout: Duration) -> Self {
+impl Session {
+    pub(crate) fn new(assoc: Link, assembler: Assembler, write_timeout: Duration) -> Self {
         Session {
             assoc,
             assembler,
@@ -77,8 +110,9 @@ where
         }
     }
 
-    pub(crate) fn association(&self) -> &A {
-        &self.assoc
+    /// Replace the assembler (once the accepted contexts are known).
+    pub(crate) fn set_assembler(&mut self, assembler: Assembler) {
+        self.assembler = assembler;
     }
 
     /// Between messages: no command or data set partly received.
@@ -94,13 +128,13 @@ where
                 return Ok(event);
             }
             // dicom-ul reads into a buffer kept across calls, so this is cancel-safe (`until`).
+            let receive =
+                async { on_link!(&mut self.assoc, a => AsyncAssociation::receive(a).await) };
             let received = match timeout {
-                Some(t) => tokio::time::timeout(t, AsyncAssociation::receive(&mut self.assoc))
-                    .await
-                    .map_err(|_| {
-                        Exit::Abort(format!("the peer sent nothing for {} s", t.as_secs()))
-                    })?,
-                None => AsyncAssociation::receive(&mut self.assoc).await,
+                Some(t) => tokio::time::timeout(t, receive).await.map_err(|_| {
+                    Exit::Abort(format!("the peer sent nothing for {} s", t.as_secs()))
+                })?,
+                None => receive.await,
             };
             let pdu = received.map_err(|e| match e {
                 dicom_ul::association::Error::ReceivePdu { .. } => {
@@ -236,7 +270,9 @@ where
         bytes: &[u8],
         last: bool,
     ) -> Result<(), Exit> {
-        let send = super::pdata::send_pdvs(&mut self.assoc, context_id, value_type, bytes, last);
+        let send = async {
+            on_link!(&mut self.assoc, a => super::pdata::send_pdvs(a, context_id, value_type, bytes, last).await)
+        };
         match tokio::time::timeout(self.write_timeout, send).await {
             Err(_) => Err(Exit::Broken(format!(
                 "the peer took no data for {} s",
@@ -285,7 +321,10 @@ where
     }
 
     pub(crate) async fn abort(self) {
-        if tokio::time::timeout(self.write_timeout, self.assoc.abort())
+        let abort = async {
+            let _ = on_link!(self.assoc, a => AsyncAssociation::abort(a).await);
+        };
+        if tokio::time::timeout(self.write_timeout, abort)
             .await
             .is_err()
         {
@@ -295,12 +334,10 @@ where
 
     /// Answer the peer's A-RELEASE-RQ.
     pub(crate) async fn release_reply(mut self) {
-        match tokio::time::timeout(
-            self.write_timeout,
-            AsyncAssociation::send(&mut self.assoc, &Pdu::ReleaseRP),
-        )
-        .await
-        {
+        let send = async {
+            on_link!(&mut self.assoc, a => AsyncAssociation::send(a, &Pdu::ReleaseRP).await)
+        };
+        match tokio::time::timeout(self.write_timeout, send).await {
             Ok(Ok(())) => tracing::info!("association released"),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot send A-RELEASE-RP"),
             Err(_) => tracing::warn!("A-RELEASE-RP not sent within the write deadline"),
@@ -309,10 +346,10 @@ where
 
     /// Release an association we opened.
     pub(crate) async fn release(self, timeout: Duration) {
-        if tokio::time::timeout(timeout, self.assoc.release())
-            .await
-            .is_err()
-        {
+        let release = async {
+            let _ = on_link!(self.assoc, a => AsyncAssociation::release(a).await);
+        };
+        if tokio::time::timeout(timeout, release).await.is_err() {
             tracing::warn!("the peer did not answer our A-RELEASE-RQ");
         }
     }

@@ -34,6 +34,9 @@ impl Status {
     pub const PROCESSING_FAILURE: Status = Status(0x0110);
     /// Refused: SOP Class not supported (PS3.7 C.4).
     pub const SOP_CLASS_NOT_SUPPORTED: Status = Status(0x0122);
+    /// Refused: Not authorized (PS3.7 C.5 general status): the calling AE may not use this
+    /// service (`services` of its `[[remote_ae]]` entry or of `[dicom.unknown_ae]`).
+    pub const NOT_AUTHORIZED: Status = Status(0x0124);
     /// Failure: Unrecognized operation (PS3.7 C.4).
     pub const UNRECOGNIZED_OPERATION: Status = Status(0x0211);
 

@@ -6,17 +6,17 @@
 use std::time::Duration;
 
 use dicom_dictionary_std::uids;
-use dicom_ul::association::AsyncAssociation;
-use dicom_ul::association::client::AsyncClientAssociation;
-use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
-use tokio::net::TcpStream;
+use dicom_ul::pdu::{
+    PDataValueType, PresentationContextNegotiated, PresentationContextResultReason,
+};
 
 use super::assembler::Assembler;
 use super::message::{StoreRequest, command_field};
-use super::session::{Event, Exit, Session};
+use super::session::{Event, Exit, Link, Session};
 use super::status::{Category, Status};
 use crate::archive::{Archive, DatasetQueue, DatasetStream, RetrieveItem, convert_object};
 use crate::config::RemoteAe;
+use crate::tls::DicomTls;
 
 /// Uncompressed syntaxes every storage SCP accepts, in our order of preference.
 pub const UNCOMPRESSED: [&str; 2] = [
@@ -107,11 +107,69 @@ pub fn proposed_contexts(items: &[RetrieveItem]) -> (Vec<(String, Vec<String>)>,
     (contexts, dropped)
 }
 
-pub(crate) type ClientSession = Session<AsyncClientAssociation<TcpStream>>;
+pub(crate) type ClientSession = Session;
+
+/// Open an association to `remote` (over TLS when its entry says `tls = true`, verifying its
+/// certificate against `dicom.tls.ca` for the name in `host`, presenting ours), within
+/// `timeout` for the connection, the handshake and the negotiation together.
+pub(crate) async fn establish(
+    options: dicom_ul::ClientAssociationOptions<'_>,
+    remote: &RemoteAe,
+    tls: Option<&DicomTls>,
+    timeout: Duration,
+) -> Result<(Link, Vec<PresentationContextNegotiated>), String> {
+    let address = format!("{}:{}", remote.host.trim(), remote.port);
+    let outcome = if remote.tls {
+        let client = tls.and_then(DicomTls::client_config).ok_or_else(|| {
+            format!(
+                "{} is marked tls = true but dicom.tls.ca is not configured",
+                remote.aet
+            )
+        })?;
+        let options = options.tls_config(client).server_name(remote.host.trim());
+        tokio::time::timeout(timeout, options.establish_tls_async(address.clone()))
+            .await
+            .map(|r| {
+                r.map(|mut a| {
+                    if let Err(e) = a.inner_stream().get_ref().0.set_nodelay(true) {
+                        tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                    let contexts = a.presentation_contexts().to_vec();
+                    (Link::ClientTls(a), contexts)
+                })
+            })
+    } else {
+        tokio::time::timeout(timeout, options.establish_async(address.clone()))
+            .await
+            .map(|r| {
+                r.map(|mut a| {
+                    if let Err(e) = a.inner_stream().set_nodelay(true) {
+                        tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                    let contexts = a.presentation_contexts().to_vec();
+                    (Link::Client(a), contexts)
+                })
+            })
+    };
+    match outcome {
+        Err(_) => Err(format!(
+            "no association with {address} within {} s",
+            timeout.as_secs()
+        )),
+        Ok(Err(e)) => Err(format!("association with {address} failed: {e}")),
+        Ok(Ok((mut link, contexts))) => {
+            if let Some((version, suite)) = link.tls_session() {
+                tracing::info!(remote = %remote.aet, tls_version = %version, tls_suite = %suite, "outgoing association over TLS");
+            }
+            Ok((link, contexts))
+        }
+    }
+}
 
 /// Open an association to a move destination, proposing `contexts`.
 pub(crate) async fn connect(
     destination: &RemoteAe,
+    tls: Option<&DicomTls>,
     calling_aet: &str,
     max_pdu: u32,
     contexts: Vec<(String, Vec<String>)>,
@@ -126,17 +184,8 @@ pub(crate) async fn connect(
     for (abstract_syntax, transfer_syntaxes) in contexts {
         options = options.with_presentation_context(abstract_syntax, transfer_syntaxes);
     }
-    let address = format!("{}:{}", destination.host.trim(), destination.port);
-    let mut assoc = match tokio::time::timeout(timeout, options.establish_async(address)).await {
-        Err(_) => return Err(format!("no association within {} s", timeout.as_secs())),
-        Ok(Err(e)) => return Err(format!("association failed: {e}")),
-        Ok(Ok(a)) => a,
-    };
-    if let Err(e) = assoc.inner_stream().set_nodelay(true) {
-        tracing::warn!(error = %e, "cannot set TCP_NODELAY towards the move destination");
-    }
-    let accepted: Vec<StoreContext> = assoc
-        .presentation_contexts()
+    let (assoc, negotiated) = establish(options, destination, tls, timeout).await?;
+    let accepted: Vec<StoreContext> = negotiated
         .iter()
         .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
         .map(|pc| StoreContext {
@@ -244,14 +293,11 @@ impl<'a> SubOperations<'a> {
     /// Store the next instance: `None` when all are done; `Some(Ok)` with its index and outcome
     /// (failures of this instance alone); `Some(Err)` when the association is unusable. A
     /// C-CANCEL arriving meanwhile fires the token the session watches; the caller checks it.
-    pub(crate) async fn step<A>(
+    pub(crate) async fn step(
         &mut self,
-        session: &mut Session<A>,
+        session: &mut Session,
         info: StoreRequestInfo<'_>,
-    ) -> Option<Result<(usize, StoreOutcome), Exit>>
-    where
-        A: AsyncAssociation<TcpStream> + Send,
-    {
+    ) -> Option<Result<(usize, StoreOutcome), Exit>> {
         let index = self.next;
         let item = self.items.get(index)?;
         self.next += 1;
@@ -292,15 +338,12 @@ impl<'a> SubOperations<'a> {
 }
 
 /// Send the C-STORE-RQ and its data set.
-async fn send<A>(
-    session: &mut Session<A>,
+async fn send(
+    session: &mut Session,
     item: &RetrieveItem,
     prepared: Prepared,
     info: &StoreRequestInfo<'_>,
-) -> Result<(), Exit>
-where
-    A: AsyncAssociation<TcpStream> + Send,
-{
+) -> Result<(), Exit> {
     let command = StoreRequest {
         message_id: info.message_id,
         sop_class_uid: &item.sop_class_uid,
@@ -341,13 +384,7 @@ where
 }
 
 /// Wait for the C-STORE-RSP to `info.message_id`.
-async fn await_response<A>(
-    session: &mut Session<A>,
-    info: StoreRequestInfo<'_>,
-) -> Result<Status, Exit>
-where
-    A: AsyncAssociation<TcpStream> + Send,
-{
+async fn await_response(session: &mut Session, info: StoreRequestInfo<'_>) -> Result<Status, Exit> {
     let event = session
         .next_event(Some(info.response_timeout))
         .await

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod dicomweb;
 pub mod error;
 pub mod ha_page;
+pub mod https;
 pub mod images;
 pub mod metrics;
 pub mod portal;
@@ -161,18 +162,38 @@ pub fn router(state: WebState) -> Router {
 /// requests in progress finish.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: WebState,
     shutdown: CancellationToken,
 ) -> Result<(), WebError> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "HTTP listening");
+    let addr = listener.local_addr().map_err(WebError::Serve)?;
+    match tls {
+        None => {
+            tracing::info!(%addr, "HTTP listening");
+            // The peer address feeds the login rate limiter (per client address).
+            let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .map_err(WebError::Serve)
+        }
+        Some(config) => {
+            tracing::info!(%addr, "HTTPS listening");
+            let app = router(state)
+                .layer(axum::Extension(https::OverTls))
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            // `tap_io` only because axum provides the peer address (ConnectInfo, the login
+            // rate limiter's key) for tapped listeners of any kind.
+            let listener = axum::serve::ListenerExt::tap_io(
+                https::TlsListener::new(listener, config).map_err(WebError::Serve)?,
+                |_| {},
+            );
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .map_err(WebError::Serve)
+        }
     }
-    // The peer address feeds the login rate limiter (per client address).
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(WebError::Serve)
 }
 
 #[cfg(test)]
@@ -244,7 +265,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, state(), shutdown.clone()));
+        let server = tokio::spawn(serve(listener, None, state(), shutdown.clone()));
 
         let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
         conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -23,8 +23,9 @@ ECHOSCU = "/usr/bin/echoscu"
 STORESCU = "/usr/bin/storescu"
 DCMDUMP = "/usr/bin/dcmdump"
 
+# Optional words after http= (issue 13: " dicom_tls=ADDR", " https") leave the rest as it was.
 READY_RE = re.compile(r"^MIFAS READY dicom=(?P<ip>\S+):(?P<port>\d+) aet=(?P<aet>\S+) data=(?P<data>.+) "
-                      r"http=(?P<http>\S+):(?P<http_port>\d+)$")
+                      r"http=(?P<http>\S+):(?P<http_port>\d+)(?P<extra>(?: [a-z_]+(?:=\S+)?)*)$")
 
 # Environment for every child: DCMTK keeps Nagle on without this (≈40 ms per C-STORE).
 CHILD_ENV = dict(os.environ, TCP_NODELAY="1")

@@ -5,15 +5,14 @@
 use std::time::Duration;
 
 use dicom_dictionary_std::uids;
-use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
-use tokio::net::TcpStream;
 
 use super::super::DimseContext;
 use super::super::assembler::Assembler;
 use super::super::message::{EventReportRequest, command_field};
 use super::super::session::{Event, Session};
 use super::super::status::{Category, Status};
+use super::super::store_scu;
 use super::{SOP_CLASS, SOP_INSTANCE, report};
 use crate::index::CommitmentRecord;
 
@@ -43,20 +42,14 @@ pub(crate) async fn deliver(ctx: &DimseContext, record: &CommitmentRecord) -> Re
             ],
         )
         .with_role_selection(SOP_CLASS, false, true);
-    let address = format!("{}:{}", remote.host.trim(), remote.port);
-    let assoc: AsyncClientAssociation<TcpStream> =
-        match tokio::time::timeout(timeout, options.establish_async(address.clone())).await {
-            Err(_) => {
-                return Err(format!(
-                    "no association with {address} within {} s",
-                    timeout.as_secs()
-                ));
-            }
-            Ok(Err(e)) => return Err(format!("association with {address} failed: {e}")),
-            Ok(Ok(a)) => a,
-        };
-    let Some((context_id, ts)) = assoc
-        .presentation_contexts()
+    let (link, negotiated) =
+        store_scu::establish(options, remote, ctx.tls.as_ref(), timeout).await?;
+    let mut session = Session::new(
+        link,
+        Assembler::new(std::iter::empty(), config.dicom.max_sequence_depth),
+        config.write_timeout(),
+    );
+    let Some((context_id, ts)) = negotiated
         .iter()
         .find(|pc| {
             pc.reason == PresentationContextResultReason::Acceptance
@@ -64,14 +57,16 @@ pub(crate) async fn deliver(ctx: &DimseContext, record: &CommitmentRecord) -> Re
         })
         .map(|pc| (pc.id, pc.transfer_syntax.trim_end_matches('\0').to_string()))
     else {
-        let _ = tokio::time::timeout(timeout, assoc.abort()).await;
+        session.abort().await;
         return Err(format!(
             "{} accepted no Storage Commitment presentation context",
             remote.aet
         ));
     };
-    let assembler = Assembler::new([context_id], config.dicom.max_sequence_depth);
-    let mut session = Session::new(assoc, assembler, config.write_timeout());
+    session.set_assembler(Assembler::new(
+        [context_id],
+        config.dicom.max_sequence_depth,
+    ));
     let result = send_and_confirm(
         &mut session,
         context_id,
@@ -89,7 +84,7 @@ pub(crate) async fn deliver(ctx: &DimseContext, record: &CommitmentRecord) -> Re
 }
 
 async fn send_and_confirm(
-    session: &mut Session<AsyncClientAssociation<TcpStream>>,
+    session: &mut Session,
     context_id: u8,
     ts: &str,
     record: &CommitmentRecord,

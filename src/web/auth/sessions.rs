@@ -134,11 +134,13 @@ pub fn set_cookie(
     cookie
 }
 
-/// Whether the request reached us over TLS.
-// TODO(tls): the listener is plain HTTP today; when it terminates TLS (or trusts a configured
-// proxy's X-Forwarded-Proto) answer true here so every cookie gets `Secure`.
-pub fn is_tls(_parts: &axum::http::request::Parts) -> bool {
-    false
+/// Whether the request reached us over TLS (`[http.tls]`: the HTTPS listener marks every
+/// request), so every cookie gets `Secure`.
+pub fn is_tls(parts: &axum::http::request::Parts) -> bool {
+    parts
+        .extensions
+        .get::<crate::web::https::OverTls>()
+        .is_some()
 }
 
 #[cfg(test)]
