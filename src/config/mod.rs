@@ -63,6 +63,17 @@ pub struct DicomConfig {
     pub max_sequence_depth: usize,
     /// Longest a single write to a peer may block (a peer that stops reading).
     pub write_timeout_secs: u64,
+    /// The character set the index reads text in when a data set has bytes beyond ASCII but no
+    /// Specific Character Set (0008,0005); a defined term such as `ISO_IR 100`.
+    pub default_character_set: String,
+}
+
+impl DicomConfig {
+    /// `default_character_set`, parsed (checked when the configuration is loaded).
+    pub fn default_charset(&self) -> crate::query::charset::dataset::DefaultCharacterSet {
+        crate::query::charset::dataset::DefaultCharacterSet::parse(&self.default_character_set)
+            .unwrap_or_default()
+    }
 }
 
 /// One entry of the calling-AE allow-list.
@@ -389,6 +400,7 @@ impl Default for DicomConfig {
             allowed_calling: Vec::new(),
             max_sequence_depth: crate::archive::DEFAULT_MAX_SEQUENCE_DEPTH,
             write_timeout_secs: 30,
+            default_character_set: "ISO_IR 100".into(),
         }
     }
 }
@@ -570,6 +582,11 @@ impl Config {
         }
         if self.dicom.write_timeout_secs == 0 {
             return invalid("dicom.write_timeout_secs", "must be at least 1");
+        }
+        if let Err(message) = crate::query::charset::dataset::DefaultCharacterSet::parse(
+            &self.dicom.default_character_set,
+        ) {
+            return invalid("dicom.default_character_set", &message);
         }
         if self.dicom.idle_timeout_secs == 0 {
             return invalid("dicom.idle_timeout_secs", "must be at least 1");

@@ -360,6 +360,7 @@ fn parse_meta(head: &[u8]) -> Meta {
             .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| SOURCE_AET.to_string()),
+        charset_notice: Default::default(),
     };
     Meta::Done(request, end)
 }
