@@ -15,6 +15,7 @@ mod object_access;
 mod portal_queries;
 mod query;
 mod reconcile;
+pub mod reindex;
 mod repair;
 mod replication;
 mod retrieve;

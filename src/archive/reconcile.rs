@@ -72,7 +72,7 @@ fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize
     Ok(filled)
 }
 
-fn request_from_meta(meta: &FileMetaTable, default_aet: &str) -> IngestRequest {
+pub(super) fn request_from_meta(meta: &FileMetaTable, default_aet: &str) -> IngestRequest {
     let trim = |s: &str| crate::uid::trim(s).to_string();
     IngestRequest {
         sop_class_uid: trim(meta.media_storage_sop_class_uid()),
