@@ -157,3 +157,28 @@ def test_an_unknown_default_stops_the_start(tmp_path):
                       timeout=60)
         assert r.returncode == 2, r.stdout + r.stderr
         assert "dicom.default_character_set" in r.stderr and "ISO_IR 192" in r.stderr, r.stderr
+
+
+def test_stow_reads_the_default_and_logs_once_per_request(mifas, tmp_path):
+    server = mifas(config={"dicom": {"default_character_set": "ISO_IR 192"}})
+    r = subprocess.run([str(MIFAS_BIN), "user", "add", "charset-up", "--role", "uploader",
+                        "--data-dir", str(server.data_dir)], input=PASSWORD + "\n",
+                       capture_output=True, text=True, timeout=60, env=CHILD_ENV)
+    assert r.returncode == 0, r.stderr
+    files = [_no_charset_ct(tmp_path / f"s{i}.dcm", i, "dcs-s", "Ærø^Ål".encode(), "DCS-S")
+             for i in range(2)]
+    boundary = "dcs-boundary-1"
+    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n"
+                    + f.read_bytes() + b"\r\n" for f in files) + b"--" + boundary.encode() + b"--\r\n"
+    auth = base64.b64encode(f"charset-up:{PASSWORD}".encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    conn.request("POST", "/dicom-web/studies", body=body, headers={
+        "Authorization": f"Basic {auth}", "Accept": "application/dicom+json",
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    resp = conn.getresponse()
+    answer = resp.read()
+    conn.close()
+    assert resp.status == 200, f"{resp.status} {answer[:500]!r}"
+    assert _find_names(server, "ærø*") == [("DCS-S", "Ærø^Ål")] * 2
+    lines = _log_lines(server)
+    assert len(lines) == 1 and "ISO_IR 192" in lines[0], lines
