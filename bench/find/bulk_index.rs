@@ -101,7 +101,7 @@ fn main() {
                 source_aet: "BULK".into(),
                 received_at,
             };
-            let entry = InstanceEntry::from_header(&h, facts).expect("entry");
+            let entry = InstanceEntry::from_header(&h, facts, &Default::default()).expect("entry");
             header_bytes += entry.header.len() as u64;
             pending.push(entry);
             done += 1;

@@ -47,8 +47,10 @@ fn build_index(catalog: &Catalog, data: &std::path::Path) {
             source_aet: "BULK".into(),
             received_at: 0,
         };
-        pending
-            .push(InstanceEntry::from_header(&header(p, st, se, 1, &sop), facts).expect("entry"));
+        pending.push(
+            InstanceEntry::from_header(&header(p, st, se, 1, &sop), facts, &Default::default())
+                .expect("entry"),
+        );
         if pending.len() >= 1000 {
             index.apply(std::mem::take(&mut pending)).expect("apply");
         }

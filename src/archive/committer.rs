@@ -469,7 +469,7 @@ mod tests {
             source_aet: "TEST".into(),
             received_at: 0,
         };
-        InstanceEntry::from_header(&obj, facts).unwrap()
+        InstanceEntry::from_header(&obj, facts, &Default::default()).unwrap()
     }
 
     fn setup(

@@ -218,6 +218,7 @@ async fn limits_are_checked_while_the_data_arrives() {
         sop_instance_uid: "1.6.41".into(),
         transfer_syntax: dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
         source_aet: "T".into(),
+        charset_notice: Default::default(),
     };
     let mut spool = archive.begin(request.clone()).await.unwrap();
     let chunk = vec![0u8; 300_000];

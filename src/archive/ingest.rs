@@ -18,6 +18,7 @@ use super::structure::{Encoding, StructureCheck};
 use super::{Archive, IngestError, IngestRequest, Spool};
 use crate::config::DuplicatePolicy;
 use crate::index::{Applied, InstanceEntry, ObjectFacts, text};
+use crate::query::charset::dataset::{DefaultCharacterSet, relies_on_default};
 use crate::storage::{Keepalive, Locator, ObjectKey, PutSource};
 use crate::uid;
 
@@ -83,11 +84,21 @@ impl Archive {
     ) -> Result<IngestOutcome, IngestError> {
         let t0 = std::time::Instant::now();
         let max_depth = self.inner.max_sequence_depth;
-        let (mut spooled, entry) = blocking(move || {
-            let entry = parse_and_validate(&spooled, max_depth)?;
-            Ok((spooled, entry))
+        let default_charset = self.inner.default_charset.clone();
+        let (mut spooled, entry, relied_on_default) = blocking(move || {
+            let (entry, relied) = parse_and_validate(&spooled, max_depth, &default_charset)?;
+            Ok((spooled, entry, relied))
         })
         .await?;
+        if relied_on_default && spooled.request.charset_notice.first() {
+            // Once per association (import run, STOW request): a modality that omits
+            // (0008,0005) omits it in every object it sends.
+            tracing::warn!(
+                sop_instance_uid = %spooled.request.sop_instance_uid,
+                default_character_set = %self.inner.default_charset.term(),
+                "data set has text beyond ASCII but no Specific Character Set (0008,0005): indexed as dicom.default_character_set, stored unchanged (logged once per association)"
+            );
+        }
         let t1 = std::time::Instant::now();
         let uid = spooled.request.sop_instance_uid.clone();
         let index = &self.inner.index;
@@ -200,11 +211,13 @@ fn is_deflated(ts: &TransferSyntax) -> bool {
 }
 
 /// Check the data set's structure (truncation and nesting bombs show here), parse its header,
-/// check it against the announcement and build the index entry.
+/// check it against the announcement and build the index entry; also whether its text was read
+/// with the default character set (none declared, text beyond ASCII).
 pub(crate) fn parse_and_validate(
     spooled: &Spooled,
     max_depth: usize,
-) -> Result<InstanceEntry, IngestError> {
+    default_charset: &DefaultCharacterSet,
+) -> Result<(InstanceEntry, bool), IngestError> {
     let request = &spooled.request;
     let walked;
     let structure = match &spooled.structure {
@@ -269,7 +282,10 @@ pub(crate) fn parse_and_validate(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
-    InstanceEntry::from_header(header, facts).map_err(|e| IngestError::Unreadable(e.to_string()))
+    let relied_on_default = relies_on_default(header);
+    let entry = InstanceEntry::from_header(header, facts, default_charset)
+        .map_err(|e| IngestError::Unreadable(e.to_string()))?;
+    Ok((entry, relied_on_default))
 }
 
 /// The structure walk for an object that did not arrive through a spool (read from its file),

@@ -16,6 +16,7 @@ mod object_access;
 mod portal_queries;
 mod query;
 mod reconcile;
+pub mod reindex;
 mod repair;
 mod replication;
 mod retrieve;
@@ -37,7 +38,9 @@ pub use reconcile::{MissingObjects, ReconcileReport};
 pub use repair::{RepairReport, SiteRepair};
 pub use replication::{ReplicationError, ReplicationPass};
 pub use retrieve::{DatasetQueue, DatasetStream, RetrieveError, RetrieveItem, convert_object};
-pub use spool::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, IngestRequest, Spool};
+pub use spool::{
+    CharsetNotice, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, IngestRequest, Spool,
+};
 pub use structure::{DEFAULT_MAX_SEQUENCE_DEPTH, check_dataset_bytes};
 pub use users::{
     UserError, UserInfo, Users, validate_name as users_validate_name,
@@ -48,6 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use crate::query::charset::dataset::DefaultCharacterSet;
 use crate::storage::fsync_dir;
 
 use crate::config::{Config, DuplicatePolicy};
@@ -136,6 +140,8 @@ struct Inner {
     uid_locks: uid_lock::UidLocks,
     /// `dicom.max_sequence_depth`, for the structure walk of every object.
     max_sequence_depth: usize,
+    /// `dicom.default_character_set`: how the index reads text of data sets that declare none.
+    default_charset: DefaultCharacterSet,
     /// What a storage commitment promises, and its deadlines.
     commitment: crate::config::CommitmentConfig,
     /// Wakes the commitment reporter (a request arrived, copies were made).
@@ -211,6 +217,7 @@ impl Archive {
                 committer,
                 uid_locks: uid_lock::UidLocks::default(),
                 max_sequence_depth: config.dicom.max_sequence_depth,
+                default_charset: config.dicom.default_charset(),
                 commitment: config.commitment.clone(),
                 commitment_wake: Arc::new(tokio::sync::Notify::new()),
             }),

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::ingest::{IngestOutcome, parse_and_validate};
 use super::spool::{SpoolFileGuard, Spooled};
-use super::{Archive, IngestError, IngestRequest, OpenError};
+use super::{Archive, CharsetNotice, IngestError, IngestRequest, OpenError};
 use crate::storage::ObjectKey;
 
 /// How many missing objects reconciliation names individually.
@@ -72,7 +72,7 @@ fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize
     Ok(filled)
 }
 
-fn request_from_meta(meta: &FileMetaTable, default_aet: &str) -> IngestRequest {
+pub(super) fn request_from_meta(meta: &FileMetaTable, default_aet: &str) -> IngestRequest {
     let trim = |s: &str| crate::uid::trim(s).to_string();
     IngestRequest {
         sop_class_uid: trim(meta.media_storage_sop_class_uid()),
@@ -84,6 +84,7 @@ fn request_from_meta(meta: &FileMetaTable, default_aet: &str) -> IngestRequest {
             .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| default_aet.to_string()),
+        charset_notice: CharsetNotice::default(),
     }
 }
 
@@ -257,6 +258,7 @@ impl Archive {
         };
         let source_path = path.clone();
         let max_depth = self.inner.max_sequence_depth;
+        let default_charset = self.inner.default_charset.clone();
         let entry = tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::open(&path).map_err(IngestError::spool)?;
             let (meta, dataset_offset) = read_part10_meta(&mut file)?;
@@ -273,7 +275,7 @@ impl Archive {
                 structure: None,
                 reservation: None,
             };
-            let entry = parse_and_validate(&spooled, max_depth)?;
+            let (entry, _) = parse_and_validate(&spooled, max_depth, &default_charset)?;
             Ok::<_, IngestError>((entry, spooled.size, spooled.sha256))
         })
         .await
@@ -308,6 +310,18 @@ impl Archive {
         path: &Path,
         accept_unknown_storage: bool,
     ) -> Result<(IngestOutcome, String), IngestError> {
+        self.import_file_noting(path, accept_unknown_storage, &CharsetNotice::default())
+            .await
+    }
+
+    /// [`Archive::import_file_with_uid`], one of several files that share `charset_notice` (one
+    /// import run logs the default character set once).
+    pub async fn import_file_noting(
+        &self,
+        path: &Path,
+        accept_unknown_storage: bool,
+        charset_notice: &CharsetNotice,
+    ) -> Result<(IngestOutcome, String), IngestError> {
         let p = path.to_owned();
         let (request, dataset_offset) = tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::open(&p).map_err(IngestError::spool)?;
@@ -316,6 +330,10 @@ impl Archive {
         })
         .await
         .map_err(|e| IngestError::Spool(std::io::Error::other(e.to_string())))??;
+        let request = IngestRequest {
+            charset_notice: charset_notice.clone(),
+            ..request
+        };
         if !accept_unknown_storage
             && crate::dictionary::storage_sop_class(&request.sop_class_uid).is_none()
         {

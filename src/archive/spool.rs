@@ -41,6 +41,21 @@ pub struct IngestRequest {
     pub sop_instance_uid: String,
     pub transfer_syntax: String,
     pub source_aet: String,
+    /// Shared by the objects of one association (one import run, one STOW request): the use of
+    /// `dicom.default_character_set` is logged once per holder, not once per object.
+    pub charset_notice: CharsetNotice,
+}
+
+/// Whether the default character set was already reported to the log (see
+/// [`IngestRequest::charset_notice`]). Cheap to clone; clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct CharsetNotice(Arc<std::sync::atomic::AtomicBool>);
+
+impl CharsetNotice {
+    /// True the first time only.
+    pub(crate) fn first(&self) -> bool {
+        !self.0.swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// What an incoming object may take, checked as its bytes arrive (not after the whole object was

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::{CliError, init_logging};
-use crate::archive::{Archive, IngestOutcome};
+use crate::archive::{Archive, CharsetNotice, IngestOutcome};
 use crate::config::Config;
 
 pub async fn run(config: Config, paths: Vec<PathBuf>, jobs: usize) -> Result<ExitCode, CliError> {
@@ -33,6 +33,8 @@ pub async fn run(config: Config, paths: Vec<PathBuf>, jobs: usize) -> Result<Exi
     );
     let accept_unknown = config.dicom.accept_unknown_storage;
     let archive = Arc::new(archive);
+    // One notice for the whole run: the default character set is logged once, not per file.
+    let charset_notice = CharsetNotice::default();
     let (mut imported, mut duplicates) = (0u64, 0u64);
     let mut rejected: Vec<(PathBuf, String)> = Vec::new();
     let mut tasks = JoinSet::new();
@@ -42,8 +44,12 @@ pub async fn run(config: Config, paths: Vec<PathBuf>, jobs: usize) -> Result<Exi
         while tasks.len() < jobs {
             let Some(path) = pending.next() else { break };
             let archive = archive.clone();
+            let notice = charset_notice.clone();
             tasks.spawn(async move {
-                let result = archive.import_file(&path, accept_unknown).await;
+                let result = archive
+                    .import_file_noting(&path, accept_unknown, &notice)
+                    .await
+                    .map(|(outcome, _)| outcome);
                 (path, result)
             });
         }

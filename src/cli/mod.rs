@@ -1,7 +1,8 @@
-//! The command line: `serve`, `import`, `stats`, `repair`, `user`. Each subcommand lives in its own file.
+//! The command line: `serve`, `import`, `stats`, `repair`, `reindex`, `user`. Each subcommand lives in its own file.
 
 mod ha;
 mod import;
+mod reindex;
 mod repair;
 mod serve;
 mod stats;
@@ -49,6 +50,30 @@ pub enum Command {
         /// checked. Default: storage.repair_sha256_sample.
         #[arg(long)]
         sha256_sample: Option<f64>,
+    },
+    /// Rebuild the whole index from the stored objects alone (disaster recovery; server
+    /// stopped). Reads the local store, or with --site one configured storage site (an HDFS
+    /// site's packs), indexes each instance's newest readable copy through the ingest's own
+    /// checks into a fresh index, and swaps it in only when complete. Corrupt objects are
+    /// listed and left out. No object holds the portal users, open storage commitment
+    /// transactions or the copies on other sites: they are taken over from the old index when
+    /// it can be read; otherwise users must be added again and every instance is queued for
+    /// replication to the other sites. The replication queue is not kept: `mifas repair` makes
+    /// the copies it owed.
+    Reindex {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The storage site to read (a `[[storage.sites]]` name); needed when sites are
+        /// configured, the local store otherwise.
+        #[arg(long)]
+        site: Option<String>,
+        /// Objects read and parsed at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        jobs: u16,
+        /// Keep the old index as `index.before-reindex-<ms>` instead of removing it after the
+        /// swap.
+        #[arg(long)]
+        keep_old_index: bool,
     },
     /// Portal users (works with the server running or stopped).
     User {
@@ -130,6 +155,12 @@ pub enum CliError {
         addr: String,
         source: std::io::Error,
     },
+    /// The index is held by a running server or another command.
+    #[error("{0}")]
+    InUse(String),
+    /// A command-line argument the operator must change.
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Other(String),
 }
@@ -138,7 +169,10 @@ impl CliError {
     /// 2 for what the operator must fix in the configuration or the invocation.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Config(_) | CliError::Open(OpenError::Index(..)) => 2,
+            CliError::Config(_)
+            | CliError::Open(OpenError::Index(..))
+            | CliError::InUse(_)
+            | CliError::Usage(_) => 2,
             _ => 1,
         }
     }
@@ -164,6 +198,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             jobs,
         } => import::run(common.load()?, paths, usize::from(jobs)).await,
         Command::Stats(args) => stats::run(args.load()?).await,
+        Command::Reindex {
+            common,
+            site,
+            jobs,
+            keep_old_index,
+        } => reindex::run(common.load()?, site, usize::from(jobs), keep_old_index).await,
         Command::Repair {
             common,
             sha256_sample,

@@ -73,6 +73,17 @@ pub struct DicomConfig {
     pub tls: DicomTlsConfig,
     /// `[dicom.unknown_ae]`: what AEs no `[[remote_ae]]` entry names may do.
     pub unknown_ae: UnknownAeConfig,
+    /// The character set the index reads text in when a data set has bytes beyond ASCII but no
+    /// Specific Character Set (0008,0005); a defined term such as `ISO_IR 100`.
+    pub default_character_set: String,
+}
+
+impl DicomConfig {
+    /// `default_character_set`, parsed (checked when the configuration is loaded).
+    pub fn default_charset(&self) -> crate::query::charset::dataset::DefaultCharacterSet {
+        crate::query::charset::dataset::DefaultCharacterSet::parse(&self.default_character_set)
+            .unwrap_or_default()
+    }
 }
 
 /// One entry of the calling-AE allow-list.
@@ -420,6 +431,7 @@ impl Default for DicomConfig {
             write_timeout_secs: 30,
             tls: DicomTlsConfig::default(),
             unknown_ae: UnknownAeConfig::default(),
+            default_character_set: "ISO_IR 100".into(),
         }
     }
 }
@@ -606,6 +618,11 @@ impl Config {
         }
         if self.dicom.write_timeout_secs == 0 {
             return invalid("dicom.write_timeout_secs", "must be at least 1");
+        }
+        if let Err(message) = crate::query::charset::dataset::DefaultCharacterSet::parse(
+            &self.dicom.default_character_set,
+        ) {
+            return invalid("dicom.default_character_set", &message);
         }
         if self.dicom.idle_timeout_secs == 0 {
             return invalid("dicom.idle_timeout_secs", "must be at least 1");

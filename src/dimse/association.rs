@@ -84,6 +84,8 @@ pub(crate) struct Peer {
     pub(crate) report_route: Option<(u64, tokio::sync::mpsc::Receiver<stgcmt::ReportJob>)>,
     /// N-EVENT-REPORT-RQs sent on this association, awaiting their RSP, by Message ID.
     pending_reports: HashMap<u16, tokio::sync::oneshot::Sender<Result<(), String>>>,
+    /// Shared by this association's C-STOREs: the default character set is logged once.
+    pub(crate) charset_notice: crate::archive::CharsetNotice,
 }
 
 pub(crate) async fn run(
@@ -145,6 +147,7 @@ pub(crate) async fn run(
             sub_message_id: 0,
             report_route,
             pending_reports: HashMap::new(),
+            charset_notice: Default::default(),
         };
         let result = serve(&mut session, &mut peer).await;
         if let Some((id, _)) = &peer.report_route {

@@ -1,7 +1,7 @@
 //! C-STORE SCP (PS3.4 Annex B). The data set streams into an archive spool as it arrives; the
 //! response is sent only when the archive has made the object durable and indexed.
 
-use crate::archive::{Archive, IngestError, IngestOutcome, IngestRequest, Spool};
+use crate::archive::{Archive, CharsetNotice, IngestError, IngestOutcome, IngestRequest, Spool};
 
 use super::association::{Context, Peer, ServerSession};
 use super::message::{Command, Response};
@@ -24,6 +24,7 @@ pub(crate) async fn handle(
         &context.abstract_syntax,
         &context.transfer_syntax,
         &peer.calling_aet,
+        &peer.charset_notice,
     )
     .await;
     loop {
@@ -63,6 +64,7 @@ pub async fn begin(
     context_abstract_syntax: &str,
     transfer_syntax: &str,
     calling_aet: &str,
+    charset_notice: &CharsetNotice,
 ) -> StoreSink {
     if command.affected_sop_class_uid != context_abstract_syntax {
         return StoreSink::Refused(
@@ -78,6 +80,7 @@ pub async fn begin(
         sop_instance_uid: command.affected_sop_instance_uid.clone(),
         transfer_syntax: transfer_syntax.to_string(),
         source_aet: calling_aet.to_string(),
+        charset_notice: charset_notice.clone(),
     };
     match archive.begin(request).await {
         Ok(spool) => StoreSink::Spool(Box::new(spool)),

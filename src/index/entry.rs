@@ -8,7 +8,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
-use crate::query::charset::dataset::{Declared, to_unicode};
+use crate::query::charset::dataset::{Declared, DefaultCharacterSet, to_unicode_with_default};
 use crate::query::un;
 
 use super::record::{InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, patient_key};
@@ -79,18 +79,26 @@ fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i32> {
 /// The header as the index keeps it and the matching rules see it: every text value in
 /// Unicode, whatever character set it was received in (ISO 2022 code extensions included, see
 /// `query::charset`), declared ISO_IR 192 when it had to be re-read, and standard attributes
-/// received as UN with their dictionary VR (`query::un`). Borrowed when dicom-rs's reading
-/// already was right. The stored object keeps its bytes.
-pub fn indexable_header(header: &InMemDicomObject) -> Cow<'_, InMemDicomObject> {
-    match to_unicode(header, Declared::Utf8) {
+/// received as UN with their dictionary VR (`query::un`). Text of a data set that declares no
+/// character set is read in `default`. Borrowed when dicom-rs's reading already was right. The
+/// stored object keeps its bytes.
+pub fn indexable_header<'a>(
+    header: &'a InMemDicomObject,
+    default: &DefaultCharacterSet,
+) -> Cow<'a, InMemDicomObject> {
+    match to_unicode_with_default(header, Declared::Utf8, default) {
         Some(unicode) => Cow::Owned(unicode),
         None => Cow::Borrowed(header),
     }
 }
 
 impl InstanceEntry {
-    pub fn from_header(header: &InMemDicomObject, facts: ObjectFacts) -> Result<Self, EntryError> {
-        let header = indexable_header(header);
+    pub fn from_header(
+        header: &InMemDicomObject,
+        facts: ObjectFacts,
+        default_charset: &DefaultCharacterSet,
+    ) -> Result<Self, EntryError> {
+        let header = indexable_header(header, default_charset);
         let header: &InMemDicomObject = &header;
         let patient_id = text(header, tags::PATIENT_ID);
         let issuer = text(header, tags::ISSUER_OF_PATIENT_ID);

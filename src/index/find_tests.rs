@@ -46,6 +46,7 @@ fn entry(i: &Inst) -> InstanceEntry {
             source_aet: "T".into(),
             received_at: 0,
         },
+        &Default::default(),
     )
     .unwrap()
 }

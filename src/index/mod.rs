@@ -12,6 +12,7 @@ mod find;
 mod find_tests;
 pub mod placement;
 mod portal;
+mod rebuild;
 mod record;
 mod users;
 mod writer;
@@ -20,6 +21,7 @@ pub use commitment::{CommitmentItem, CommitmentRecord, ItemOutcome};
 pub use dicomweb::Missing;
 pub use entry::{EntryError, InstanceEntry, ObjectFacts, text};
 pub use placement::{Placement, PlacementState, ReplicationTask};
+pub use rebuild::CarriedOver;
 pub use record::{
     InstanceRecord, PatientRecord, SeriesRecord, StudyRecord, Totals, fold_case, name_index_keys,
     patient_key,

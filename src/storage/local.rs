@@ -236,6 +236,7 @@ impl Site for LocalStore {
                     key: key.clone(),
                     locator,
                     size,
+                    sha256: None,
                 }),
                 Err(StorageError::NotFound(_)) => {}
                 Err(e) => return Err(e),

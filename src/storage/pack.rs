@@ -474,6 +474,7 @@ impl Site for PackSite {
                     key: ObjectKey::for_generation(&header.uid, header.generation),
                     locator: at.locator(),
                     size: header.size,
+                    sha256: Some(header.sha256),
                 });
                 offset = at.offset + at.len;
             }

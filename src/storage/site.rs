@@ -55,6 +55,8 @@ pub struct ListedObject {
     pub key: ObjectKey,
     pub locator: Locator,
     pub size: u64,
+    /// The SHA-256 the site recorded with the object, when it keeps one (pack records do).
+    pub sha256: Option<[u8; 32]>,
 }
 
 #[async_trait]

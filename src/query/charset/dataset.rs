@@ -26,7 +26,7 @@ use super::decode::{TextKind, decode_values};
 use crate::query::un;
 
 /// The character set a text value must be read with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Scope {
     /// A set dicom-rs reads right, given it is the one it parsed with.
     Codec(SpecificCharacterSet),
@@ -63,6 +63,109 @@ pub enum Declared {
     AsReceived,
 }
 
+/// The character set of data sets that declare none (`dicom.default_character_set`, like
+/// Orthanc's `DefaultEncoding`): (0008,0005) absent or empty, yet text with bytes beyond ASCII.
+/// Such data sets are not valid (the default repertoire is ASCII) but common; their text is read
+/// in this set for the index, and the stored object keeps its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefaultCharacterSet {
+    term: String,
+    /// `None`: dicom-rs's own reading of such bytes (ISO 8859-1), which the index keeps as is.
+    scope: Option<Scope>,
+}
+
+/// The single-valued defined terms a default may name: the single-byte sets, UTF-8 and the
+/// Chinese multi-byte sets (ISO 2022 terms need escape sequences, so cannot be a default).
+const DEFAULT_TERMS: [&str; 16] = [
+    "ISO_IR 6",
+    "ISO_IR 100",
+    "ISO_IR 101",
+    "ISO_IR 109",
+    "ISO_IR 110",
+    "ISO_IR 126",
+    "ISO_IR 127",
+    "ISO_IR 138",
+    "ISO_IR 144",
+    "ISO_IR 148",
+    "ISO_IR 13",
+    "ISO_IR 166",
+    "ISO_IR 203",
+    "ISO_IR 192",
+    "GB18030",
+    "GBK",
+];
+
+impl Default for DefaultCharacterSet {
+    /// ISO_IR 100, as Orthanc's `DefaultEncoding`: what dicom-rs reads such bytes as anyway.
+    fn default() -> Self {
+        DefaultCharacterSet {
+            term: "ISO_IR 100".into(),
+            scope: None,
+        }
+    }
+}
+
+impl DefaultCharacterSet {
+    /// A default from its defined term (`ISO_IR 100`, `ISO_IR 192`, `GB18030`…); the error says
+    /// which terms are accepted.
+    pub fn parse(term: &str) -> Result<DefaultCharacterSet, String> {
+        let term = term.trim();
+        let known = || {
+            format!(
+                "{term:?} is not a character set a default can name (one of: {})",
+                DEFAULT_TERMS.join(", ")
+            )
+        };
+        if !DEFAULT_TERMS.contains(&term) {
+            return Err(known());
+        }
+        // ISO_IR 6 and ISO_IR 100: dicom-rs already reads bytes beyond ASCII as ISO 8859-1.
+        let scope = match term {
+            "ISO_IR 6" | "ISO_IR 100" => None,
+            t => match CodeExtensions::from_specific_character_set(t) {
+                Some(cs) => Some(Scope::Extensions(cs)),
+                None => Some(Scope::Codec(first_value_codec(t).ok_or_else(known)?)),
+            },
+        };
+        Ok(DefaultCharacterSet {
+            term: term.to_string(),
+            scope,
+        })
+    }
+
+    /// The defined term, for logs.
+    pub fn term(&self) -> &str {
+        &self.term
+    }
+}
+
+/// Does the data set lack a character set yet have text beyond ASCII, so that its reading
+/// depends on the default? (0008,0005) absent or empty at the top, and a non-ASCII value
+/// anywhere an item does not declare its own set. Cheap for the usual header: it returns at once
+/// when (0008,0005) has a value.
+pub fn relies_on_default(obj: &InMemDicomObject) -> bool {
+    if specific_character_set(obj).is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    has_non_ascii_text(obj)
+}
+
+fn has_non_ascii_text(obj: &InMemDicomObject) -> bool {
+    obj.iter().any(|e| match e.items() {
+        Some(items) => items.iter().any(|item| {
+            specific_character_set(item).is_none_or(|v| v.is_empty()) && has_non_ascii_text(item)
+        }),
+        None => {
+            TextKind::of(e.vr()).is_some()
+                && match e.value() {
+                    Value::Primitive(PrimitiveValue::Str(s)) => !s.is_ascii(),
+                    Value::Primitive(PrimitiveValue::Strs(v)) => v.iter().any(|s| !s.is_ascii()),
+                    _ => false,
+                }
+        }
+    })
+}
+
 /// Does the data set declare a character set this module must decode (a cheap check of the
 /// top-level (0008,0005) only)?
 pub fn declares_code_extensions(obj: &InMemDicomObject) -> bool {
@@ -91,12 +194,27 @@ fn character_set_value(element: &InMemElement) -> String {
 /// a standard attribute read with its dictionary VR, or `None` when dicom-rs's reading already
 /// was right everywhere.
 pub fn to_unicode(obj: &InMemDicomObject, declared: Declared) -> Option<InMemDicomObject> {
-    if !may_need_work(obj, true) {
+    to_unicode_with_default(obj, declared, &DefaultCharacterSet::default())
+}
+
+/// [`to_unicode`], reading text in `default` where the data set declares no character set.
+pub fn to_unicode_with_default(
+    obj: &InMemDicomObject,
+    declared: Declared,
+    default: &DefaultCharacterSet,
+) -> Option<InMemDicomObject> {
+    let default_applies = default.scope.is_some() && relies_on_default(obj);
+    if !default_applies && !may_need_work(obj, true) {
         return None;
     }
     let mut parser = SpecificCharacterSet::default();
     let mut changed = false;
-    let inherited = Scope::Codec(SpecificCharacterSet::default());
+    // What dicom-rs read without a (0008,0005) is ISO 8859-1, exact byte for byte: re-read in
+    // the default, it becomes what the sender meant.
+    let inherited = match (&default.scope, default_applies) {
+        (Some(scope), true) => scope.clone(),
+        _ => Scope::Codec(SpecificCharacterSet::default()),
+    };
     let out = convert(obj, &inherited, &mut parser, &mut changed);
     if !changed {
         return None;

@@ -190,4 +190,6 @@ impl CodeExtensions {
 }
 
 #[cfg(test)]
+mod default_tests;
+#[cfg(test)]
 mod tests;

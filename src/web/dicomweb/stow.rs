@@ -28,7 +28,7 @@ pub use self::response::{PartOutcome, failure_reason, reason};
 use self::response::{base_url, response};
 use super::multipart::{Limits, MediaType, MultipartError, MultipartReader, Parser, PartHeaders};
 use super::user::DicomWebUser;
-use crate::archive::{Archive, IngestOutcome, IngestRequest, Spool};
+use crate::archive::{Archive, CharsetNotice, IngestOutcome, IngestRequest, Spool};
 use crate::web::WebState;
 use crate::web::auth::Role;
 use crate::web::auth::login::ClientInfo;
@@ -109,6 +109,8 @@ async fn store(
         .map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let mut reader = MultipartReader::new(body.into_data_stream(), parser, limit);
     let in_flight = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT));
+    // One per request: the default character set is logged once, not once per part.
+    let charset_notice = CharsetNotice::default();
     let mut slots = Vec::new();
     let framing = loop {
         let part = match reader.next_part().await {
@@ -117,7 +119,15 @@ async fn store(
             Err(e) => break Some(e),
         };
         let number = part.number;
-        match receive_part(&mut reader, &archive, part, state.accept_unknown_storage).await {
+        match receive_part(
+            &mut reader,
+            &archive,
+            part,
+            state.accept_unknown_storage,
+            &charset_notice,
+        )
+        .await
+        {
             Err(e) => break Some(e),
             Ok(Received::Failed(outcome)) => slots.push(Slot::Done(outcome)),
             Ok(Received::Spooled(spool)) => {
@@ -227,6 +237,7 @@ async fn receive_part<S, E>(
     archive: &Archive,
     part: PartHeaders,
     accept_unknown: bool,
+    charset_notice: &CharsetNotice,
 ) -> Result<Received, MultipartError>
 where
     S: futures_core::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
@@ -257,7 +268,13 @@ where
         match parse_meta(&head) {
             Meta::NeedMore => {}
             Meta::Invalid(message) => return Ok(failed(reason::CANNOT_UNDERSTAND, message, None)),
-            Meta::Done(request, offset) => break (request, offset),
+            Meta::Done(request, offset) => {
+                let request = IngestRequest {
+                    charset_notice: charset_notice.clone(),
+                    ..request
+                };
+                break (request, offset);
+            }
         }
         match reader.next_chunk().await? {
             Some(chunk) => head.extend_from_slice(&chunk),
@@ -365,6 +382,7 @@ fn parse_meta(head: &[u8]) -> Meta {
             .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| SOURCE_AET.to_string()),
+        charset_notice: Default::default(),
     };
     Meta::Done(request, end)
 }
