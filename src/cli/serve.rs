@@ -144,7 +144,8 @@ pub async fn run(config: Config) -> Result<ExitCode, CliError> {
         ));
     }
     let audit_flush = std::time::Duration::from_secs(config.audit.shutdown_flush_secs);
-    let ctx = DimseContext::new(archive.clone(), Arc::new(config), dicom_tls).with_audit(audit.clone());
+    let ctx =
+        DimseContext::new(archive.clone(), Arc::new(config), dicom_tls).with_audit(audit.clone());
     audit.application_activity(true);
     // Storage Commitment reports (a restart resumes the open transactions).
     tokio::spawn(dimse::run_commitment_reporter(

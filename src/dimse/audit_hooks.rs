@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-
 use super::DimseContext;
 use super::association::Context;
 use super::message::{Command, Response};

@@ -24,6 +24,7 @@ use super::c_find::FIND_SOP_CLASSES;
 use super::negotiation::QrNegotiation;
 use super::retrieve::{GET_SOP_CLASSES, MOVE_SOP_CLASSES};
 use super::session::Link;
+use super::waiting::{MAX_WAITING, Waiting};
 use super::{DimseContext, association};
 use crate::dictionary::storage_sop_classes;
 
@@ -48,6 +49,8 @@ struct Shared {
     tracker: TaskTracker,
     limit: Arc<Semaphore>,
     rejecting: Arc<Semaphore>,
+    /// Connections that have not sent their first byte (they hold no association slot).
+    waiting: Arc<Waiting>,
 }
 
 /// Accept associations on every listener until `shutdown`, then wait (bounded) for running
@@ -61,6 +64,7 @@ pub async fn serve(
         tracker: TaskTracker::new(),
         limit: Arc::new(Semaphore::new(ctx.config.dicom.max_associations)),
         rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
+        waiting: Arc::new(Waiting::new(MAX_WAITING)),
         ctx,
     };
     let loops: Vec<_> = listeners
@@ -105,6 +109,7 @@ async fn accept_loop(
         tracker,
         limit,
         rejecting,
+        waiting,
     } = shared;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -129,33 +134,85 @@ async fn accept_loop(
         if let Err(e) = socket.set_nodelay(true) {
             tracing::warn!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
-        match limit.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let ctx = ctx.clone();
-                tracker.spawn(async move {
-                    handle(socket, peer, transport, ctx).await;
-                    drop(permit);
-                });
+        let (ctx, limit, rejecting, waiting, shutdown) = (
+            ctx.clone(),
+            limit.clone(),
+            rejecting.clone(),
+            waiting.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(async move {
+            if first_byte(&socket, peer, &ctx, &waiting, &shutdown).await {
+                take_slot(socket, peer, transport, ctx, limit, rejecting).await;
             }
-            // A TLS client would need the handshake before it could read the rejection; at the
-            // limit it is not worth that work: close.
-            Err(_) if transport == Transport::Tls => {
-                tracing::warn!(%peer, "association limit reached; TLS connection closed")
-            }
-            Err(_) => match rejecting.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let artim = ctx.config.artim_timeout();
-                    let max_pdu = ctx.config.dicom.max_pdu;
-                    tracker.spawn(async move {
-                        reject_busy(socket, peer, artim, max_pdu).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "association limit reached and too many rejections pending; connection closed")
-                }
-            },
+        });
+    }
+}
+
+/// Wait (at most ARTIM, and only while among the [`MAX_WAITING`] newest silent connections)
+/// for the connection's first byte: true when it has one.
+async fn first_byte(
+    socket: &TcpStream,
+    peer: SocketAddr,
+    ctx: &DimseContext,
+    waiting: &Waiting,
+    shutdown: &CancellationToken,
+) -> bool {
+    let ticket = waiting.enter();
+    let mut byte = [0u8; 1];
+    let artim = ctx.config.artim_timeout();
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = ticket.evicted.cancelled() => {
+            tracing::warn!(%peer, max_waiting = MAX_WAITING, "too many connections that sent nothing; closed the one waiting longest");
+            false
         }
+        peeked = tokio::time::timeout(artim, socket.peek(&mut byte)) => match peeked {
+            Ok(Ok(n)) if n > 0 => true,
+            Ok(Ok(_)) => false, // closed by the peer before sending anything
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection lost before its first byte");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "nothing received within the ARTIM timeout; connection closed");
+                false
+            }
+        },
+    }
+}
+
+/// The association limit applies to connections that speak: run the association, or turn it
+/// away (A-ASSOCIATE-RJ transient on a plain connection).
+async fn take_slot(
+    socket: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+    ctx: DimseContext,
+    limit: Arc<Semaphore>,
+    rejecting: Arc<Semaphore>,
+) {
+    match limit.try_acquire_owned() {
+        Ok(permit) => {
+            handle(socket, peer, transport, ctx).await;
+            drop(permit);
+        }
+        // A TLS client would need the handshake before it could read the rejection; at the
+        // limit it is not worth that work: close.
+        Err(_) if transport == Transport::Tls => {
+            tracing::warn!(%peer, "association limit reached; TLS connection closed")
+        }
+        Err(_) => match rejecting.try_acquire_owned() {
+            Ok(permit) => {
+                let artim = ctx.config.artim_timeout();
+                let max_pdu = ctx.config.dicom.max_pdu;
+                reject_busy(socket, peer, artim, max_pdu).await;
+                drop(permit);
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "association limit reached and too many rejections pending; connection closed")
+            }
+        },
     }
 }
 
@@ -241,20 +298,16 @@ async fn handle(socket: TcpStream, peer: SocketAddr, transport: Transport, ctx: 
             match &e {
                 // A refusal like the access check's (no certificate, an untrusted one, no TLS at
                 // all, a protocol version or suite outside the profile): reported the same way.
-                dicom_ul::association::Error::TlsHandshake { source, .. } => {
-                    super::access::report(
-                        &super::access::RefusalEvent {
-                            refusal: &super::access::Refusal::TlsHandshakeFailed(
-                                source.to_string(),
-                            ),
-                            calling_aet: "",
-                            called_aet: "",
-                            peer,
-                            over_tls: true,
-                        },
-                        &ctx.audit,
-                    )
-                }
+                dicom_ul::association::Error::TlsHandshake { source, .. } => super::access::report(
+                    &super::access::RefusalEvent {
+                        refusal: &super::access::Refusal::TlsHandshakeFailed(source.to_string()),
+                        calling_aet: "",
+                        called_aet: "",
+                        peer,
+                        over_tls: true,
+                    },
+                    &ctx.audit,
+                ),
                 _ => tracing::warn!(%peer, ?transport, error = %e, "association not established"),
             }
             linger(after_reject, artim.min(LINGER_MAX)).await;

@@ -19,6 +19,7 @@ mod session;
 pub mod status;
 pub(crate) mod stgcmt;
 mod store_scu;
+mod waiting;
 
 pub use listener::{Transport, serve};
 pub use stgcmt::reporter::run as run_commitment_reporter;
