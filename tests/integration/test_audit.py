@@ -360,7 +360,8 @@ def test_every_event_reaches_rsyslog_over_tcp_udp_and_tls(mifas, collector, pki,
         who = alert.participant(HOSTILE_AE)
         assert who.get("UserIsRequestor") == "true" and who.get("NetworkAccessPointID") == "127.0.0.1"
         desc = alert.root.find("EventIdentification/EventOutcomeDescription").text
-        assert "calling AE title not recognized" in desc and HOSTILE_AE in desc, desc
+        # the reason names the rule that refused it (access::report)
+        assert "association refused" in desc and "allowed_calling" in desc and HOSTILE_AE in desc, desc
         (node,) = alert.objects("110182")
         assert node.get("ParticipantObjectID") == "127.0.0.1"
 
