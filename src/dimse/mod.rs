@@ -20,6 +20,7 @@ pub mod status;
 pub(crate) mod stgcmt;
 mod store_scu;
 
+pub(crate) use c_find::checked_identifier;
 pub use listener::{Transport, serve};
 pub use stgcmt::reporter::run as run_commitment_reporter;
 
