@@ -183,8 +183,11 @@ pub fn config_text(data: &[u8]) {
     }
 }
 
-/// Target name → entry point, for the regression replay.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+/// A fuzz target: its name (the binary and the corpus directory) and its entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target, for the regression replay.
+pub const TARGETS: [Target; 5] = [
     ("stow_multipart", stow_multipart),
     ("element_structure", element_structure),
     ("cfind_identifier", cfind_identifier),

@@ -100,7 +100,13 @@ fn implicit_is_sequence(tag: u32) -> bool {
 }
 
 /// VRs whose explicit-VR header has two reserved bytes and a 32-bit length (PS3.5 Table 7.1-1).
+/// A VR code the standard does not define is read as UN by dicom-parser, with the long header:
+/// the walk must read it the same way, or a 100-byte identifier passes the walk here and then makes
+/// the parser allocate the gigabytes its 32-bit length declares (found by fuzzing).
 fn has_long_length(vr: [u8; 2]) -> bool {
+    if dicom_core::VR::from_binary(vr).is_none() {
+        return true;
+    }
     matches!(
         &vr,
         b"OB"

@@ -286,3 +286,31 @@ fn defined_length_sequences_close_by_position() {
         );
     }
 }
+
+/// A VR code the standard does not define has the long header (dicom-parser reads it as UN): its
+/// 32-bit length is checked against the bytes at hand, both byte orders. Found by fuzzing: read
+/// with a 16-bit length, 100 bytes passed the walk and made the parser allocate 1.3 GB.
+#[test]
+fn unknown_vr_has_the_long_header() {
+    for enc in [LE, BE] {
+        let w32 = |v: u32| {
+            if enc.big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        // (0009,0010) "ZZ", reserved, a 32-bit length far beyond the data.
+        let mut bomb = el(enc, 0x0008_0020, b"DA", b"20200101");
+        bomb.extend_from_slice(&el(enc, 0x0009_0010, b"ZZ", b"")[..6]);
+        bomb.extend_from_slice(&w32(0x5243_4C2A));
+        bomb.extend_from_slice(&[0; 16]);
+        assert!(StructureCheck::check_bytes(enc, 8, &bomb).is_err());
+        // The same element with a true 32-bit length walks cleanly.
+        let fine = el(enc, 0x0009_0010, b"ZZ", b"ABCD");
+        assert_eq!(fine.len(), 16);
+        for result in check_all_splits(enc, &fine) {
+            assert_eq!(result, Ok(()));
+        }
+    }
+}
