@@ -314,3 +314,31 @@ fn unknown_vr_has_the_long_header() {
         }
     }
 }
+
+/// A number value whose length is no multiple of the number's size is refused: dicom-parser would
+/// read the whole numbers only and lose its place (found by fuzzing: a 2-byte UL, then 4 GB).
+#[test]
+fn number_lengths_must_be_multiples() {
+    for enc in [LE, BE] {
+        assert!(
+            StructureCheck::check_bytes(enc, 8, &el(enc, 0x0028_0010, b"US", &[0; 3])).is_err()
+        );
+        assert!(
+            StructureCheck::check_bytes(enc, 8, &el(enc, 0x0018_1310, b"UL", &[0; 6])).is_err()
+        );
+        assert_eq!(
+            StructureCheck::check_bytes(enc, 8, &el(enc, 0x0028_0010, b"US", &[0; 4])),
+            Ok(())
+        );
+    }
+    let implicit = Encoding::IMPLICIT_LE;
+    // (0028,0010) Rows is US in the dictionary; (0010,0010) PN takes any length.
+    assert!(
+        StructureCheck::check_bytes(implicit, 8, &el(implicit, 0x0028_0010, b"  ", &[0; 3]))
+            .is_err()
+    );
+    assert_eq!(
+        StructureCheck::check_bytes(implicit, 8, &el(implicit, 0x0010_0010, b"  ", b"ABC")),
+        Ok(())
+    );
+}
