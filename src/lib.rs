@@ -22,6 +22,8 @@ pub mod cli;
 pub mod config;
 pub mod dictionary;
 pub mod dimse;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ha;
 pub mod index;
 pub mod query;

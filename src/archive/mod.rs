@@ -21,7 +21,7 @@ mod repair;
 mod replication;
 mod retrieve;
 mod spool;
-mod structure;
+pub(crate) mod structure;
 #[cfg(test)]
 mod tests;
 mod uid_lock;

@@ -286,3 +286,59 @@ fn defined_length_sequences_close_by_position() {
         );
     }
 }
+
+/// A VR code the standard does not define has the long header (dicom-parser reads it as UN): its
+/// 32-bit length is checked against the bytes at hand, both byte orders. Found by fuzzing: read
+/// with a 16-bit length, 100 bytes passed the walk and made the parser allocate 1.3 GB.
+#[test]
+fn unknown_vr_has_the_long_header() {
+    for enc in [LE, BE] {
+        let w32 = |v: u32| {
+            if enc.big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        // (0009,0010) "ZZ", reserved, a 32-bit length far beyond the data.
+        let mut bomb = el(enc, 0x0008_0020, b"DA", b"20200101");
+        bomb.extend_from_slice(&el(enc, 0x0009_0010, b"ZZ", b"")[..6]);
+        bomb.extend_from_slice(&w32(0x5243_4C2A));
+        bomb.extend_from_slice(&[0; 16]);
+        assert!(StructureCheck::check_bytes(enc, 8, &bomb).is_err());
+        // The same element with a true 32-bit length walks cleanly.
+        let fine = el(enc, 0x0009_0010, b"ZZ", b"ABCD");
+        assert_eq!(fine.len(), 16);
+        for result in check_all_splits(enc, &fine) {
+            assert_eq!(result, Ok(()));
+        }
+    }
+}
+
+/// A number value whose length is no multiple of the number's size is refused: dicom-parser would
+/// read the whole numbers only and lose its place (found by fuzzing: a 2-byte UL, then 4 GB).
+#[test]
+fn number_lengths_must_be_multiples() {
+    for enc in [LE, BE] {
+        assert!(
+            StructureCheck::check_bytes(enc, 8, &el(enc, 0x0028_0010, b"US", &[0; 3])).is_err()
+        );
+        assert!(
+            StructureCheck::check_bytes(enc, 8, &el(enc, 0x0018_1310, b"UL", &[0; 6])).is_err()
+        );
+        assert_eq!(
+            StructureCheck::check_bytes(enc, 8, &el(enc, 0x0028_0010, b"US", &[0; 4])),
+            Ok(())
+        );
+    }
+    let implicit = Encoding::IMPLICIT_LE;
+    // (0028,0010) Rows is US in the dictionary; (0010,0010) PN takes any length.
+    assert!(
+        StructureCheck::check_bytes(implicit, 8, &el(implicit, 0x0028_0010, b"  ", &[0; 3]))
+            .is_err()
+    );
+    assert_eq!(
+        StructureCheck::check_bytes(implicit, 8, &el(implicit, 0x0010_0010, b"  ", b"ABC")),
+        Ok(())
+    );
+}

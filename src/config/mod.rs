@@ -529,7 +529,7 @@ impl Config {
         })
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: &str| {
             Err(ConfigError::Invalid {
                 key: key.into(),

@@ -21,6 +21,7 @@ pub(crate) mod stgcmt;
 mod store_scu;
 mod waiting;
 
+pub(crate) use c_find::checked_identifier;
 pub use listener::{Transport, serve};
 pub use stgcmt::reporter::run as run_commitment_reporter;
 
