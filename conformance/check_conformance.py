@@ -14,7 +14,7 @@ Checks:
      default (among them dicom.*, query.*, retrieve.*), and every "`value` by default (`key`)" /
      "`key` (`value` by default" phrase agrees with mifas.example.toml. Keys the example cannot
      show (fields of [[dicom.allowed_calling]] / [[remote_ae]] entries) must be fields of
-     src/config/mod.rs; their default is '—', or the literal their `#[serde(default = "f")]` returns.
+     src/config/*.rs; their default is '—', or the literal their `#[serde(default = "f")]` returns.
   5. MIFAS's Implementation Class UID and Version Name (src/archive/spool.rs, Cargo.toml) appear.
   6. docker/mifas.toml parses and sets only keys of mifas.example.toml, with values of the same type.
   7. With cargo and the dicom-rs sources available (`cargo metadata`): the Implementation Class
@@ -235,7 +235,7 @@ def toml_value(literal: str) -> object:
 
 
 def config_field_default(config_rs: str, key: str) -> object:
-    """The serde default of the config field `section.field` (src/config/mod.rs), for keys that
+    """The serde default of the config field `section.field` (src/config/*.rs), for keys that
     mifas.example.toml cannot show (fields of array-of-tables entries such as [[remote_ae]]).
     Returns the literal value of `#[serde(default = "f")]` when f's body is a bool, integer or
     string literal, None when the field has no such default (required, or a type default).
@@ -281,7 +281,7 @@ def check_defaults(doc: str, report: Report) -> None:
         seen.add(key)
         if key not in example:
             # Documented keys without a value in the example (the allow-list, the fields of
-            # [[remote_ae]] entries) must be fields of src/config/mod.rs. Their default cell is '—',
+            # [[remote_ae]] entries) must be fields of structs in src/config/. Their default cell is '—',
             # or, for a field with `#[serde(default = "f")]` where f returns a literal, that literal.
             try:
                 code_default = config_field_default(config_rs, key)
@@ -291,7 +291,7 @@ def check_defaults(doc: str, report: Report) -> None:
             if code_default is None:
                 if default not in ("—", "-"):
                     problems.append(f"{key}: not set in mifas.example.toml and without a literal serde default "
-                                    "in src/config/mod.rs, so the table's default must be '—'")
+                                    "in src/config/, so the table's default must be '—'")
                 continue
             lit = re.fullmatch(r"`([^`]+)`", default)
             try:
@@ -299,7 +299,7 @@ def check_defaults(doc: str, report: Report) -> None:
             except tomllib.TOMLDecodeError:
                 value = None
             if value != code_default:
-                problems.append(f"{key}: the statement's default is {default!r}, src/config/mod.rs's serde default is {code_default!r}")
+                problems.append(f"{key}: the statement's default is {default!r}, src/config/'s serde default is {code_default!r}")
             continue
         lit = re.fullmatch(r"`([^`]+)`", default)
         try:
@@ -337,12 +337,12 @@ def check_defaults(doc: str, report: Report) -> None:
                 expected, source = example[key], "mifas.example.toml"
             else:
                 try:
-                    expected, source = config_field_default(config_rs, key), "src/config/mod.rs (serde default)"
+                    expected, source = config_field_default(config_rs, key), "src/config/ (serde default)"
                 except ValueError:
                     expected = None
                 if expected is None:
                     problems.append(f"{phrase!r}: {key} is neither a key of mifas.example.toml nor a field of "
-                                    "src/config/mod.rs with a literal serde default")
+                                    "src/config/ with a literal serde default")
                     continue
             try:
                 value = toml_value(literal)
