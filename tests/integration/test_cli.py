@@ -139,6 +139,12 @@ BAD_CONFIGS = {
     "negative": ("[dicom]\nmax_pdu = -5\n", "max_pdu"),
     "bad_bool": ('[dicom]\ncheck_called_aet = "yes"\n', "check_called_aet"),
     "allow_list_type": ('[[dicom.allowed_calling]]\naet = "CT1"\nhosts = "127.0.0.1"\n', "hosts"),
+    # Fuzzer finds: tracing-subscriber's filter parser panicked on the first and spent seconds
+    # compiling the second's field regex; both must be one clear error line.
+    "log_level_non_ascii": ('[log]\nlevel = "va? vpz,,0Kt,-,,,,G[kmw],k,, -[v{zG =qcb_[\\\\[]]`_aԟ}~("\n',
+                            "log.level"),
+    "log_level_field_filter": ('[log]\nlevel = "[assoc{peer=.*.*.*.*}]=debug"\n', "log.level"),
+    "log_level_typo": ('[log]\nlevel = "verbose"\n', "log.level"),
 }
 
 
