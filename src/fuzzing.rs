@@ -2,8 +2,9 @@
 //! function per target that hands arbitrary bytes to the real parser the way MIFAS uses it. They
 //! return nothing; a panic, an abort, a stack overflow or a hang is the finding. Not an API.
 //!
-//! The saved inputs under `tests/fuzz/regressions/<target>/` are replayed by the tests below, so
-//! `cargo test` keeps every fixed finding fixed.
+//! The saved inputs under `tests/fuzz/regressions/<target>/` (findings), `corpus/<target>/`
+//! (seeds) and `minimised/<target>/` (the corpus of the 10⁷-execution runs, minimised) are
+//! replayed by the tests below, so `cargo test` keeps every fixed finding fixed.
 
 use crate::web::dicomweb::multipart::{Event, Limits, MediaType, MultipartError, Parser};
 
@@ -199,14 +200,15 @@ pub const TARGETS: [Target; 5] = [
 mod tests {
     use super::*;
 
-    /// Replays every saved crash input and every seed of `tests/fuzz/` through its target: none
-    /// may panic (the fuzzers found these; each was fixed, or is a seed that must stay harmless).
+    /// Replays every saved crash input, seed and minimised-corpus input of `tests/fuzz/` through
+    /// its target: none may panic (the fuzzers found these; each was fixed, or is an input that
+    /// must stay harmless).
     #[test]
     fn fuzz_regressions_and_seeds_do_not_panic() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
         let mut replayed = 0usize;
         for (name, target) in TARGETS {
-            for dir in ["regressions", "corpus"] {
+            for dir in ["regressions", "corpus", "minimised"] {
                 let Ok(entries) = std::fs::read_dir(root.join(dir).join(name)) else {
                     continue;
                 };
