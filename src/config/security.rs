@@ -31,6 +31,9 @@ pub struct DicomTlsConfig {
     pub ca: Option<PathBuf>,
     /// Refuse the TLS handshake of a client without a certificate signed by `ca`.
     pub require_client_cert: bool,
+    /// Certificate revocation lists (PEM): client certificates and remote AEs' certificates
+    /// they list are refused. Re-read when a file changes.
+    pub crl: Vec<PathBuf>,
     /// Keep the plain (non-TLS) listener on `dicom.port` open beside the TLS one.
     pub plain_listener: bool,
 }
@@ -45,6 +48,7 @@ impl Default for DicomTlsConfig {
             key: None,
             ca: None,
             require_client_cert: false,
+            crl: Vec::new(),
             plain_listener: true,
         }
     }
@@ -172,6 +176,12 @@ impl DicomTlsConfig {
                 "needs dicom.tls.ca (the CA bundle client certificates are verified against)",
             );
         }
+        if !self.crl.is_empty() && self.ca.is_none() {
+            return invalid(
+                "dicom.tls.crl".into(),
+                "needs dicom.tls.ca (revocation lists apply to certificates verified against it)",
+            );
+        }
         if self.cert.is_some() != self.key.is_some() {
             return invalid(
                 "dicom.tls.key".into(),
@@ -268,6 +278,8 @@ mod tests {
         let subject = "[[remote_ae]]\naet = \"A\"\nhost = \"h\"\nport = 1\ntls_subject = \"a\"\n";
         let err = validate(subject).unwrap_err();
         assert!(err.contains("remote_ae[0].tls_subject"), "{err}");
+        let err = validate("[dicom.tls]\ncrl = [\"r.pem\"]\n").unwrap_err();
+        assert!(err.contains("dicom.tls.crl"), "{err}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ import find_clients as F
 import retrieve_peers as P
 from dicom_fixtures import generate_corpus
 from mifas_helpers import CHILD_ENV, MIFAS_BIN, STORESCU, MifasServer, split_part10, write_config
-from tls_fixtures import dcmtk_tls_args, make_pki, negotiated, tls_port
+from tls_fixtures import CrlMaker, dcmtk_tls_args, make_leaf, make_pki, negotiated, tls_port
 
 SUCCESS = 0x0000
 
@@ -422,6 +422,65 @@ def test_bad_certificate_file_is_one_error_line_and_exit_2(tmp_path, pki, key, f
                        capture_output=True, text=True, timeout=60, env=CHILD_ENV)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error")]
     assert r.returncode == 2 and len(errors) == 1 and key in errors[0] and str(garbage) in errors[0], r.stderr
+
+
+def test_revoked_client_certificate_is_refused_and_the_crl_is_reread(tmp_path, pki, corpus):
+    """dicom.tls.crl: a client certificate the CA has revoked is refused at the handshake, and a
+    new list published while MIFAS runs applies to the next connection, without a restart."""
+    leaf = make_leaf(pki, "client3", "modality3")
+    crls = CrlMaker(pki, tmp_path / "ca-db")
+    crl = tmp_path / "mifas.crl.pem"
+    crls.write(crl)  # nothing revoked yet
+    cfg = {"dicom": {"tls": {"enabled": True, "port": 0, "cert": str(pki.server_cert), "key": str(pki.server_key),
+                             "ca": str(pki.ca), "require_client_cert": True, "crl": [str(crl)]}}}
+    s = MifasServer(tmp_path / "srv", cfg).start()
+    port = tls_port(s.ready_line)
+
+    def echo(cert) -> subprocess.CompletedProcess:
+        return subprocess.run(["echoscu", "-aet", "MOD3", "-aec", "MIFAS", "-to", "10", "-ta", "10",
+                               *dcmtk_tls_args(pki, cert), "127.0.0.1", str(port)],
+                              capture_output=True, text=True, timeout=60, env=CHILD_ENV)
+
+    def store(cert_key) -> bool:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca))
+        ctx.load_cert_chain(str(cert_key[0]), str(cert_key[1]))
+        assoc = _pyn_ae("MOD3").associate("127.0.0.1", port, ae_title="MIFAS", tls_args=(ctx, "localhost"))
+        if not assoc.is_established:
+            return False
+        try:  # TLS 1.3: the client may finish before the server's alert arrives
+            st = assoc.send_c_store(_fresh_ds(corpus, "95"))
+            return bool(st) and st.get("Status") == SUCCESS
+        finally:
+            assoc.abort()
+
+    try:
+        r = echo(leaf)
+        assert r.returncode == 0, f"not yet revoked, yet refused:\n{r.stdout}{r.stderr}"
+        crls.revoke(leaf[0])
+        crls.write(crl)
+        r = echo(leaf)
+        assert r.returncode != 0, "a revoked certificate was accepted"
+        assert not store(leaf), "a revoked certificate stored an instance"
+        ok = echo("client2")
+        assert ok.returncode == 0, f"a certificate the list does not name was refused:\n{ok.stdout}{ok.stderr}"
+        log = s.log_path.read_text(errors="replace")
+        assert "certificate revocation lists re-read" in log
+        assert re.search(r"TLS handshake failed.*[Rr]evoked", log), log[-2000:]
+        # A list that becomes unreadable: logged, the previous one stays in force.
+        crl.write_text("not a CRL\n")
+        assert echo(leaf).returncode != 0, "the revocation was forgotten when the list became unreadable"
+        assert echo("client2").returncode == 0
+        # logged once, not at every connection, until the file changes again
+        assert s.log_path.read_text(errors="replace").count("the previous ones stay in force") == 1
+    finally:
+        s.stop_ok()
+    # At start-up an unusable list is one error line and exit 2.
+    bad = write_config(tmp_path / "bad-crl.toml", cfg)
+    r = subprocess.run([str(MIFAS_BIN), "serve", "--config", str(bad), "--data-dir", str(tmp_path / "d2"),
+                        "--dicom-port", "0", "--http-port", "0"],
+                       capture_output=True, text=True, timeout=60, env=CHILD_ENV)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error")]
+    assert r.returncode == 2 and len(errors) == 1 and "dicom.tls.crl" in errors[0] and str(crl) in errors[0], r.stderr
 
 
 def test_tls_only_listener(tmp_path, pki):

@@ -78,16 +78,52 @@ def make_pki(d: Path) -> Pki:
 READY_TLS_RE = re.compile(r" dicom_tls=(?P<ip>[^\s]+):(?P<port>\d+)")
 
 
+def make_leaf(pki: Pki, name: str, cn: str) -> tuple[Path, Path]:
+    """One more client certificate (CN `cn`, SAN DNS `cn`.example) signed by the test CA:
+    (certificate, key)."""
+    _leaf(pki.dir, name, cn, f"DNS:{cn}.example", "clientAuth,serverAuth")
+    return pki.dir / f"{name}.pem", pki.dir / f"{name}.key"
+
+
+class CrlMaker:
+    """Certificate revocation lists of the test CA, made with `openssl ca` (its own small
+    database under `db`)."""
+
+    def __init__(self, pki: Pki, db: Path):
+        self.pki, self.db = pki, Path(db)
+        self.db.mkdir(parents=True, exist_ok=True)
+        (self.db / "index.txt").write_text("")
+        (self.db / "crlnumber").write_text("01\n")
+        self.cnf = self.db / "ca.cnf"
+        self.cnf.write_text(f"[ca]\ndefault_ca = test\n[test]\ndatabase = {self.db}/index.txt\n"
+                            f"crlnumber = {self.db}/crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\n")
+
+    def _ca(self, *args: str) -> None:
+        _run("ca", "-config", str(self.cnf), "-keyfile", "ca.key", "-cert", "ca.pem", *args, cwd=self.pki.dir)
+
+    def revoke(self, cert: Path) -> None:
+        self._ca("-revoke", str(cert))
+
+    def write(self, out: Path) -> None:
+        """The current list, PEM, replacing `out` at once (as a CA tool publishing it would)."""
+        tmp = out.with_name(out.name + ".new")
+        self._ca("-gencrl", "-out", str(tmp))
+        tmp.replace(out)
+
+
 def tls_port(ready_line: str) -> int:
     m = READY_TLS_RE.search(ready_line)
     assert m, f"no dicom_tls= in the READY line: {ready_line!r}"
     return int(m["port"])
 
 
-def dcmtk_tls_args(pki: Pki, cert: str | None = "client1") -> list[str]:
-    """DCMTK client options: +tls key cert (or anonymous TLS) and trust the CA."""
+def dcmtk_tls_args(pki: Pki, cert: str | tuple[Path, Path] | None = "client1") -> list[str]:
+    """DCMTK client options: +tls key cert (or anonymous TLS) and trust the CA. `cert` names one
+    of the Pki's clients, or is a (certificate, key) pair from make_leaf."""
     if cert is None:
         return ["+tla", "+cf", str(pki.ca)]
+    if isinstance(cert, tuple):
+        return ["+tls", str(cert[1]), str(cert[0]), "+cf", str(pki.ca)]
     return ["+tls", str(getattr(pki, f"{cert}_key")), str(getattr(pki, f"{cert}_cert")), "+cf", str(pki.ca)]
 
 

@@ -2,7 +2,8 @@
 //! read from the PEM files the configuration names (once, at start-up), the BCP195 profile
 //! (PS3.15 B.9: TLS 1.2 and 1.3 only, ECDHE with AES-GCM or ChaCha20-Poly1305), server
 //! configurations for the DICOM and HTTPS listeners, the client configuration of outgoing
-//! associations, and the client certificate's names for the per-AE subject check.
+//! associations, and the client certificate's names for the per-AE subject check. Revocation
+//! lists (`dicom.tls.crl`) and the verifiers built on them are in [`revocation`].
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -12,13 +13,14 @@ use rustls::crypto::CryptoProvider;
 use rustls::crypto::ring::cipher_suite as suites;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{
-    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
-};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use crate::config::{Config, ConfigError};
+
+mod revocation;
+use revocation::Revocation;
 
 /// A PEM file that cannot be used; the message names the config key and the file.
 fn bad_file(key: &str, path: &Path, why: impl std::fmt::Display) -> ConfigError {
@@ -129,17 +131,16 @@ impl ResolvesServerCert for FixedCert {
     }
 }
 
-/// What the DICOM TLS listener and our outgoing TLS associations use, built once.
+/// What the DICOM TLS listener and our outgoing TLS associations use, built once (the
+/// certificate checks are rebuilt when a revocation list changes, see [`revocation`]).
 #[derive(Debug, Clone)]
 pub struct DicomTls {
     /// The BCP195 ring provider, built once (every TLS connection gets its own configuration).
     provider: Arc<CryptoProvider>,
     /// Our certificate (the TLS listener's; presented to TLS move destinations).
     server_cert: Option<Arc<CertifiedKey>>,
-    /// Verifies client certificates: mandatory, optional, or none (no CA configured).
-    client_verifier: Arc<dyn ClientCertVerifier>,
-    /// For associations we open to `tls = true` remote AEs.
-    client: Option<Arc<rustls::ClientConfig>>,
+    /// The client-certificate verifier and the outgoing client configuration.
+    revocation: Arc<Revocation>,
 }
 
 /// The verified client certificate of one TLS connection, filled during its handshake.
@@ -161,49 +162,17 @@ impl DicomTls {
             Some(ca) => Some(read_roots("dicom.tls.ca", ca)?),
             None => None,
         };
-        let client_verifier = match &roots {
-            Some(roots) => {
-                let builder =
-                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider());
-                let builder = if tls.require_client_cert {
-                    builder
-                } else {
-                    builder.allow_unauthenticated()
-                };
-                builder.build().map_err(|e| ConfigError::Invalid {
-                    key: "dicom.tls.ca".into(),
-                    message: format!("cannot verify client certificates with it: {e}"),
-                })?
-            }
-            None => WebPkiClientVerifier::no_client_auth(),
-        };
-        let client = match &roots {
-            Some(roots) => {
-                let builder = rustls::ClientConfig::builder_with_provider(provider())
-                    .with_protocol_versions(VERSIONS)
-                    .map_err(|e| ConfigError::Invalid {
-                        key: "dicom.tls".into(),
-                        message: e.to_string(),
-                    })?
-                    .with_root_certificates(roots.clone());
-                let config = match &ours {
-                    Some((chain, key, _)) => builder
-                        .with_client_auth_cert(chain.clone(), key.clone_key())
-                        .map_err(|e| ConfigError::Invalid {
-                            key: "dicom.tls.key".into(),
-                            message: e.to_string(),
-                        })?,
-                    None => builder.with_no_client_auth(),
-                };
-                Some(Arc::new(config))
-            }
-            None => None,
+        let inputs = revocation::Inputs {
+            roots,
+            require_client_cert: tls.require_client_cert,
+            ours: ours
+                .as_ref()
+                .map(|(chain, key, _)| (chain.clone(), key.clone_key())),
         };
         Ok(Some(DicomTls {
             provider: provider(),
             server_cert: ours.map(|(_, _, certified)| certified),
-            client_verifier,
-            client,
+            revocation: Arc::new(Revocation::load(inputs, &tls.crl)?),
         }))
     }
 
@@ -222,7 +191,7 @@ impl DicomTls {
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(VERSIONS)?
             .with_client_cert_verifier(Arc::new(RecordingVerifier {
-                inner: self.client_verifier.clone(),
+                inner: self.revocation.current().client_verifier.clone(),
                 slot,
             }))
             .with_cert_resolver(Arc::new(FixedCert(cert)));
@@ -233,7 +202,7 @@ impl DicomTls {
 
     /// The client configuration for `tls = true` remote AEs (`None` without `dicom.tls.ca`).
     pub fn client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
-        self.client.clone()
+        self.revocation.current().client.clone()
     }
 }
 
