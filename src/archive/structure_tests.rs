@@ -196,6 +196,26 @@ fn misplaced_items_are_malformed() {
     assert!(c.result().unwrap_err().contains("undefined length"));
 }
 
+/// A delimiter outside any sequence is skipped when its length is 0 and refused otherwise:
+/// dicom-parser reads a stray sequence delimiter as an element with that length (found by
+/// fuzzing: 64 bytes of C-FIND identifier, then 3.9 GB).
+#[test]
+fn stray_delimiters_must_have_no_length() {
+    for tag in [ITEM_DELIMITATION, SEQUENCE_DELIMITATION] {
+        let mut d = el(LE, 0x0010_0010, b"PN", b"X^Y ");
+        d.extend(raw(tag, 0));
+        d.extend(el(LE, 0x0010_0020, b"LO", b"ID01"));
+        for result in check_all_splits(LE, &d) {
+            assert_eq!(result, Ok(()));
+        }
+        let mut d = el(LE, 0x0010_0010, b"PN", b"X^Y ");
+        d.extend(raw(tag, 0xE801_0008));
+        let mut c = StructureCheck::new(LE, DEFAULT_MAX_SEQUENCE_DEPTH);
+        c.feed(&d);
+        assert!(c.result().unwrap_err().contains("outside a sequence"));
+    }
+}
+
 #[test]
 fn large_headers_are_not_kept() {
     let mut c = StructureCheck::new(LE, DEFAULT_MAX_SEQUENCE_DEPTH);

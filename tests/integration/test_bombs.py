@@ -170,15 +170,19 @@ def identifier(nesting: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("service", ["find", "move", "get"])
-@pytest.mark.parametrize("bomb", ["depth", "length"])
+@pytest.mark.parametrize("bomb", ["depth", "length", "stray-delimiter"])
 def test_identifier_bombs_get_a_failure_status(server, service, bomb):
     sop_class, field = {"find": (STUDY_FIND, 0x0020), "move": (STUDY_MOVE, 0x0021),
                         "get": (STUDY_GET, 0x0010)}[service]
     if bomb == "depth":
         ident = identifier(nested_sequences(DEPTH))
-    else:
+    elif bomb == "length":
         # a sequence declaring 4 GB in a 1 KB identifier
         ident = identifier(struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFF0) + b"\0" * 1024)
+    else:
+        # a sequence delimiter outside any sequence declaring 3.9 GB (fuzzer find: dicom-parser
+        # reads it as an element and allocates that much)
+        ident = identifier(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0xE8010008))
     a = associate(server, [(1, sop_class, [EXPLICIT_LE]), (3, VERIFICATION, [IMPLICIT_LE])])
     with a:
         cmd = qr_rq(field, sop_class, 7, "NOWHERE" if service == "move" else None)
