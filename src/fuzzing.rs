@@ -121,6 +121,64 @@ pub fn element_structure(data: &[u8]) {
     );
 }
 
+/// A C-STORE data set as ingest handles it (`archive::ingest::parse_and_validate`): the element
+/// walk fed in input-derived chunks as the spool feeds it, then, if it passes, the captured
+/// header parsed by dicom-parser and turned into an index entry (character sets, person names,
+/// dates). Byte 0 picks the transfer syntax (mod 3: implicit LE, explicit LE, explicit BE) and,
+/// with 0x10, a default character set of ISO_IR 192 instead of ISO_IR 100.
+pub fn store_dataset(data: &[u8]) {
+    use crate::archive::structure::{Encoding, StructureCheck};
+    use crate::query::charset::dataset::DefaultCharacterSet;
+    use dicom_encoding::TransferSyntaxIndex;
+    let Some((&selector, dataset)) = data.split_first() else {
+        return;
+    };
+    let (ts, encoding) = match selector % 3 {
+        0 => ("1.2.840.10008.1.2", (false, false)),
+        1 => ("1.2.840.10008.1.2.1", (true, false)),
+        _ => ("1.2.840.10008.1.2.2", (true, true)),
+    };
+    let mut walk = StructureCheck::new(
+        Encoding {
+            explicit_vr: encoding.0,
+            big_endian: encoding.1,
+        },
+        MAX_DEPTH,
+    );
+    for piece in chunks(dataset, 509) {
+        walk.feed(piece);
+    }
+    if walk.result().is_err() {
+        return;
+    }
+    let Some(header) = walk.header() else {
+        return;
+    };
+    let Some(ts) = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(ts) else {
+        return;
+    };
+    let Ok(object) = dicom_object::InMemDicomObject::read_dataset_with_ts(header, ts) else {
+        return;
+    };
+    let charset = if selector & 0x10 != 0 {
+        "ISO_IR 192"
+    } else {
+        "ISO_IR 100"
+    };
+    let charset = DefaultCharacterSet::parse(charset).unwrap_or_default();
+    let facts = crate::index::ObjectFacts {
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+        sop_instance_uid: "1.2.3".into(),
+        transfer_syntax: ts.uid().into(),
+        size: dataset.len() as u64,
+        sha256: [0; 32],
+        object_key: "fuzz".into(),
+        source_aet: "FUZZ".into(),
+        received_at: 0,
+    };
+    let _ = crate::index::InstanceEntry::from_header(&object, facts, &charset);
+}
+
 /// Transfer syntaxes an identifier may arrive in (the first input byte picks one).
 const IDENTIFIER_SYNTAXES: [&str; 4] = [
     "1.2.840.10008.1.2",      // Implicit VR Little Endian
@@ -188,9 +246,10 @@ pub fn config_text(data: &[u8]) {
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target, for the regression replay.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     ("stow_multipart", stow_multipart),
     ("element_structure", element_structure),
+    ("store_dataset", store_dataset),
     ("cfind_identifier", cfind_identifier),
     ("pdu_stream", pdu_stream),
     ("config_text", config_text),

@@ -71,6 +71,21 @@ def element_structure() -> None:
     write("element_structure", "nested_sq_0", b"\x00" + fx.encode_dataset(ds, implicit=True))
 
 
+def store_dataset() -> None:
+    # First byte: mod 3 picks implicit LE, explicit LE, explicit BE; 0x10 the ISO_IR 192 default
+    # character set (src/fuzzing.rs). Headers only, like element_structure's seeds.
+    encodings = ((0x00, True, True), (0x01, False, True), (0x12, False, False), (0x11, False, True))
+    fixtures = [f for f in fx.available_fixtures() if f.name != "deflated" and f.path]
+    for i, f in enumerate(fixtures):
+        ds = header_only(pydicom.dcmread(f.path))
+        selector, implicit, little = encodings[i % len(encodings)]
+        try:
+            raw = fx.encode_dataset(ds, implicit=implicit, little=little)
+        except Exception:  # noqa: BLE001 - a fixture pydicom cannot re-encode is no seed
+            continue
+        write("store_dataset", f"{f.name}_{selector:02x}", bytes([selector]) + raw)
+
+
 def identifiers() -> list[tuple[str, Dataset]]:
     out = []
     study = Dataset()
@@ -186,6 +201,7 @@ def config_text() -> None:
 
 if __name__ == "__main__":
     element_structure()
+    store_dataset()
     cfind_identifier()
     pdu_stream()
     stow_multipart()

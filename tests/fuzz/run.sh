@@ -8,7 +8,7 @@ set -eu
 cd "$(dirname "$0")"
 seconds=${1:-300}
 [ $# -gt 0 ] && shift
-targets=${*:-"stow_multipart element_structure cfind_identifier pdu_stream config_text"}
+targets=${*:-"stow_multipart element_structure store_dataset cfind_identifier pdu_stream config_text"}
 out=${FUZZ_OUT:-/tmp/fuzz-out}
 mkdir -p "$out"
 if [ -n "${FUZZ_EXECS:-}" ]; then stop="-E $FUZZ_EXECS"; else stop="-V $seconds"; fi
