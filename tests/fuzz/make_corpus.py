@@ -44,10 +44,9 @@ def header_only(ds: Dataset) -> Dataset:
     return small
 
 
-def element_structure() -> None:
-    # First byte: bit 0 explicit VR, bit 1 big endian (src/fuzzing.rs).
-    # One encoding per fixture, in turn, so the corpus stays under ~30 files.
-    encodings = ((0, True, True), (1, False, True), (3, False, False))
+def fixture_headers(target: str, encodings, name) -> None:
+    """One seed per fixture (headers only), its encoding taken in turn from `encodings`
+    ((selector byte, implicit VR, little endian)...), so the corpus stays under ~30 files."""
     fixtures = [f for f in fx.available_fixtures() if f.name != "deflated" and f.path]
     for i, f in enumerate(fixtures):
         ds = header_only(pydicom.dcmread(f.path))
@@ -56,7 +55,13 @@ def element_structure() -> None:
             raw = fx.encode_dataset(ds, implicit=implicit, little=little)
         except Exception:  # noqa: BLE001 - a fixture pydicom cannot re-encode is no seed
             continue
-        write("element_structure", f"{f.name}_{selector}", bytes([selector]) + raw)
+        write(target, name(f.name, selector), bytes([selector]) + raw)
+
+
+def element_structure() -> None:
+    # First byte: bit 0 explicit VR, bit 1 big endian (src/fuzzing.rs).
+    fixture_headers("element_structure", ((0, True, True), (1, False, True), (3, False, False)),
+                    lambda fixture, selector: f"{fixture}_{selector}")
     # Sequences of undefined length, nested.
     inner = Dataset()
     inner.CodeValue = "121327"
@@ -73,17 +78,10 @@ def element_structure() -> None:
 
 def store_dataset() -> None:
     # First byte: mod 3 picks implicit LE, explicit LE, explicit BE; 0x10 the ISO_IR 192 default
-    # character set (src/fuzzing.rs). Headers only, like element_structure's seeds.
-    encodings = ((0x00, True, True), (0x01, False, True), (0x12, False, False), (0x11, False, True))
-    fixtures = [f for f in fx.available_fixtures() if f.name != "deflated" and f.path]
-    for i, f in enumerate(fixtures):
-        ds = header_only(pydicom.dcmread(f.path))
-        selector, implicit, little = encodings[i % len(encodings)]
-        try:
-            raw = fx.encode_dataset(ds, implicit=implicit, little=little)
-        except Exception:  # noqa: BLE001 - a fixture pydicom cannot re-encode is no seed
-            continue
-        write("store_dataset", f"{f.name}_{selector:02x}", bytes([selector]) + raw)
+    # character set (src/fuzzing.rs).
+    fixture_headers("store_dataset",
+                    ((0x00, True, True), (0x01, False, True), (0x12, False, False), (0x11, False, True)),
+                    lambda fixture, selector: f"{fixture}_{selector:02x}")
 
 
 def identifiers() -> list[tuple[str, Dataset]]:
