@@ -373,13 +373,12 @@ async fn reject_busy(mut socket: TcpStream, peer: SocketAddr, artim: Duration, m
             let mut out = Vec::new();
             if dicom_ul::write_pdu(&mut out, &rj).is_ok() {
                 // Bounded like every write: a peer that does not read cannot keep this task.
-                let _ = tokio::time::timeout(artim, async {
-                    socket.write_all(&out).await?;
-                    socket.shutdown().await
-                })
-                .await;
+                let _ = tokio::time::timeout(artim, socket.write_all(&out)).await;
             }
             tracing::warn!(%peer, calling_aet = %rq.calling_ae_title.trim(), "association limit reached; rejected (transient)");
+            // As after any rejection: let the peer close first, or it may see a dropped
+            // connection instead of the A-ASSOCIATE-RJ (pynetdicom did, now and then).
+            linger(socket, artim.min(LINGER_MAX)).await;
         }
         Ok(Ok(other)) => {
             tracing::warn!(%peer, pdu = %other.short_description(), "unexpected PDU instead of A-ASSOCIATE-RQ")
